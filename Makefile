@@ -1,0 +1,29 @@
+# Set-up is incremental: the virtual environment is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Every extra that installs on a CPU machine; `tensorrt` needs NVIDIA's own index and a GPU.
+EXTRAS := dali,serve,dev
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= data/synthetic
+DEMO_VIDEOS ?= 1200
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/qslr -v data synth --out $(DEMO_DIR) --videos $(DEMO_VIDEOS) --overwrite
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

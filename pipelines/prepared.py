@@ -1,0 +1,158 @@
+"""The prepared-dataset format, the one contract between data sources and everything downstream.
+
+    <root>/vocab.json                gloss -> id (1..N); id 0 is reserved for the CTC blank
+    <root>/<split>.jsonl             one VideoRecord per line
+    <root>/<split>.stm               normalised reference transcripts (sclite STM)
+    <root>/videos/<split>/<id>.webm  the video, VP9
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from pipelines.atomic_output import write_text_atomic
+
+VOCAB_FILE = "vocab.json"
+BLANK_ID = 0
+SPLITS = ("train", "dev", "test")
+
+
+class DatasetFormatError(ValueError):
+    """A prepared-dataset file breaks the format; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    id: str
+    video: str  # path relative to the dataset root
+    num_frames: int
+    signer: str
+    glosses: str  # the raw annotation, space separated; normalisation happens only when scoring
+    fps: float
+    height: int
+    width: int
+
+    def gloss_list(self) -> list[str]:
+        return self.glosses.split()
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(VideoRecord)}
+_CHECKS = {
+    "id": lambda v: isinstance(v, str) and v != "" and not any(c.isspace() for c in v),
+    "video": lambda v: isinstance(v, str) and v != "" and not Path(v).is_absolute(),
+    "num_frames": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "signer": lambda v: isinstance(v, str) and v != "" and not any(c.isspace() for c in v),
+    "glosses": lambda v: isinstance(v, str),
+    "fps": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+    "height": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "width": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+}
+
+
+def record_from_row(row: object, where: str) -> VideoRecord:
+    if not isinstance(row, dict):
+        raise DatasetFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [name for name in _FIELD_TYPES if name not in row]
+    if missing:
+        raise DatasetFormatError(f"{where}: missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(row) - set(_FIELD_TYPES))
+    if unknown:
+        raise DatasetFormatError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for name, check in _CHECKS.items():
+        if not check(row[name]):
+            raise DatasetFormatError(f"{where}: invalid {name} {row[name]!r}")
+    return VideoRecord(**{**row, "fps": float(row["fps"])})
+
+
+def read_records(path: str | Path) -> list[VideoRecord]:
+    """Read and validate a ``<split>.jsonl``; duplicate ids are an error."""
+    path = Path(path)
+    records: list[VideoRecord] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+            record = record_from_row(row, where)
+            if record.id in seen:
+                raise DatasetFormatError(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+            seen[record.id] = line_no
+            records.append(record)
+    return records
+
+
+def records_to_jsonl(records: Iterable[VideoRecord]) -> str:
+    return "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
+
+
+def write_records(path: str | Path, records: Iterable[VideoRecord]) -> None:
+    write_text_atomic(path, records_to_jsonl(records))
+
+
+def build_vocab(annotations: Iterable[Sequence[str]]) -> dict[str, int]:
+    """The original's gloss dictionary: the union of all glosses, sorted, numbered from 1."""
+    glosses = sorted({g for sentence in annotations for g in sentence})
+    return {gloss: index for index, gloss in enumerate(glosses, start=BLANK_ID + 1)}
+
+
+def vocab_to_json(vocab: dict[str, int]) -> str:
+    return json.dumps(vocab, ensure_ascii=False, indent=1) + "\n"
+
+
+def write_vocab(path: str | Path, vocab: dict[str, int]) -> None:
+    write_text_atomic(path, vocab_to_json(vocab))
+
+
+def read_vocab(path: str | Path) -> dict[str, int]:
+    path = Path(path)
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(f"{path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(vocab, dict) or not vocab:
+        raise DatasetFormatError(f"{path}: expected a non-empty object gloss -> id")
+    ids = sorted(vocab.values())
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or ids != list(range(1, len(ids) + 1)):
+        raise DatasetFormatError(f"{path}: ids must be the integers 1..{len(ids)} (0 is the CTC blank)")
+    return vocab
+
+
+class PreparedDataset:
+    """Read access to a prepared dataset directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not (self.root / VOCAB_FILE).is_file():
+            raise DatasetFormatError(f"{self.root}: not a prepared dataset ({VOCAB_FILE} is missing)")
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        return read_vocab(self.root / VOCAB_FILE)
+
+    def splits(self) -> list[str]:
+        present = {p.stem for p in self.root.glob("*.jsonl")}
+        return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+    def records(self, split: str) -> list[VideoRecord]:
+        path = self.root / f"{split}.jsonl"
+        if not path.is_file():
+            raise DatasetFormatError(f"{self.root}: split {split!r} has no {path.name}")
+        return read_records(path)
+
+    def video_path(self, record: VideoRecord) -> Path:
+        return self.root / record.video
+
+    def stm_path(self, split: str) -> Path:
+        return self.root / f"{split}.stm"
+
+
+def video_relpath(split: str, video_id: str) -> str:
+    return f"videos/{split}/{video_id}.webm"

@@ -1,0 +1,85 @@
+"""What a prepared dataset holds: videos, frames, glosses, signers per split, and its size on disk."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.prepared import PreparedDataset
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    split: str
+    videos: int
+    frames: int
+    min_frames: int
+    mean_frames: float
+    max_frames: int
+    gloss_tokens: int
+    distinct_glosses: int
+    signers: tuple[str, ...]
+    hours: float
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    root: str
+    vocabulary: int
+    disk_bytes: int
+    splits: tuple[SplitSummary, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(root: str | Path) -> DatasetSummary:
+    dataset = PreparedDataset(root)
+    splits = []
+    for split in dataset.splits():
+        records = dataset.records(split)
+        frames = [r.num_frames for r in records]
+        glosses = [g for r in records for g in r.gloss_list()]
+        splits.append(SplitSummary(
+            split=split,
+            videos=len(records),
+            frames=sum(frames),
+            min_frames=min(frames, default=0),
+            mean_frames=sum(frames) / len(frames) if frames else 0.0,
+            max_frames=max(frames, default=0),
+            gloss_tokens=len(glosses),
+            distinct_glosses=len(set(glosses)),
+            signers=tuple(sorted({r.signer for r in records})),
+            hours=sum(r.num_frames / r.fps for r in records) / 3600,
+        ))
+    disk = sum(p.stat().st_size for p in dataset.root.rglob("*") if p.is_file())
+    return DatasetSummary(str(dataset.root), len(dataset.vocab), disk, tuple(splits))
+
+
+def _size(num_bytes: int) -> str:
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def print_summary(summary: DatasetSummary, console: Console | None = None) -> None:
+    # Off a terminal rich assumes 80 columns, which would fold the table; logs have room for more.
+    console = console or Console(width=None if sys.stdout.isatty() else 110)
+    table = Table(title=f"{summary.root}: {summary.vocabulary} glosses, {_size(summary.disk_bytes)} on disk")
+    for column in ("split", "videos", "frames", "min", "mean", "max", "glosses", "distinct", "signers", "hours"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for s in summary.splits:
+        table.add_row(s.split, str(s.videos), str(s.frames), str(s.min_frames), f"{s.mean_frames:.1f}",
+                      str(s.max_frames), str(s.gloss_tokens), str(s.distinct_glosses), str(len(s.signers)),
+                      f"{s.hours:.2f}")
+    console.print(table)
+    console.print("frames per video: min / mean / max; glosses: tokens in the annotations; distinct: glosses used")
+    for s in summary.splits:
+        console.print(f"{s.split} signers: {', '.join(s.signers)}")

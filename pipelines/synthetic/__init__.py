@@ -1,0 +1,1 @@
+"""The built-in synthetic sign-language corpus: procedurally rendered signers signing sentences."""

@@ -1,0 +1,116 @@
+"""From a sentence of signs to per-frame hand poses, with transitions between signs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.synthetic.vocabulary import ANCHORS, HANDSHAPES, SignDefinition, motion_offsets
+
+REST = {"dominant": (0.36, 0.93), "passive": (0.64, 0.93)}
+REST_SHAPE = HANDSHAPES.index("fist")
+REST_ANGLE = -math.pi / 2
+TRANSITION_FRAMES = 5
+REST_FRAMES = (4, 8)  # lead-in and lead-out, drawn per video
+TREMOR = 0.003
+
+
+@dataclass
+class HandTrack:
+    xy: np.ndarray  # (T, 2) canonical coordinates
+    shape: np.ndarray  # (T,) index into HANDSHAPES
+    angle: np.ndarray  # (T,) radians
+
+
+@dataclass
+class Choreography:
+    dominant: HandTrack
+    passive: HandTrack
+    gloss_spans: list[tuple[int, int]]  # [start, end) frames of each sign's own motion
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.dominant.xy)
+
+
+@dataclass(frozen=True)
+class _Pose:
+    x: float
+    y: float
+    shape: int
+    angle: float
+
+
+def _mirror(pose: _Pose) -> _Pose:
+    angle = math.pi - pose.angle
+    return _Pose(1.0 - pose.x, pose.y, pose.shape, math.atan2(math.sin(angle), math.cos(angle)))
+
+
+class _TrackBuilder:
+    def __init__(self, start: _Pose):
+        self.xy: list[np.ndarray] = []
+        self.shape: list[np.ndarray] = []
+        self.angle: list[np.ndarray] = []
+        self.last = start
+
+    def hold(self, frames: int) -> None:
+        self.move_to(self.last, frames)
+
+    def move_to(self, target: _Pose, frames: int) -> None:
+        t = (np.arange(1, frames + 1) / frames) if frames else np.zeros(0)
+        ease = (1 - np.cos(np.pi * t)) / 2
+        a, b = self.last, target
+        self.xy.append(np.stack([a.x + (b.x - a.x) * ease, a.y + (b.y - a.y) * ease], axis=-1))
+        self.shape.append(np.where(t < 0.5, a.shape, b.shape))
+        self.angle.append(a.angle + (b.angle - a.angle) * ease)
+        self.last = target
+
+    def follow(self, xy: np.ndarray, shape: int, angle: float) -> None:
+        self.xy.append(xy)
+        self.shape.append(np.full(len(xy), shape))
+        self.angle.append(np.full(len(xy), angle))
+        self.last = _Pose(float(xy[-1, 0]), float(xy[-1, 1]), shape, angle)
+
+    def build(self, tremor: np.ndarray) -> HandTrack:
+        xy = np.concatenate(self.xy)
+        return HandTrack(xy + tremor, np.concatenate(self.shape).astype(np.int64), np.concatenate(self.angle))
+
+
+def choreograph(signs: list[SignDefinition], speed: float, rng: np.random.Generator) -> Choreography:
+    """Rest, then each sign preceded by a transition from wherever the hands are, then rest."""
+    rest = {hand: _Pose(*REST[hand], REST_SHAPE, REST_ANGLE) for hand in REST}
+    dominant, passive = _TrackBuilder(rest["dominant"]), _TrackBuilder(rest["passive"])
+    lead_in, lead_out = (int(rng.integers(REST_FRAMES[0], REST_FRAMES[1] + 1)) for _ in range(2))
+    transition = max(2, round(TRANSITION_FRAMES / speed))
+    dominant.hold(lead_in)
+    passive.hold(lead_in)
+    frame = lead_in
+    spans = []
+    for sign in signs:
+        frames = max(4, round(sign.frames / speed * rng.uniform(0.95, 1.05)))
+        path = np.asarray(ANCHORS[sign.anchor]) + motion_offsets(sign.motion, np.linspace(0.0, 1.0, frames))
+        shape = HANDSHAPES.index(sign.handshape)
+        start = _Pose(float(path[0, 0]), float(path[0, 1]), shape, sign.orientation)
+        dominant.move_to(start, transition)
+        dominant.follow(path, shape, sign.orientation)
+        if sign.two_handed:
+            mirrored = _mirror(start)
+            passive.move_to(mirrored, transition)
+            passive.follow(np.stack([1.0 - path[:, 0], path[:, 1]], axis=-1), shape, mirrored.angle)
+        else:
+            passive.move_to(rest["passive"], transition)
+            passive.hold(frames)
+        frame += transition
+        spans.append((frame, frame + frames))
+        frame += frames
+    for hand, builder in (("dominant", dominant), ("passive", passive)):
+        builder.move_to(rest[hand], transition)
+        builder.hold(lead_out)
+    total = frame + transition + lead_out
+    return Choreography(
+        dominant.build(rng.normal(0.0, TREMOR, (total, 2))),
+        passive.build(rng.normal(0.0, TREMOR, (total, 2))),
+        spans,
+    )

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny synthetic corpus, rendered once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.synthetic.generator import generate_corpus
+from pipelines.synthetic.spec import SynthSpec
+
+TINY = SynthSpec(
+    videos=12, vocab=8, signers=5, heldout_signers=2, min_glosses=2, max_glosses=4,
+    dev_fraction=0.2, test_fraction=0.2, seed=3,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> SynthSpec:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """(prepared dataset, raw Phoenix-layout root) of the same tiny corpus."""
+    root = tmp_path_factory.mktemp("corpus")
+    generate_corpus(TINY, root / "prepared", workers=2, phoenix_raw_out=root / "raw", show_progress=False)
+    return root / "prepared", root / "raw"

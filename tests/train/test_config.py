@@ -1,0 +1,148 @@
+"""The experiment config: presets, priority, strict keys and types."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from tools.cli import cli
+from train.config import (
+    ConfigError,
+    ExperimentConfig,
+    available_presets,
+    load_config,
+    parse_overrides,
+    valid_keys,
+)
+
+REQUIRED_PRESETS = {"phoenix2014-baseline", "phoenix2014-vac", "phoenix2014-smkd", "synthetic"}
+
+
+@pytest.mark.parametrize("preset", available_presets())
+def test_every_preset_builds_and_round_trips(preset):
+    config = load_config(preset)
+    assert isinstance(config, ExperimentConfig) and config.name == preset
+    # The dumped YAML is itself a complete, valid config.
+    assert load_config(None, [f"{k}={v}" for k, v in _flatten(yaml.safe_load(config.to_yaml())).items()]) == config
+
+
+def _flatten(data, prefix=""):
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return flat
+
+
+def test_required_presets_exist():
+    assert set(available_presets()) >= REQUIRED_PRESETS
+
+
+def test_phoenix_presets_hold_the_original_recipe():
+    base, vac, smkd = (load_config(f"phoenix2014-{n}") for n in ("baseline", "vac", "smkd"))
+    for c in (base, vac, smkd):
+        assert (c.optim.name, c.optim.lr, c.optim.weight_decay, c.optim.milestones, c.optim.gamma) == \
+            ("adam", 1e-4, 1e-4, [20, 35], 0.2)
+        assert (c.train.epochs, c.data.batch_size, c.data.eval_batch_size, c.train.amp) == (40, 2, 8, "none")
+        assert (c.data.crop_size, c.data.temporal_rescale, c.data.min_frames, c.data.max_frames) == (224, 0.2, 32, 230)
+        assert c.model.frame_encoder.arch == "resnet18" and c.model.temporal.kernels == ["K5", "P2", "K5", "P2"]
+        assert (c.model.sequence.hidden_size, c.model.sequence.num_layers, c.model.sequence.dropout) == (1024, 2, 0.3)
+        assert (c.decode.beam_size, c.decode.beam_size_token, c.loss.temperature) == (10, 40, 8.0)
+    assert base.loss.weights == {"SeqCTC": 1.0}
+    assert vac.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0, "Dist": 25.0}
+    assert smkd.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0}
+    assert (base.model.classifier.weight_norm, base.model.classifier.shared) == (False, False)
+    assert (smkd.model.classifier.weight_norm, smkd.model.classifier.shared) == (True, True)
+
+
+def test_priority_command_line_over_yaml_over_defaults(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("optim:\n  lr: 0.5\n  gamma: 0.3\n")
+    config = load_config(preset, ["optim.lr=0.25"])
+    assert config.optim.lr == 0.25  # command line
+    assert config.optim.gamma == 0.3  # YAML
+    assert config.optim.weight_decay == ExperimentConfig().optim.weight_decay  # default
+    assert config.name == "mine"
+
+
+def test_mapping_fields_merge_entry_by_entry():
+    config = load_config("phoenix2014-smkd", ["loss.weights.Dist=10"])
+    assert config.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0, "Dist": 10.0}
+
+
+def test_values_are_parsed_and_typed():
+    config = load_config(None, ["optim.lr=1e-3", "optim.milestones=[3, 5]", "train.grad_clip=5",
+                                "model.frame_encoder.weights=null", "data.flip_prob=0"])
+    assert config.optim.lr == 1e-3 and isinstance(config.optim.lr, float)
+    assert config.optim.milestones == [3, 5] and config.train.grad_clip == 5.0
+    assert config.model.frame_encoder.weights is None and config.data.flip_prob == 0.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.temporal.hiden_size=3", "unknown config key 'model.temporal.hiden_size' (command line); "
+                                    "did you mean 'model.temporal.hidden_size'"),
+    ("optim.learning_rate=1", "did you mean"),
+    ("loss.weights.SeqCtc=1", "valid entries: SeqCTC, ConvCTC, Dist"),
+    ("train.epochs=ten", "'train.epochs' (command line): expected an integer, got 'ten'"),
+    ("train.epochs=2.5", "expected an integer"),
+    ("train.epochs=0", "below the minimum 1"),
+    ("data.loader=opencv", "'opencv' is not one of dali, reference"),
+    ("model.classifier.shared=yes please", "expected true or false"),
+    ("optim.milestones=5", "expected a list of int"),
+    ("model=3", "expected a mapping for section 'model'"),
+    ("optim.lr", "malformed override 'optim.lr'"),
+    ("optim..lr=1", "malformed override"),
+])
+def test_bad_overrides_are_errors_that_name_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config("synthetic", [override])
+    assert message in str(error.value)
+
+
+def test_unknown_yaml_key_names_the_file(tmp_path):
+    preset = tmp_path / "typo.yaml"
+    preset.write_text("optim:\n  lr: 0.1\n  wieght_decay: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.wieght_decay' \(.*typo.yaml\); "
+                                          r"did you mean 'optim.weight_decay'"):
+        load_config(preset)
+
+
+def test_extends_chains_and_cycles(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b\ntrain:\n  epochs: 3\n")
+    (tmp_path / "b.yaml").write_text("extends: phoenix2014-vac.yaml\ntrain:\n  seed: 7\n")
+    (tmp_path / "phoenix2014-vac.yaml").write_text("optim:\n  lr: 0.125\n")  # resolved next to b.yaml
+    config = load_config(tmp_path / "a.yaml")
+    assert (config.train.epochs, config.train.seed, config.optim.lr) == (3, 7, 0.125)
+    (tmp_path / "c.yaml").write_text("extends: d\n")
+    (tmp_path / "d.yaml").write_text("extends: c\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_missing_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="no such file or preset.*phoenix2014-vac"):
+        load_config("phoenix2015-vac")
+
+
+def test_parse_overrides_nests_keys():
+    assert parse_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+
+
+def test_valid_keys_cover_sections_and_leaves():
+    keys = valid_keys()
+    assert {"model", "model.temporal", "model.temporal.hidden_size", "loss.weights", "train.max_steps"} <= set(keys)
+
+
+def test_config_show_command():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "show", "phoenix2014-vac", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["train"]["epochs"] == 2 and shown["loss"]["weights"]["Dist"] == 25.0
+    bad = runner.invoke(cli, ["config", "show", "phoenix2014-vac", "train.epoch=2"])
+    assert bad.exit_code == 1 and "did you mean 'train.epochs'" in bad.output
+    listed = runner.invoke(cli, ["config", "list"])
+    assert set(listed.output.split()) == set(available_presets())
