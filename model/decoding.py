@@ -1,0 +1,139 @@
+"""CTC decoding: greedy, and beam search with flashlight-text's lexicon-free decoder (ctcdecode optional).
+
+Every result carries the glosses, the output step where each one starts, and a score. As in the
+original, identical glosses that follow each other are merged even when a blank separates them, so the
+system never outputs the same gloss twice in a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BLANK = 0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    glosses: list[str]
+    ids: list[int]
+    frames: list[int]  # output step (of T') where each gloss starts
+    score: float  # log-probability of the best path (greedy) or the beam's score
+
+
+def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Frame-wise labels -> (ids, start steps): merge repeats, drop blanks, then merge repeats again."""
+    ids: list[int] = []
+    frames: list[int] = []
+    previous = None
+    for step, label in enumerate(path):
+        if label != previous and label != BLANK and (not ids or ids[-1] != label):
+            ids.append(int(label))
+            frames.append(step)
+        previous = label
+    return ids, frames
+
+
+def merge_repeats(ids: Sequence[int], frames: Sequence[int]) -> tuple[list[int], list[int]]:
+    kept_ids: list[int] = []
+    kept_frames: list[int] = []
+    for gloss, frame in zip(ids, frames, strict=True):
+        if not kept_ids or kept_ids[-1] != gloss:
+            kept_ids.append(int(gloss))
+            kept_frames.append(int(frame))
+    return kept_ids, kept_frames
+
+
+class CTCDecoder:
+    """Decode (B, T, V) log-probabilities with valid lengths (B,) into one Hypothesis per sample."""
+
+    def __init__(self, vocab: Mapping[str, int], method: str = "beam", backend: str = "flashlight",
+                 beam_size: int = 10, beam_size_token: int = 40, beam_threshold: float = 50.0):
+        self.id_to_gloss = {index: gloss for gloss, index in vocab.items()}
+        self.num_classes = len(vocab) + 1
+        self.method = method
+        if method == "greedy":
+            self._beam = None
+        elif method == "beam":
+            self._beam = _BEAM_BACKENDS[backend](self.num_classes, beam_size, beam_size_token, beam_threshold)
+        else:
+            raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
+
+    def _hypothesis(self, ids: list[int], frames: list[int], score: float) -> Hypothesis:
+        return Hypothesis([self.id_to_gloss[i] for i in ids], ids, frames, float(score))
+
+    def decode(self, log_probs: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray | Sequence[int]
+               ) -> list[Hypothesis]:
+        scores = np.ascontiguousarray(
+            log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs,
+            dtype=np.float32)
+        lengths = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, dtype=np.int64)
+        if scores.ndim != 3 or scores.shape[-1] != self.num_classes:
+            raise ValueError(f"expected log-probabilities (B, T, {self.num_classes}), got {scores.shape}")
+        if len(lengths) != len(scores) or (lengths < 0).any() or (lengths > scores.shape[1]).any():
+            raise ValueError(f"lengths {lengths.tolist()} do not fit log-probabilities of shape {scores.shape}")
+        if self._beam is None:
+            return self._greedy(scores, lengths)
+        return [self._hypothesis(*self._beam.search(scores[i, :length])) for i, length in enumerate(lengths)]
+
+    def _greedy(self, scores: np.ndarray, lengths: np.ndarray) -> list[Hypothesis]:
+        best = scores.argmax(-1)
+        best_scores = np.take_along_axis(scores, best[..., None], -1)[..., 0]
+        results = []
+        for i, length in enumerate(lengths):
+            ids, frames = collapse_path(best[i, :length].tolist())
+            results.append(self._hypothesis(ids, frames, best_scores[i, :length].sum()))
+        return results
+
+
+class _FlashlightBeam:
+    def __init__(self, num_classes: int, beam_size: int, beam_size_token: int, beam_threshold: float):
+        from flashlight.lib.text.decoder import (
+            CriterionType,
+            LexiconFreeDecoder,
+            LexiconFreeDecoderOptions,
+            ZeroLM,
+        )
+
+        options = LexiconFreeDecoderOptions(
+            beam_size=beam_size, beam_size_token=min(beam_size_token, num_classes), beam_threshold=beam_threshold,
+            lm_weight=0.0, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
+        # No language model and no word boundaries: the blank doubles as the "silence" token.
+        self._decoder = LexiconFreeDecoder(options, ZeroLM(), BLANK, BLANK, [])
+        self._num_classes = num_classes
+
+    def search(self, scores: np.ndarray) -> tuple[list[int], list[int], float]:
+        if len(scores) == 0:
+            return [], [], 0.0
+        scores = np.ascontiguousarray(scores)
+        best = self._decoder.decode(scores.ctypes.data, len(scores), self._num_classes)[0]
+        path = list(best.tokens)[1:-1]  # the decoder adds a boundary token at both ends
+        return (*collapse_path(path), best.score)
+
+
+class _CtcdecodeBeam:
+    def __init__(self, num_classes: int, beam_size: int, beam_size_token: int, beam_threshold: float):
+        try:
+            import ctcdecode
+        except ImportError:
+            raise ImportError("decode.backend=ctcdecode needs the ctcdecode package, which is not installed "
+                              "(it cannot be built offline); use decode.backend=flashlight") from None
+        # ctcdecode wants one character per label; the original used CJK code points too.
+        labels = [chr(20000 + i) for i in range(num_classes)]
+        self._decoder = ctcdecode.CTCBeamDecoder(labels, beam_width=beam_size, cutoff_top_n=beam_size_token,
+                                                 blank_id=BLANK, num_processes=1, log_probs_input=True)
+
+    def search(self, scores: np.ndarray) -> tuple[list[int], list[int], float]:
+        if len(scores) == 0:
+            return [], [], 0.0
+        results, beam_scores, timesteps, out_lengths = self._decoder.decode(torch.from_numpy(scores)[None])
+        n = int(out_lengths[0, 0])
+        ids, frames = merge_repeats(results[0, 0, :n].tolist(), timesteps[0, 0, :n].tolist())
+        # ctcdecode reports negative log-likelihood-like beam scores; flip them so higher is better.
+        return ids, frames, -float(beam_scores[0, 0])
+
+
+_BEAM_BACKENDS = {"flashlight": _FlashlightBeam, "ctcdecode": _CtcdecodeBeam}

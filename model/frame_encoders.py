@@ -1,0 +1,120 @@
+"""Frame encoders: one image in, one feature vector out, chosen by name from the config.
+
+Each builder takes a keyword-only ``weights``: the name or member of a torchvision weights enum
+(ImageNet weights, read from torchvision's cache because CI machines cannot download them), a path
+to a state-dict file, or None for random initialisation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were requested but cannot be had (offline, missing file)."""
+
+
+class FrameEncoder(nn.Module):
+    """Wraps a 2D CNN trunk: (N, 3, H, W) -> (N, out_dim)."""
+
+    def __init__(self, trunk: nn.Module, out_dim: int):
+        super().__init__()
+        self.trunk = trunk
+        self.out_dim = out_dim
+        # channels_last roughly doubles convolution speed on CPUs and suits tensor cores on GPUs.
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.trunk(frames.contiguous(memory_format=torch.channels_last))
+
+
+def cached_weights_file(weights: torchvision.models.WeightsEnum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _state_dict(weights: str | Enum | None, enum: type[torchvision.models.WeightsEnum] | None, arch: str):
+    """Resolve ``weights`` to a state dict (or None)."""
+    if weights is None:
+        return None
+    if isinstance(weights, (str, os.PathLike)) and Path(weights).suffix in (".pt", ".pth"):
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsUnavailableError(f"{arch}: weights file {path} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state) if isinstance(state, dict) else state
+    if enum is None:
+        raise WeightsUnavailableError(f"{arch}: has no pretrained weights; use a .pt/.pth file or null")
+    try:
+        member = enum[weights] if isinstance(weights, str) else enum(weights)
+    except (KeyError, ValueError):
+        known = ", ".join(m.name for m in enum)
+        raise WeightsUnavailableError(
+            f"{arch}: unknown weights {weights!r} (known: {known}, a file, or null)") from None
+    cached = cached_weights_file(member)
+    if not cached.is_file():
+        raise WeightsUnavailableError(
+            f"{arch}: {member.name} weights are not in torchvision's cache ({cached}) and cannot be downloaded "
+            f"offline; copy {os.path.basename(member.url)} there, pass a file, or set the weights to null"
+        )
+    return member.get_state_dict(progress=False, check_hash=True)
+
+
+def resnet_encoder(arch: str, *, weights: str | Enum | None = None) -> FrameEncoder:
+    """A torchvision ResNet with its classifier removed (512-d features for ResNet-18/34)."""
+    builder: Callable[..., torchvision.models.ResNet] = getattr(torchvision.models, arch)
+    enum = torchvision.models.get_model_weights(arch)
+    network = builder(weights=None)
+    state = _state_dict(weights, enum, arch)
+    if state is not None:
+        network.load_state_dict(state)
+    out_dim = network.fc.in_features
+    network.fc = nn.Identity()
+    return FrameEncoder(network, out_dim)
+
+
+class _TinyTrunk(nn.Sequential):
+    def __init__(self, channels: Sequence[int], grid: int, out_dim: int):
+        layers: list[nn.Module] = []
+        previous = 3
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            previous = width
+        # A small spatial map, flattened: where the hands are relative to the face is the signal,
+        # and global average pooling would throw it away.
+        layers += [nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(previous * grid * grid, out_dim),
+                   nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+def tiny_cnn_encoder(*, weights: str | None = None, channels: Sequence[int] = (8, 16, 32, 64),
+                     grid: int = 4, out_dim: int = 256) -> FrameEncoder:
+    """A few conv-BN-ReLU-pool stages for small frames; fast enough to train on a CPU."""
+    encoder = FrameEncoder(_TinyTrunk(channels, grid, out_dim), out_dim)
+    state = _state_dict(weights, None, "tiny_cnn")
+    if state is not None:
+        encoder.trunk.load_state_dict(state)
+    return encoder
+
+
+FRAME_ENCODERS: dict[str, Callable[..., FrameEncoder]] = {
+    "resnet18": lambda **kw: resnet_encoder("resnet18", **kw),
+    "resnet34": lambda **kw: resnet_encoder("resnet34", **kw),
+    "tiny_cnn": tiny_cnn_encoder,
+}
+
+
+def build_frame_encoder(arch: str, weights: str | None = None, options: dict | None = None) -> FrameEncoder:
+    if arch not in FRAME_ENCODERS:
+        raise ValueError(f"unknown frame encoder {arch!r} (known: {', '.join(FRAME_ENCODERS)})")
+    try:
+        return FRAME_ENCODERS[arch](weights=weights, **(options or {}))
+    except TypeError as exc:
+        raise ValueError(f"frame encoder {arch!r}: bad options {options!r} ({exc})") from None

@@ -1,0 +1,1 @@
+"""Scoring recognised glosses against references: normalisation, CTM/STM, sclite-exact WER."""
