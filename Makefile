@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Every extra that installs on a CPU machine; `tensorrt` needs NVIDIA's own index and a GPU.
-EXTRAS := dali,serve,dev
+EXTRAS := dali,serve,bench,dev
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/synthetic
 DEMO_VIDEOS ?= 1200
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean sclite
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/qslr -v data synth --out $(DEMO_DIR) --videos $(DEMO_VIDEOS) --overwrite
 
-test: $(STAMP)
+# NIST sclite (Debian's sctk) is the reference the scorer's tests compare against.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+sclite:
+	@test -x /usr/lib/sctk/bin/sclite || command -v sclite >/dev/null || { \
+		echo "installing Debian's sctk (NIST sclite)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sctk >/dev/null; }
+
+test: $(STAMP) sclite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

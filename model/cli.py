@@ -2,9 +2,70 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+import numpy as np
+
+from model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from model.vac_import import import_vac
+from pipelines.prepared import DatasetFormatError, read_vocab
+
+
+def read_any_vocab(path: Path) -> dict[str, int]:
+    """A prepared dataset's vocab.json, or the original code's gloss_dict.npy ({gloss: [id, count]})."""
+    if path.suffix == ".npy":
+        try:
+            table = np.load(path, allow_pickle=True).item()
+            vocab = {str(gloss): int(entry[0]) for gloss, entry in table.items()}
+        except (ValueError, TypeError, AttributeError, IndexError, OSError) as exc:
+            raise DatasetFormatError(f"{path}: not a gloss dictionary ({exc})") from None
+        if sorted(vocab.values()) != list(range(1, len(vocab) + 1)):
+            raise DatasetFormatError(f"{path}: gloss ids must be 1..{len(vocab)}")
+        return vocab
+    return read_vocab(path)
 
 
 @click.group("model")
 def model() -> None:
-    """Build, inspect and convert VAC/SMKD networks (original checkpoints arrive with the model issue)."""
+    """Build, inspect and convert VAC/SMKD networks and checkpoints."""
+
+
+@model.command("import-vac")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="QSLR checkpoint to write.")
+@click.option("--vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="vocab.json of the prepared dataset, or the original gloss_dict.npy.")
+@click.option("--trust", is_flag=True, help="Allow arbitrary pickled objects in CHECKPOINT (only for files you trust).")
+def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: bool) -> None:
+    """Convert a checkpoint of the original VAC code (baseline, VAC or SMKD) to a QSLR checkpoint."""
+    try:
+        network, sections = import_vac(checkpoint, trust)
+        glosses = read_any_vocab(vocab) if vocab else None
+    except (CheckpointError, DatasetFormatError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if glosses is not None and len(glosses) + 1 != network.num_classes:
+        raise click.ClickException(f"{vocab}: {len(glosses)} glosses + blank do not match the checkpoint's "
+                                   f"{network.num_classes} classes")
+    save_checkpoint(out, network, sections, glosses)
+    kind = "SMKD (shared weight-normalised classifier)" if sections["classifier"]["shared"] else "baseline/VAC"
+    click.echo(f"wrote {out}: {kind}, {network.num_classes} classes, "
+               f"{sum(p.numel() for p in network.parameters()) / 1e6:.1f} M parameters")
+
+
+@model.command("describe")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def describe(checkpoint: Path) -> None:
+    """Print a QSLR checkpoint's architecture, classes and parameter count as JSON."""
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({
+        "num_classes": loaded.model.num_classes,
+        "vocabulary": len(loaded.vocab) if loaded.vocab else None,
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "model_sections": loaded.model_sections,
+        "training": {k: v for k, v in (loaded.training or {}).items() if isinstance(v, (int, float, str))},
+    }, indent=1))

@@ -100,8 +100,9 @@ class _FlashlightBeam:
 
         options = LexiconFreeDecoderOptions(
             beam_size=beam_size, beam_size_token=min(beam_size_token, num_classes), beam_threshold=beam_threshold,
-            lm_weight=0.0, sil_score=0.0, log_add=False, criterion_type=CriterionType.CTC)
-        # No language model and no word boundaries: the blank doubles as the "silence" token.
+            lm_weight=0.0, sil_score=0.0, log_add=True, criterion_type=CriterionType.CTC)
+        # log_add sums the paths that reach the same labelling, as ctcdecode's prefix search does, instead
+        # of keeping the best one. No language model, no word boundaries: the blank doubles as "silence".
         self._decoder = LexiconFreeDecoder(options, ZeroLM(), BLANK, BLANK, [])
         self._num_classes = num_classes
 

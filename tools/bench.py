@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from tools.bench_decode import bench_decode
+
 
 @click.group("bench")
 def bench() -> None:
-    """Benchmarks of decoding, data loading, training, inference and serving (one per stage's issue)."""
+    """Benchmarks: each prints a table, writes JSON, and reports ratios against a baseline from the same run."""
+
+
+bench.add_command(bench_decode)

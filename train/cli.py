@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import click
 
 from train.config import ConfigError, available_presets, load_config
+from train.scoring.normalisation import NORMALISERS
+from train.scoring.sclite import ScliteNotFoundError
+from train.scoring.score import SCORERS, compare_branches, score
 
 
 @click.group("train")
@@ -14,7 +21,39 @@ def train() -> None:
 
 @click.group("eval")
 def eval_() -> None:
-    """Decode, write CTM files and score WER (arrives with the model and training issues)."""
+    """Score recognised glosses (decoding a checkpoint arrives with the training issue)."""
+
+
+@eval_.command("score")
+@click.option("--hyp", "hypothesis", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CTM of recognised glosses (the BiLSTM branch).")
+@click.option("--ref", "reference", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="STM of normalised references.")
+@click.option("--aux", "auxiliary", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CTM of the conv branch: also report WAR and WDR.")
+@click.option("--scorer", type=click.Choice(SCORERS), default="python", show_default=True,
+              help="python: QSLR's sclite-exact aligner; sclite: run NIST sclite itself.")
+@click.option("--normalisation", type=click.Choice(sorted(NORMALISERS)), default="phoenix2014", show_default=True,
+              help="Gloss post-processing applied to the hypotheses.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def score_command(hypothesis: Path, reference: Path, auxiliary: Path | None, scorer: str, normalisation: str,
+                  as_json: bool) -> None:
+    """WER (correct, substitutions, deletions, insertions) overall and per signer."""
+    try:
+        report = score(hypothesis, reference, normalisation, scorer)
+        branches = compare_branches(hypothesis, auxiliary, reference, normalisation) if auxiliary else None
+    except (ValueError, ScliteNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        result = report.to_dict()
+        if branches:
+            result["branches"] = asdict(branches)
+        click.echo(json.dumps(result, indent=1))
+        return
+    click.echo(report.table())
+    if branches:
+        click.echo(f"conv branch WER {branches.wer_auxiliary:.2f} %, WAR {branches.war:.2f} %, "
+                   f"WDR {branches.wdr:.2f} %")
 
 
 @click.group("config")

@@ -1,0 +1,127 @@
+"""QSLR checkpoint files: the network's weights with everything needed to rebuild and use it.
+
+    {"format": "qslr", "version": 1, "num_classes": C, "model_sections": {frame_encoder, temporal,
+     sequence, classifier}, "model_state_dict": ..., "vocab": {gloss: id} | None, "config": dict | None,
+     "training": dict | None}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.network import SLRModel, build_model
+
+FORMAT, VERSION = "qslr", 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not fit; the message names the file and the keys."""
+
+
+def _numpy_globals() -> list:
+    # Original VAC checkpoints pickle numpy RNG states next to the weights.
+    types = [np.ndarray, np.dtype, np.core.multiarray._reconstruct]
+    types += [getattr(np.dtypes, name) for name in ("UInt32DType", "Float64DType", "Int64DType")
+              if hasattr(np, "dtypes") and hasattr(np.dtypes, name)]
+    return types
+
+
+def load_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """torch.load restricted to tensors, containers and numpy arrays unless ``trust`` is set."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        if trust:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_numpy_globals()):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear message
+        hint = "" if trust else " (if you trust the file, allow full unpickling with --trust)"
+        raise CheckpointError(f"{path}: cannot read checkpoint: {str(exc).splitlines()[0]}{hint}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
+    return data
+
+
+def save_file(path: str | Path, data: dict[str, Any]) -> None:
+    """torch.save through a temporary file in the same folder, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class LoadedModel:
+    model: SLRModel
+    vocab: dict[str, int] | None
+    model_sections: dict[str, dict]
+    config: dict | None
+    training: dict | None
+
+
+def checkpoint_dict(model: SLRModel, model_sections: dict[str, dict], vocab: dict[str, int] | None,
+                    config: dict | None = None, training: dict | None = None) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "num_classes": model.num_classes, "model_sections": model_sections,
+            "model_state_dict": model.state_dict(), "vocab": vocab, "config": config, "training": training}
+
+
+def save_checkpoint(path: str | Path, model: SLRModel, model_sections: dict[str, dict],
+                    vocab: dict[str, int] | None, config: dict | None = None, training: dict | None = None) -> None:
+    save_file(path, checkpoint_dict(model, model_sections, vocab, config, training))
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                           display: Callable[[str], str] = lambda key: key) -> None:
+    """load_state_dict(strict=True) whose error lists the missing, unexpected and mis-shaped keys,
+    each shown as ``display`` names it."""
+    expected = model.state_dict()
+    missing = sorted(display(k) for k in set(expected) - set(state))
+    unexpected = sorted(display(k) for k in set(state) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or misshaped:
+        def listing(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing {listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {listing(unexpected)}")
+        parts += [f"{display(k)} has shape {tuple(state[k].shape)}, the model wants {tuple(expected[k].shape)}"
+                  for k in misshaped[:8]]
+        raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path) -> LoadedModel:
+    data = load_file(path)
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a QSLR checkpoint (for the original VAC code's files use "
+                              f"`qslr model import-vac`)")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {data.get('version')} is not supported (want {VERSION})")
+    sections = data["model_sections"]
+    # The weights come from the file: never fetch pretrained ones to build the skeleton.
+    skeleton = {**sections, "frame_encoder": {**sections["frame_encoder"], "weights": None}}
+    model = build_model(data["num_classes"], **skeleton)
+    load_state_dict_strict(model, data["model_state_dict"], str(path))
+    return LoadedModel(model, data.get("vocab"), sections, data.get("config"), data.get("training"))
