@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tools.bench_decode import bench_decode
+from tools.bench_score import bench_score
 
 
 @click.group("bench")
@@ -13,3 +14,4 @@ def bench() -> None:
 
 
 bench.add_command(bench_decode)
+bench.add_command(bench_score)

@@ -1,0 +1,32 @@
+"""The benchmarks run end to end, print their table and write JSON with the same-run ratios."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tools.cli import cli
+
+
+def test_bench_decode_writes_json_with_ratios(tmp_path):
+    out = tmp_path / "decode.json"
+    result = CliRunner().invoke(cli, ["bench", "decode", "--utterances", "4", "--repeats", "2", "--steps", "20",
+                                      "--classes", "50", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rows = {row["name"]: row for row in data["results"]}
+    assert {"flashlight beam", "greedy", "pyctcdecode beam"} <= set(rows)
+    assert rows["flashlight beam"]["ratio"] == 1.0 and len(rows["greedy"]["per_second"]) == 2
+    assert data["notes"]["agreement_with_flashlight"]["greedy"] == 1.0  # peaky input: greedy finds the same
+    assert "decodes/s" in result.output
+
+
+def test_bench_score_compares_with_sclite(tmp_path):
+    out = tmp_path / "score.json"
+    result = CliRunner().invoke(cli, ["bench", "score", "--utterances", "30", "--repeats", "1", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [row["name"] for row in data["results"]] == ["qslr python scorer", "sclite"]
+    wers = data["notes"]["wer"]
+    assert wers["qslr python scorer"] == wers["sclite"]
