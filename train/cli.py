@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.gloss_normalisation import NORMALISERS
 from train.config import ConfigError, available_presets, load_config
-from train.scoring.normalisation import NORMALISERS
 from train.scoring.sclite import ScliteNotFoundError
 from train.scoring.score import SCORERS, compare_branches, score
 

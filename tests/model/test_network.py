@@ -8,7 +8,7 @@ import torchvision
 
 from model.frame_encoders import WeightsUnavailableError, build_frame_encoder, cached_weights_file
 from model.network import build_model
-from model.temporal_conv import padded_length
+from pipelines.temporal_padding import padded_length
 
 VAC = ["K5", "P2", "K5", "P2"]
 SMALL = {

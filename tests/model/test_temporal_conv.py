@@ -7,15 +7,8 @@ import math
 import pytest
 import torch
 
-from model.temporal_conv import (
-    TemporalConv,
-    output_lengths,
-    padded_length,
-    padding_for,
-    parse_kernel,
-    receptive_field,
-    stride,
-)
+from model.temporal_conv import TemporalConv, output_lengths
+from pipelines.temporal_padding import padded_length, padded_order, padding_for, parse_kernel, receptive_field, stride
 
 VAC = ["K5", "P2", "K5", "P2"]
 
@@ -51,3 +44,8 @@ def test_state_dict_indices_follow_the_original():
 def test_bad_kernel_specs_are_refused(spec):
     with pytest.raises(ValueError, match="temporal kernel"):
         parse_kernel(spec)
+
+
+def test_padded_order_replicates_the_edges():
+    assert padded_order([3, 4, 5], VAC) == [3] * 6 + [3, 4, 5] + [5] * 7
+    assert len(padded_order(list(range(8)), VAC)) == 20

@@ -10,9 +10,9 @@ import torchvision
 from click.testing import CliRunner
 
 from model.checkpoints import CheckpointError, load_checkpoint
-from model.temporal_conv import padded_length
 from model.vac_import import import_vac
 from pipelines.prepared import write_vocab
+from pipelines.temporal_padding import padded_length
 from tools.cli import cli
 
 CLASSES = 11

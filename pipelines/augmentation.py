@@ -1,0 +1,83 @@
+"""Per-clip augmentation plans, shared by the DALI pipeline and the reference loader.
+
+One plan per clip and epoch fixes everything random: which frames in which order (temporal rescale and
+the replicate padding), the crop offset and the flip. Both loaders execute the same plan, so they give
+the same tensors; the plan depends only on (seed, epoch, sample index), never on worker scheduling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.temporal_padding import VAC_KERNELS, padded_order
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    crop_size: int = 224
+    flip_prob: float = 0.5
+    temporal_rescale: float = 0.2
+    min_frames: int = 32
+    max_frames: int = 230
+    kernels: tuple[str, ...] = VAC_KERNELS
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    order: np.ndarray  # int32 frame indices to gather, padding included: its length is the clip's length
+    crop_y: int
+    crop_x: int
+    flip: bool
+
+    @property
+    def length(self) -> int:
+        return len(self.order)
+
+
+def rescaled_indices(num_frames: int, settings: ClipSettings, rng: np.random.Generator) -> list[int]:
+    """The original's TemporalRescale: L' = int(L * U(1 - r, 1 + r)), clamped, rounded up to a multiple of 4;
+    distinct frames when shrinking, frames drawn with replacement when stretching; always in time order."""
+    if settings.temporal_rescale <= 0:
+        return list(range(num_frames))
+    target = int(num_frames * rng.uniform(1 - settings.temporal_rescale, 1 + settings.temporal_rescale))
+    target = min(max(target, settings.min_frames), settings.max_frames)
+    target = -(-target // 4) * 4
+    if target <= num_frames:
+        picked = rng.choice(num_frames, size=target, replace=False)
+    else:
+        picked = rng.integers(0, num_frames, size=target)
+    return sorted(int(i) for i in picked)
+
+
+def plan_clip(num_frames: int, height: int, width: int, settings: ClipSettings, train: bool,
+              rng: np.random.Generator) -> ClipPlan:
+    crop = settings.crop_size
+    if height < crop or width < crop:
+        raise ValueError(f"frames of {width}x{height} are smaller than the {crop}x{crop} crop")
+    if train:
+        indices = rescaled_indices(num_frames, settings, rng)
+        crop_y, crop_x = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+        flip = bool(rng.random() < settings.flip_prob)
+    else:
+        indices = list(range(num_frames))
+        crop_y, crop_x, flip = (height - crop) // 2, (width - crop) // 2, False
+    return ClipPlan(np.asarray(padded_order(indices, settings.kernels), dtype=np.int32), crop_y, crop_x, flip)
+
+
+def clip_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+def apply_plan(frames: np.ndarray, plan: ClipPlan, crop: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T', 3, crop, crop) float32 in [-1, 1]: the reference implementation."""
+    clip = frames[plan.order, plan.crop_y:plan.crop_y + crop, plan.crop_x:plan.crop_x + crop]
+    if plan.flip:
+        clip = clip[:, :, ::-1]
+    return np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
+
+
+def plan_lengths(plans: Sequence[ClipPlan]) -> list[int]:
+    return [plan.length for plan in plans]

@@ -1,0 +1,155 @@
+"""The DALI loader: VP9 decoding and clip augmentation on the GPU (``device="mixed"``) or the CPU.
+
+Python only reads the encoded bytes and draws each clip's plan (the same plans the reference loader
+executes); DALI decodes exactly the planned frames, in order and with the replicate padding, then crops,
+flips and normalises them, and pads the batch to its longest clip with zeros.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from pipelines.batch import Batch
+from pipelines.clip_source import ClipSource
+from pipelines.epoch_plan import Sharding, epoch_batches
+from pipelines.video_io import VideoDecodeError
+
+
+class DaliUnavailableError(ImportError):
+    pass
+
+
+def _dali():
+    try:
+        import nvidia.dali as dali
+    except ImportError:
+        raise DaliUnavailableError("the DALI loader needs nvidia-dali (pip install -e '.[dali]'); "
+                                   "data.loader=reference works without it") from None
+    return dali
+
+
+class _Feeder:
+    """DALI's external source: one call per batch, in order; remembers what it fed for the consumer."""
+
+    def __init__(self, source: ClipSource):
+        self.source = source
+        self.batches: list[list[int]] = []
+        self.epoch = 0
+        self.fed: collections.deque[list[int]] = collections.deque()
+
+    def start(self, batches: list[list[int]], epoch: int) -> None:
+        self.batches, self.epoch = batches, epoch
+        self.fed.clear()
+
+    def __call__(self, info):
+        if info.iteration >= len(self.batches):
+            raise StopIteration
+        plans = {i: self.source.plan(i, self.epoch) for i in self.batches[info.iteration]}
+        # Longest first, as the model's packed sequences and the reference loader order them.
+        indices = sorted(plans, key=lambda i: -plans[i].length)
+        self.fed.append(indices)
+        crop = self.source.settings.crop_size
+        columns: tuple[list, ...] = ([], [], [], [], [])
+        for i in indices:
+            record, plan = self.source.records[i], plans[i]
+            try:
+                encoded = np.fromfile(self.source.path(i), dtype=np.uint8)
+            except OSError as exc:
+                raise VideoDecodeError(f"video {record.id}: {exc}") from None
+            if encoded.size == 0:
+                raise VideoDecodeError(f"video {record.id}: {self.source.path(i)} is empty")
+            spare_x, spare_y = record.width - crop, record.height - crop
+            columns[0].append(encoded)
+            columns[1].append(plan.order)
+            columns[2].append(np.float32(plan.crop_x / spare_x if spare_x else 0.5))
+            columns[3].append(np.float32(plan.crop_y / spare_y if spare_y else 0.5))
+            columns[4].append(np.int32(plan.flip))
+        return columns
+
+
+class DaliLoader:
+    def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
+                 sharding: Sharding = Sharding(), num_threads: int = 2, device: str = "cpu", device_id: int = 0,
+                 prefetch: int = 2):
+        dali = _dali()
+        from nvidia.dali import fn, types
+
+        self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
+        self.sharding, self.device = sharding, torch.device(device if device == "cpu" else f"cuda:{device_id}")
+        self.epoch = 0
+        self._feeder = _Feeder(source)
+        gpu = device != "cpu"
+        crop = source.settings.crop_size
+
+        @dali.pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id if gpu else None,
+                           prefetch_queue_depth=prefetch, exec_dynamic=True)
+        def clips():
+            encoded, order, crop_x, crop_y, flip = fn.external_source(
+                source=self._feeder, num_outputs=5, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
+            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu", frames=order)
+            frames = fn.crop_mirror_normalize(frames, crop=(crop, crop), crop_pos_x=crop_x, crop_pos_y=crop_y,
+                                              mirror=flip, mean=[127.5] * 3, std=[127.5] * 3,
+                                              dtype=types.FLOAT, output_layout="FCHW")
+            return fn.pad(frames, axes=(0,), fill_value=0.0)
+
+        self._pipeline = clips()
+        self._pipeline.build()
+        self._fresh = True
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
+                             self.drop_last, self.sharding, even=self.shuffle)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def _to_torch(self, output) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.from_numpy(np.array(output.as_tensor()))
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        tensor = output.as_tensor()
+        result = torch.empty(tensor.shape(), dtype=torch.float32, device=self.device)
+        feed_ndarray(tensor, result, cuda_stream=torch.cuda.current_stream(self.device))
+        return result
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = self.batches()
+        if not self._fresh:
+            self._pipeline.reset()
+        self._fresh = False
+        self._feeder.start(batches, self.epoch)
+        for _ in batches:
+            try:
+                (frames,) = self._pipeline.run()
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                raise self._explain(exc) from None
+            indices = self._feeder.fed.popleft()
+            videos = self._to_torch(frames)
+            lengths = [self.source.plan(i, self.epoch).length for i in indices]
+            yield Batch(
+                videos=videos,
+                lengths=torch.tensor(lengths, dtype=torch.int64),
+                targets=torch.tensor([g for i in indices for g in self.source.targets[i]], dtype=torch.int64),
+                target_lengths=torch.tensor([len(self.source.targets[i]) for i in indices], dtype=torch.int64),
+                ids=[self.source.records[i].id for i in indices],
+            )
+
+    def _explain(self, error: RuntimeError) -> Exception:
+        """DALI fails a whole batch: find and name the video responsible."""
+        suspects = [i for fed in self._feeder.fed for i in fed]
+        broken = self.source.find_broken(suspects)
+        if broken is not None:
+            return broken
+        ids = ", ".join(self.source.records[i].id for i in suspects)
+        return RuntimeError(f"DALI failed on a batch of videos {ids}: {str(error).splitlines()[0]}")

@@ -1,0 +1,59 @@
+"""The reference loader: a PyTorch DataLoader with the DALI pipeline's exact semantics.
+
+It is the portable fallback where DALI is not installed and the baseline of every data benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines.batch import Batch, collate
+from pipelines.clip_source import ClipSource
+from pipelines.epoch_plan import Sharding, epoch_batches
+
+WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
+
+
+class _Clips(Dataset):
+    def __init__(self, source: ClipSource, epoch: int):
+        self.source, self.epoch = source, epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return torch.from_numpy(self.source.clip(index, self.epoch)), self.source.targets[index], \
+            self.source.records[index].id
+
+
+def _collate(items) -> Batch:
+    clips, targets, ids = zip(*items, strict=True)
+    return collate(clips, targets, ids)
+
+
+class ReferenceLoader:
+    def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
+                 sharding: Sharding = Sharding(), num_workers: int = 0):
+        self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
+        self.sharding, self.num_workers = sharding, num_workers
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
+                             self.drop_last, self.sharding, even=self.shuffle)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[Batch]:
+        # Workers are started per epoch, so each sees the current epoch's plans.
+        loader = DataLoader(_Clips(self.source, self.epoch), batch_sampler=self.batches(), collate_fn=_collate,
+                            num_workers=self.num_workers, timeout=WORKER_TIMEOUT_S if self.num_workers else 0,
+                            prefetch_factor=2 if self.num_workers else None)
+        yield from loader
