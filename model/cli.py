@@ -6,25 +6,10 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from model.vac_import import import_vac
-from pipelines.prepared import DatasetFormatError, read_vocab
-
-
-def read_any_vocab(path: Path) -> dict[str, int]:
-    """A prepared dataset's vocab.json, or the original code's gloss_dict.npy ({gloss: [id, count]})."""
-    if path.suffix == ".npy":
-        try:
-            table = np.load(path, allow_pickle=True).item()
-            vocab = {str(gloss): int(entry[0]) for gloss, entry in table.items()}
-        except (ValueError, TypeError, AttributeError, IndexError, OSError) as exc:
-            raise DatasetFormatError(f"{path}: not a gloss dictionary ({exc})") from None
-        if sorted(vocab.values()) != list(range(1, len(vocab) + 1)):
-            raise DatasetFormatError(f"{path}: gloss ids must be 1..{len(vocab)}")
-        return vocab
-    return read_vocab(path)
+from pipelines.prepared import DatasetFormatError, read_any_vocab
 
 
 @click.group("model")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
 
 from pipelines.atomic_output import OutputExistsError
-from pipelines.prepared import DatasetFormatError
+from pipelines.corpora import CORPORA, CorpusFormatError
+from pipelines.prepare import PreparationStopped, PrepareSettings, prepare_corpus
+from pipelines.prepared import DatasetFormatError, read_any_vocab
 from pipelines.summary import print_summary, summarise
 from pipelines.synthetic.generator import generate_corpus
 from pipelines.synthetic.spec import SynthSpec, SynthSpecError
@@ -59,6 +62,49 @@ def synth(out: Path, workers: int | None, phoenix_raw: Path | None, overwrite: b
     except (SynthSpecError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     _show(out, as_json)
+
+
+def _parse_size(value: str) -> tuple[int, int]:
+    width, _, height = value.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
+            and int(width) % 2 == 0 and int(height) % 2 == 0):
+        raise click.BadParameter(f"{value!r}: expected WIDTHxHEIGHT with even positive numbers, e.g. 256x256")
+    return int(width), int(height)
+
+
+@data.command("prepare")
+@click.argument("corpus", type=click.Choice(sorted(CORPORA)))
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The raw release (e.g. the folder holding phoenix-2014-multisigner).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", default="256x256", show_default=True, help="Frame size of the encoded videos (WxH).")
+@click.option("--crf", type=int, default=18, show_default=True, help="VP9 constant quality.")
+@click.option("--workers", type=int, default=os.cpu_count() or 1, show_default=True)
+@click.option("--vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Fix the gloss ids (a vocab.json or the original gloss_dict.npy); rows with other glosses are "
+                   "refused.")
+@click.option("--strict", is_flag=True, help="Stop at the first bad row instead of reporting and skipping it.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT when it holds anything but this preparation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def prepare(corpus: str, root: Path, out: Path, size: str, crf: int, workers: int, vocab: Path | None, strict: bool,
+            overwrite: bool, as_json: bool) -> None:
+    """Turn a raw corpus release into a prepared dataset; a rerun resumes where a crash stopped."""
+    width, height = _parse_size(size)
+    settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite)
+    try:
+        glosses = read_any_vocab(vocab) if vocab else None
+        report = prepare_corpus(corpus, root, out, settings, glosses)
+    except (CorpusFormatError, DatasetFormatError, OutputExistsError, PreparationStopped) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1))
+        return
+    videos = ", ".join(f"{split} {count}" for split, count in report.videos.items())
+    click.echo(f"{out}: {sum(report.videos.values())} videos ({videos}), {report.frames} frames, "
+               f"{report.vocabulary} glosses, {report.disk_bytes / 2**20:.1f} MiB; {report.resumed} kept from an "
+               f"earlier run; {len(report.refused)} row(s) refused")
+    for refusal in report.refused:
+        click.echo(f"  refused {refusal.id} ({refusal.where}): {refusal.reason}")
 
 
 @data.command("summary")

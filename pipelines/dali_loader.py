@@ -15,7 +15,7 @@ import torch
 
 from pipelines.batch import Batch
 from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import Sharding, epoch_batches
+from pipelines.epoch_plan import SINGLE_PROCESS, Sharding, epoch_batches
 from pipelines.video_io import VideoDecodeError
 
 
@@ -73,7 +73,7 @@ class _Feeder:
 
 class DaliLoader:
     def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
-                 sharding: Sharding = Sharding(), num_threads: int = 2, device: str = "cpu", device_id: int = 0,
+                 sharding: Sharding = SINGLE_PROCESS, num_threads: int = 2, device: str = "cpu", device_id: int = 0,
                  prefetch: int = 2):
         dali = _dali()
         from nvidia.dali import fn, types

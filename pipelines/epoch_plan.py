@@ -17,8 +17,11 @@ class Sharding:
             raise ValueError(f"rank {self.rank} is outside a world of {self.world_size}")
 
 
+SINGLE_PROCESS = Sharding()
+
+
 def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int, shuffle: bool, drop_last: bool,
-                  sharding: Sharding = Sharding(), even: bool = True) -> list[list[int]]:
+                  sharding: Sharding = SINGLE_PROCESS, even: bool = True) -> list[list[int]]:
     """Batches of sample indices for one rank.
 
     Every rank draws the same permutation and takes every world_size-th sample, so ranks see disjoint

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.atomic_output import write_text_atomic
 
 VOCAB_FILE = "vocab.json"
@@ -123,6 +125,20 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or ids != list(range(1, len(ids) + 1)):
         raise DatasetFormatError(f"{path}: ids must be the integers 1..{len(ids)} (0 is the CTC blank)")
     return vocab
+
+
+def read_any_vocab(path: Path) -> dict[str, int]:
+    """A prepared dataset's vocab.json, or the original code's gloss_dict.npy ({gloss: [id, count]})."""
+    if path.suffix == ".npy":
+        try:
+            table = np.load(path, allow_pickle=True).item()
+            vocab = {str(gloss): int(entry[0]) for gloss, entry in table.items()}
+        except (ValueError, TypeError, AttributeError, IndexError, OSError) as exc:
+            raise DatasetFormatError(f"{path}: not a gloss dictionary ({exc})") from None
+        if sorted(vocab.values()) != list(range(1, len(vocab) + 1)):
+            raise DatasetFormatError(f"{path}: gloss ids must be 1..{len(vocab)}")
+        return vocab
+    return read_vocab(path)
 
 
 class PreparedDataset:

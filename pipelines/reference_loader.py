@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipelines.batch import Batch, collate
 from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import Sharding, epoch_batches
+from pipelines.epoch_plan import SINGLE_PROCESS, Sharding, epoch_batches
 
 WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
 
@@ -36,7 +36,7 @@ def _collate(items) -> Batch:
 
 class ReferenceLoader:
     def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
-                 sharding: Sharding = Sharding(), num_workers: int = 0):
+                 sharding: Sharding = SINGLE_PROCESS, num_workers: int = 0):
         self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
         self.sharding, self.num_workers = sharding, num_workers
         self.epoch = 0

@@ -1,0 +1,22 @@
+"""Choosing a loader by name: both yield the same Batch from the same plans."""
+
+from __future__ import annotations
+
+from pipelines.clip_source import ClipSource
+from pipelines.dali_loader import DaliLoader
+from pipelines.epoch_plan import SINGLE_PROCESS, Sharding
+from pipelines.reference_loader import ReferenceLoader
+
+LOADERS = ("dali", "reference")
+
+
+def build_loader(kind: str, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
+                 sharding: Sharding = SINGLE_PROCESS, workers: int = 2, device: str = "cpu",
+                 device_id: int = 0) -> DaliLoader | ReferenceLoader:
+    """``workers`` are DALI threads or DataLoader processes; ``device`` cuda decodes on the GPU (DALI)."""
+    if kind == "dali":
+        return DaliLoader(source, batch_size, shuffle, drop_last, sharding, num_threads=max(1, workers),
+                          device=device, device_id=device_id)
+    if kind == "reference":
+        return ReferenceLoader(source, batch_size, shuffle, drop_last, sharding, num_workers=workers)
+    raise ValueError(f"unknown loader {kind!r} (known: {', '.join(LOADERS)})")
