@@ -91,11 +91,13 @@ class DaliLoader:
             encoded, order, crop_x, crop_y, flip = fn.external_source(
                 source=self._feeder, num_outputs=5, batch=True, batch_info=True,
                 dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
-            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu", frames=order)
+            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu", frames=order, pad_mode="none")
+            # A video shorter than its row declares decodes to fewer frames than planned: count them.
+            decoded = frames.shape(device="cpu")
             frames = fn.crop_mirror_normalize(frames, crop=(crop, crop), crop_pos_x=crop_x, crop_pos_y=crop_y,
                                               mirror=flip, mean=[127.5] * 3, std=[127.5] * 3,
                                               dtype=types.FLOAT, output_layout="FCHW")
-            return fn.pad(frames, axes=(0,), fill_value=0.0)
+            return fn.pad(frames, axes=(0,), fill_value=0.0), decoded
 
         self._pipeline = clips()
         self._pipeline.build()
@@ -129,14 +131,17 @@ class DaliLoader:
         self._feeder.start(batches, self.epoch)
         for _ in batches:
             try:
-                (frames,) = self._pipeline.run()
+                frames, decoded = self._pipeline.run()
             except StopIteration:
                 return
             except RuntimeError as exc:
                 raise self._explain(exc) from None
-            indices = self._feeder.fed.popleft()
-            videos = self._to_torch(frames)
+            indices = self._feeder.fed[0]
             lengths = [self.source.plan(i, self.epoch).length for i in indices]
+            if [int(np.array(decoded[k])[0]) for k in range(len(indices))] != lengths:
+                raise self._explain(RuntimeError("fewer frames decoded than planned"))
+            self._feeder.fed.popleft()
+            videos = self._to_torch(frames)
             yield Batch(
                 videos=videos,
                 lengths=torch.tensor(lengths, dtype=torch.int64),

@@ -56,4 +56,12 @@ class ReferenceLoader:
         loader = DataLoader(_Clips(self.source, self.epoch), batch_sampler=self.batches(), collate_fn=_collate,
                             num_workers=self.num_workers, timeout=WORKER_TIMEOUT_S if self.num_workers else 0,
                             prefetch_factor=2 if self.num_workers else None)
-        yield from loader
+        iterator = iter(loader)
+        try:
+            yield from iterator
+        finally:
+            # Stop the workers now, not whenever the iterator is collected: after an error they would
+            # otherwise linger until a join timeout.
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

@@ -26,3 +26,18 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("corpus")
     generate_corpus(TINY, root / "prepared", workers=2, phoenix_raw_out=root / "raw", show_progress=False)
     return root / "prepared", root / "raw"
+
+
+RAW_SMALL = SynthSpec(
+    videos=6, vocab=6, signers=4, heldout_signers=1, min_glosses=2, max_glosses=3,
+    dev_fraction=0.2, test_fraction=0.2, noise=0.0, seed=11,
+)
+
+
+@pytest.fixture(scope="session")
+def raw_phoenix(tmp_path_factory) -> tuple[Path, Path]:
+    """(synthetic prepared dataset, the same corpus in the raw Phoenix-2014 layout), small and noise-free
+    so that tests can copy and damage the raw one cheaply."""
+    root = tmp_path_factory.mktemp("raw-phoenix")
+    generate_corpus(RAW_SMALL, root / "prepared", workers=2, phoenix_raw_out=root / "raw", show_progress=False)
+    return root / "prepared", root / "raw"

@@ -1,0 +1,138 @@
+"""The DALI loader (CPU) and the reference loader: same tensors, sharding, determinism, bad videos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.augmentation import ClipSettings
+from pipelines.batch import UnknownGlossError
+from pipelines.clip_source import ClipSource
+from pipelines.epoch_plan import Sharding, epoch_batches
+from pipelines.loaders import build_loader
+from pipelines.prepare import PrepareSettings, prepare_corpus
+from pipelines.prepared import PreparedDataset
+from pipelines.temporal_padding import padded_length
+from pipelines.video_io import VideoDecodeError
+
+SETTINGS = ClipSettings(crop_size=64, flip_prob=0.5, temporal_rescale=0.2, min_frames=16, max_frames=230)
+# Both decode the same VP9 bits (decoding is normative); the reference converts YUV to RGB the way DALI's
+# decoder does, and the two conversions differ by at most one level of 255 in rare pixels.
+ONE_LEVEL = 1 / 127.5 + 1e-5
+
+
+def loaders(root: Path, split: str, train: bool, batch_size: int = 3, seed: int = 5, settings=SETTINGS):
+    source = ClipSource.open(root, split, settings, train=train, seed=seed)
+    return (build_loader("dali", source, batch_size, shuffle=train, drop_last=False, workers=2),
+            build_loader("reference", source, batch_size, shuffle=train, drop_last=False, workers=0))
+
+
+def assert_same_batches(dali, reference, epochs=(0, 1)) -> int:
+    count = 0
+    for epoch in epochs:
+        dali.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        pairs = list(zip(dali, reference, strict=True))
+        assert len(pairs) == len(dali) == len(reference)
+        for a, b in pairs:
+            assert a.ids == b.ids
+            assert torch.equal(a.lengths, b.lengths) and torch.equal(a.targets, b.targets)
+            assert torch.equal(a.target_lengths, b.target_lengths)
+            assert a.videos.shape == b.videos.shape
+            assert (a.videos - b.videos).abs().max().item() <= ONE_LEVEL
+            count += len(a)
+    return count
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-augmented"])
+def test_dali_cpu_equals_the_reference_loader_on_the_synthetic_dataset(tiny_corpus, train):
+    count = assert_same_batches(*loaders(tiny_corpus[0], "train", train))
+    assert count == 2 * len(PreparedDataset(tiny_corpus[0]).records("train"))
+
+
+def test_dali_cpu_equals_the_reference_loader_on_a_prepared_phoenix_layout(raw_phoenix, tmp_path):
+    prepare_corpus("phoenix2014", raw_phoenix[1], tmp_path / "phoenix", PrepareSettings(80, 80, workers=2),
+                   show_progress=False)
+    settings = ClipSettings(crop_size=70, flip_prob=0.5, temporal_rescale=0.2, min_frames=16, max_frames=230)
+    for split, train in (("train", True), ("dev", False)):
+        assert_same_batches(*loaders(tmp_path / "phoenix", split, train, settings=settings), epochs=(0,))
+
+
+def test_batch_layout(tiny_corpus):
+    dataset = PreparedDataset(tiny_corpus[0])
+    records = {r.id: r for r in dataset.records("dev")}
+    dali, _ = loaders(tiny_corpus[0], "dev", train=False)
+    for batch in dali:
+        assert batch.lengths.tolist() == sorted(batch.lengths.tolist(), reverse=True)
+        assert batch.videos.dtype == torch.float32 and batch.videos.abs().max() <= 1.0
+        for row, video_id in enumerate(batch.ids):
+            length = int(batch.lengths[row])
+            assert length == padded_length(records[video_id].num_frames, SETTINGS.kernels)
+            assert torch.all(batch.videos[row, length:] == 0)
+            # The replicate padding: the 6 first frames equal the clip's first frame.
+            assert torch.equal(batch.videos[row, 0], batch.videos[row, 6])
+        expected = [dataset.vocab[g] for video_id in batch.ids for g in records[video_id].gloss_list()]
+        assert batch.targets.tolist() == expected
+        assert batch.target_lengths.tolist() == [len(records[v].gloss_list()) for v in batch.ids]
+
+
+def test_same_seed_same_batches_and_epochs_reshuffle(tiny_corpus):
+    first, _ = loaders(tiny_corpus[0], "train", True)
+    second, _ = loaders(tiny_corpus[0], "train", True)
+    a, b = list(first), list(second)
+    assert [x.ids for x in a] == [x.ids for x in b]
+    assert all(torch.equal(x.videos, y.videos) for x, y in zip(a, b, strict=True))
+    first.set_epoch(1)
+    assert [x.ids for x in first] != [x.ids for x in a]
+
+
+def test_ranks_read_disjoint_shards_and_eval_reads_everything_once():
+    shards = [epoch_batches(10, 3, 0, 0, True, False, Sharding(r, 3)) for r in range(3)]
+    seen = [i for shard in shards for batch in shard for i in batch]
+    assert len({len(s) for s in shards}) == 1 and set(seen) == set(range(10))
+    evaluation = [epoch_batches(10, 3, 0, 0, False, False, Sharding(r, 3), even=False) for r in range(3)]
+    assert sorted(i for shard in evaluation for batch in shard for i in batch) == list(range(10))
+    with pytest.raises(ValueError, match="outside a world"):
+        Sharding(3, 3)
+
+
+def _damaged_copy(root: Path, tmp_path: Path, damage) -> tuple[Path, str]:
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    record = PreparedDataset(copy).records("dev")[0]
+    damage(copy / record.video)
+    return copy, record.id
+
+
+def _garble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3:] = bytes(len(data) - len(data) // 3)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["dali", "reference", "reference-workers"])
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), id="truncated"),
+    pytest.param(_garble, id="corrupt"),
+    pytest.param(lambda p: p.write_bytes(b""), id="empty"),
+    pytest.param(lambda p: p.unlink(), id="missing"),
+])
+def test_a_bad_video_is_an_error_naming_it(tiny_corpus, tmp_path, kind, damage):
+    root, video_id = _damaged_copy(tiny_corpus[0], tmp_path, damage)
+    source = ClipSource.open(root, "dev", SETTINGS, train=False)
+    loader = build_loader(kind.split("-")[0], source, 2, shuffle=False, drop_last=False,
+                          workers=2 if kind == "reference-workers" else 1)
+    with pytest.raises((VideoDecodeError, RuntimeError), match=f"video {video_id}"):
+        list(loader)
+
+
+def test_an_unknown_gloss_names_the_video(tiny_corpus):
+    vocab = dict(PreparedDataset(tiny_corpus[0]).vocab)
+    record = PreparedDataset(tiny_corpus[0]).records("test")[0]
+    del vocab[record.gloss_list()[0]]
+    with pytest.raises(UnknownGlossError, match=f"video {record.id}: gloss"):
+        ClipSource.open(tiny_corpus[0], "test", SETTINGS, train=False, vocab=vocab)
