@@ -91,9 +91,11 @@ class DaliLoader:
             encoded, order, crop_x, crop_y, flip = fn.external_source(
                 source=self._feeder, num_outputs=5, batch=True, batch_info=True,
                 dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
-            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu", frames=order, pad_mode="none")
-            # A video shorter than its row declares decodes to fewer frames than planned: count them.
+            # Decoding straight through and gathering afterwards beats asking the decoder for the planned
+            # frames, whose repeats (padding, stretched clips) make it seek back.
+            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu")
             decoded = frames.shape(device="cpu")
+            frames = fn.sequence_rearrange(frames, new_order=order)
             frames = fn.crop_mirror_normalize(frames, crop=(crop, crop), crop_pos_x=crop_x, crop_pos_y=crop_y,
                                               mirror=flip, mean=[127.5] * 3, std=[127.5] * 3,
                                               dtype=types.FLOAT, output_layout="FCHW")
@@ -138,8 +140,9 @@ class DaliLoader:
                 raise self._explain(exc) from None
             indices = self._feeder.fed[0]
             lengths = [self.source.plan(i, self.epoch).length for i in indices]
-            if [int(np.array(decoded[k])[0]) for k in range(len(indices))] != lengths:
-                raise self._explain(RuntimeError("fewer frames decoded than planned"))
+            declared = [self.source.records[i].num_frames for i in indices]
+            if [int(np.array(decoded[k])[0]) for k in range(len(indices))] != declared:
+                raise self._explain(RuntimeError("a video decoded to another number of frames than declared"))
             self._feeder.fed.popleft()
             videos = self._to_torch(frames)
             yield Batch(

@@ -86,6 +86,9 @@ def read_frames(path: str | Path) -> np.ndarray:
     """Decode a whole video to RGB uint8 (T, H, W, 3)."""
     try:
         with av.open(str(path)) as container:
+            # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only
+            # compete with their workers for the same cores.
+            container.streams.video[0].thread_count = 1
             decoded = list(container.decode(video=0))
             if decoded and decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 \
                     and decoded[0].height % 2 == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from tools.bench_data import bench_data
 from tools.bench_decode import bench_decode
 from tools.bench_score import bench_score
 
@@ -13,5 +14,6 @@ def bench() -> None:
     """Benchmarks: each prints a table, writes JSON, and reports ratios against a baseline from the same run."""
 
 
+bench.add_command(bench_data)
 bench.add_command(bench_decode)
 bench.add_command(bench_score)

@@ -30,3 +30,14 @@ def test_bench_score_compares_with_sclite(tmp_path):
     assert [row["name"] for row in data["results"]] == ["qslr python scorer", "sclite"]
     wers = data["notes"]["wer"]
     assert wers["qslr python scorer"] == wers["sclite"]
+
+
+def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_path):
+    out = tmp_path / "data.json"
+    result = CliRunner().invoke(cli, ["bench", "data", "--data", str(tiny_corpus[0]), "--repeats", "1",
+                                      "--max-batches", "2", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [row["name"] for row in data["results"]] == ["reference DataLoader", "DALI (cpu)"]
+    assert all(row["median"] > 0 for row in data["results"])
+    assert set(data["notes"]["peak_rss_mib"]) == {"reference DataLoader", "DALI (cpu)"}
