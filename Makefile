@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 EXTRAS := dali,serve,bench,dev
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/synthetic
-DEMO_VIDEOS ?= 1200
+DEMO_RUN ?= runs/synthetic
+# 1,000 training videos of 2-8 glosses from a 30-gloss vocabulary, 12 training signers, 4 held out.
+DEMO_VIDEOS ?= 1250
 
 .PHONY: demo test lint clean sclite
 
@@ -16,7 +18,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/qslr -v data synth --out $(DEMO_DIR) --videos $(DEMO_VIDEOS) --overwrite
+	$(BIN)/qslr -v data synth --out $(DEMO_DIR) --videos $(DEMO_VIDEOS) --vocab 30 --max-glosses 8 --overwrite
+	rm -rf $(DEMO_RUN)
+	$(BIN)/qslr -v train --config synthetic data.root=$(DEMO_DIR) train.work_dir=$(DEMO_RUN)
+	$(BIN)/qslr eval run --checkpoint $(DEMO_RUN)/checkpoints/best.pt --split test
 
 # NIST sclite (Debian's sctk) is the reference the scorer's tests compare against.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

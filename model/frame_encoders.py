@@ -84,8 +84,9 @@ class _TinyTrunk(nn.Sequential):
         layers: list[nn.Module] = []
         previous = 3
         for width in channels:
-            layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            # Strided convolutions rather than convolution + pooling: 4x faster on a CPU for the same map.
+            layers += [nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
             previous = width
         # A small spatial map, flattened: where the hands are relative to the face is the signal,
         # and global average pooling would throw it away.
@@ -96,7 +97,7 @@ class _TinyTrunk(nn.Sequential):
 
 def tiny_cnn_encoder(*, weights: str | None = None, channels: Sequence[int] = (8, 16, 32, 64),
                      grid: int = 4, out_dim: int = 256) -> FrameEncoder:
-    """A few conv-BN-ReLU-pool stages for small frames; fast enough to train on a CPU."""
+    """A few strided conv-BN-ReLU stages for small frames; fast enough to train on a CPU."""
     encoder = FrameEncoder(_TinyTrunk(channels, grid, out_dim), out_dim)
     state = _state_dict(weights, None, "tiny_cnn")
     if state is not None:

@@ -81,6 +81,7 @@ class DaliLoader:
         self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
         self.sharding, self.device = sharding, torch.device(device if device == "cpu" else f"cuda:{device_id}")
         self.epoch = 0
+        self.start_batch = 0
         self._feeder = _Feeder(source)
         gpu = device != "cpu"
         crop = source.settings.crop_size
@@ -105,8 +106,9 @@ class DaliLoader:
         self._pipeline.build()
         self._fresh = True
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def batches(self) -> list[list[int]]:
         return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
@@ -114,6 +116,9 @@ class DaliLoader:
 
     def __len__(self) -> int:
         return len(self.batches())
+
+    def remaining_batches(self) -> list[list[int]]:
+        return self.batches()[self.start_batch:]
 
     def _to_torch(self, output) -> torch.Tensor:
         if self.device.type == "cpu":
@@ -126,7 +131,7 @@ class DaliLoader:
         return result
 
     def __iter__(self) -> Iterator[Batch]:
-        batches = self.batches()
+        batches = self.remaining_batches()
         if not self._fresh:
             self._pipeline.reset()
         self._fresh = False

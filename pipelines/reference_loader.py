@@ -40,9 +40,11 @@ class ReferenceLoader:
         self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
         self.sharding, self.num_workers = sharding, num_workers
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def batches(self) -> list[list[int]]:
         return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
@@ -51,10 +53,14 @@ class ReferenceLoader:
     def __len__(self) -> int:
         return len(self.batches())
 
+    def remaining_batches(self) -> list[list[int]]:
+        return self.batches()[self.start_batch:]
+
     def __iter__(self) -> Iterator[Batch]:
         # Workers are started per epoch, so each sees the current epoch's plans.
-        loader = DataLoader(_Clips(self.source, self.epoch), batch_sampler=self.batches(), collate_fn=_collate,
-                            num_workers=self.num_workers, timeout=WORKER_TIMEOUT_S if self.num_workers else 0,
+        loader = DataLoader(_Clips(self.source, self.epoch), batch_sampler=self.remaining_batches(),
+                            collate_fn=_collate, num_workers=self.num_workers,
+                            timeout=WORKER_TIMEOUT_S if self.num_workers else 0,
                             prefetch_factor=2 if self.num_workers else None)
         iterator = iter(loader)
         try:

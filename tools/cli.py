@@ -10,9 +10,9 @@ from deploy.cli import export, infer, serve, triton
 from model.cli import model
 from pipelines.cli import data
 from tools.bench import bench
-from train.cli import config, eval_, train
+from train.cli import config, eval_, features, train
 
-COMMANDS = (data, train, eval_, model, export, triton, serve, infer, bench, config)
+COMMANDS = (data, train, eval_, features, model, export, triton, serve, infer, bench, config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,14 +18,130 @@ from train.scoring.sclite import ScliteNotFoundError
 from train.scoring.score import SCORERS, compare_branches, score
 
 
-@click.group("train")
-def train() -> None:
-    """Train with torchrun, DDP and SyncBatchNorm (arrives with the training issue)."""
+def _run_training(preset: str, overrides: tuple[str, ...], resume: str | None) -> None:
+    from train.trainer import train as run  # imports torch: keep `qslr --help` fast
+
+    try:
+        config = load_config(preset, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    started = time.perf_counter()
+    outcome = run(config, resume)
+    if outcome.interrupted:
+        click.echo(f"interrupted: resumable checkpoint in {outcome.work_dir / 'checkpoints' / 'last.pt'} "
+                   f"(continue with --resume auto)", err=True)
+        raise SystemExit(130)
+    best = "n/a" if outcome.best_dev_wer is None else f"{outcome.best_dev_wer:.2f} %"
+    click.echo(f"trained {outcome.epochs_run} epoch(s), {outcome.global_step} steps in "
+               f"{time.perf_counter() - started:.0f} s; best dev WER {best}; checkpoints in "
+               f"{outcome.work_dir / 'checkpoints'}")
+
+
+_TRAIN_OPTIONS = [
+    click.option("--config", "preset", required=True, help="Preset name in configs/ or a YAML path."),
+    click.option("--resume", default=None, help="A checkpoint to continue from, or 'auto' for work_dir's last.pt."),
+    click.argument("overrides", nargs=-1),
+]
+
+
+def _with_train_options(function):
+    for option in reversed(_TRAIN_OPTIONS):
+        function = option(function)
+    return function
+
+
+@click.command("train", context_settings={"ignore_unknown_options": True})
+@_with_train_options
+def train_entry(preset: str, resume: str | None, overrides: tuple[str, ...]) -> None:
+    """One rank of a training run (what torchrun starts)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [rank %(process)d] %(message)s")
+    _run_training(preset, overrides, resume)
+
+
+@click.command("train", context_settings={"ignore_unknown_options": True})
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes on this machine (one per GPU; on a CPU, gloo ranks).")
+@_with_train_options
+def train(nproc: int, preset: str, resume: str | None, overrides: tuple[str, ...]) -> None:
+    """Train PRESET with dotted key=value OVERRIDES; --nproc > 1 launches torchrun (DDP)."""
+    if nproc <= 1:
+        _run_training(preset, overrides, resume)
+        return
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
+    raise SystemExit(subprocess.call(command))
 
 
 @click.group("eval")
 def eval_() -> None:
     """Score recognised glosses (decoding a checkpoint arrives with the training issue)."""
+
+
+def _load_for_inference(checkpoint: Path, data: Path | None, overrides: tuple[str, ...], device: str):
+    """(model on device, config, vocab) from a QSLR checkpoint, with the config's overrides applied."""
+    import torch
+
+    from model.checkpoints import CheckpointError, load_checkpoint
+    from train.config import ExperimentConfig, build, deep_merge, parse_overrides
+
+    try:
+        loaded = load_checkpoint(checkpoint)
+        if loaded.config is None or loaded.vocab is None:
+            raise click.ClickException(f"{checkpoint}: holds no training config and vocabulary (an imported "
+                                       f"original checkpoint?); evaluate it with a config that names its data")
+        values = deep_merge(loaded.config, parse_overrides([*overrides, *([f"data.root={data}"] if data else [])]))
+        config = build(ExperimentConfig, values, f"{checkpoint} + command line")
+    except (CheckpointError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    return loaded.model.to(target), config, loaded.vocab, target
+
+
+_CHECKPOINT = click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_DATA = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                     help="Prepared dataset [default: the one the checkpoint was trained on].")
+_DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+
+
+@eval_.command("run", context_settings={"ignore_unknown_options": True})
+@_CHECKPOINT
+@click.option("--split", default="test", show_default=True)
+@_DATA
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the CTM files go [default: next to the checkpoint].")
+@_DEVICE
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("overrides", nargs=-1)
+def run_command(checkpoint: Path, split: str, data: Path | None, out: Path | None, device: str, as_json: bool,
+                overrides: tuple[str, ...]) -> None:
+    """Decode SPLIT with a checkpoint, write CTM files and score them (e.g. decode.method=greedy)."""
+    from train.evaluation import evaluate
+
+    model, config, vocab, target = _load_for_inference(checkpoint, data, overrides, device)
+    result = evaluate(model, config, split, target, vocab, out or checkpoint.parent / f"eval-{split}")
+    if as_json:
+        click.echo(json.dumps({**result.report.to_dict(), "branches": asdict(result.branches), "split": split,
+                               "ctm": str(result.ctm), "seconds": result.seconds}, indent=1))
+        return
+    click.echo(result.report.table())
+    click.echo(f"conv branch WER {result.branches.wer_auxiliary:.2f} %, WAR {result.branches.war:.2f} %, "
+               f"WDR {result.branches.wdr:.2f} %; hypotheses in {result.ctm}")
+
+
+@click.command("features")
+@_CHECKPOINT
+@click.option("--split", "splits", multiple=True, default=("train", "dev", "test"), show_default=True)
+@_DATA
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_DEVICE
+def features(checkpoint: Path, splits: tuple[str, ...], data: Path | None, out: Path, device: str) -> None:
+    """Write frame-wise features per video (<out>/<split>/<id>.npy and index.jsonl; see train/features.py)."""
+    from train.features import extract_features
+
+    model, config, vocab, target = _load_for_inference(checkpoint, data, (), device)
+    for split in splits:
+        count = extract_features(model, config, split, target, vocab, out)
+        click.echo(f"{split}: features of {count} videos in {out / split}")
 
 
 @eval_.command("score")

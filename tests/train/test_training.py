@@ -1,0 +1,177 @@
+"""Training: exact resume, DDP under torchrun (gloo), SyncBatchNorm, faults, and the eval/features commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import model.losses as losses
+from model.checkpoints import load_checkpoint
+from tools.cli import cli
+from train.config import load_config
+from train.distributed import DistEnv, convert_sync_batchnorm
+from train.metrics_log import read_metrics
+from train.optim import build_optimizer
+from train.trainer import train, weights_digest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
+              "model.sequence.hidden_size=24", "data.batch_size=2", "data.eval_batch_size=4", "data.num_workers=1",
+              "train.log_interval=1", "train.save_interval=1"]
+
+
+def tiny_config(root: Path, work: Path, *extra: str):
+    return load_config("synthetic", [f"data.root={root}", f"train.work_dir={work}", *TINY_MODEL, *extra])
+
+
+def parameters(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path):
+    root = tiny_corpus[0]
+    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2"))
+    assert straight.epochs_run == 2 and not straight.interrupted
+    train(tiny_config(root, tmp_path / "halves", "train.epochs=1"))
+    resumed = train(tiny_config(root, tmp_path / "halves", "train.epochs=2"), resume="auto")
+    assert resumed.global_step == straight.global_step
+    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "halves/checkpoints/last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_metrics(tmp_path / "straight/metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"] and all(float(r["dev_wer"]) >= 0 for r in rows)
+    assert all(float(r["frames_per_s"]) > 0 and 0 <= float(r["data_wait_fraction"]) <= 1 for r in rows)
+    for name in ("best.pt", "epoch0.pt", "epoch1.pt"):
+        assert (tmp_path / "straight/checkpoints" / name).is_file()
+
+
+def test_non_finite_losses_skip_the_batch_and_name_the_videos(tiny_corpus, tmp_path, monkeypatch, caplog):
+    real = losses.VACLoss.forward
+    calls = {"n": 0}
+
+    def sometimes_infinite(self, output, targets, target_lengths):
+        result = real(self, output, targets, target_lengths)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            result.total = result.total * float("inf")
+            result.per_sample = result.per_sample * float("inf")
+        return result
+
+    monkeypatch.setattr(losses.VACLoss, "forward", sometimes_infinite)
+    outcome = train(tiny_config(tiny_corpus[0], tmp_path / "run", "train.epochs=1"))
+    assert outcome.history[0]["skipped_batches"] == 1
+    assert re.search(r"non-finite loss .* from videos synth-train-\d+", caplog.text)
+    weights = parameters(tmp_path / "run/checkpoints/last.pt")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_sync_batchnorm_is_converted_before_the_optimizer_is_built():
+    config = load_config("synthetic", TINY_MODEL)
+    from model.network import build_model
+    from train.checkpointing import model_sections
+
+    model = build_model(9, **model_sections(config))
+    cpu = DistEnv(0, 0, 2, torch.device("cpu"))
+    assert convert_sync_batchnorm(model, cpu) is model  # SyncBatchNorm does not run on CPUs
+    gpus = DistEnv(0, 0, 2, torch.device("cuda"))
+    converted = convert_sync_batchnorm(model, gpus)  # structural only: no forward on a CPU
+    kinds = {type(m).__name__ for m in converted.modules()}
+    assert "SyncBatchNorm" in kinds and not kinds & {"BatchNorm1d", "BatchNorm2d"}
+    optimizer = build_optimizer(converted, config.optim)
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in converted.parameters()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (SyncBatchNorm and AMP run only there)")
+def test_amp_and_sync_batchnorm_on_a_gpu(tiny_corpus, tmp_path):
+    outcome = train(tiny_config(tiny_corpus[0], tmp_path / "gpu", "train.epochs=1", "train.device=cuda",
+                                "train.amp=bf16"))
+    assert outcome.epochs_run == 1 and np.isfinite(outcome.history[0]["train_loss"])
+
+
+def torchrun(*args: str, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+               *args]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def overrides(root: Path, work: Path, *extra: str) -> list[str]:
+    return ["--config", "synthetic", f"data.root={root}", f"train.work_dir={work}", *TINY_MODEL, *extra]
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, tmp_path):
+    process = torchrun(*overrides(tiny_corpus[0], tmp_path / "ddp", "train.epochs=2"))
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    digests = dict(re.findall(r"rank (\d) finished at step \d+ with weights digest (\w+)", output))
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
+    saved = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
+    assert weights_digest(saved.model) == digests["0"]
+    assert "gloo process group" in output
+
+
+@pytest.mark.timeout(300)
+def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
+    process = torchrun(*overrides(tiny_corpus[0], tmp_path / "crash", "train.epochs=50"))
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(1)
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+        workers = [int(p) for p in found.stdout.split()]
+    assert len(workers) >= 2, "the ranks did not start"
+    time.sleep(5)
+    os.kill(max(workers), signal.SIGKILL)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "exitcode" in output or "Signal 9" in output or "SIGKILL" in output
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_writes_a_resumable_checkpoint(tiny_corpus, tmp_path):
+    work = tmp_path / "stop"
+    command = [sys.executable, "-m", "train", *overrides(tiny_corpus[0], work, "train.epochs=40")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if re.search(r"epoch 1 step \d+ loss", line):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    state = torch.load(work / "checkpoints/last.pt", weights_only=False)["training"]
+    assert state["epoch"] == 1 and state["batch"] >= 1
+    resumed = train(tiny_config(tiny_corpus[0], work, "train.epochs=2"), resume="auto")
+    assert resumed.epochs_run == 2 and not resumed.interrupted
+
+
+def test_eval_run_and_features_commands(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus[0], tmp_path / "run", "train.epochs=1"))
+    checkpoint = tmp_path / "run/checkpoints/last.pt"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["eval", "run", "--checkpoint", str(checkpoint), "--split", "test", "--json",
+                                 "--out", str(tmp_path / "eval"), "decode.method=greedy"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["split"] == "test" and report["overall"]["ref_words"] > 0
+    assert (tmp_path / "eval/output-hypothesis-test.ctm").exists()
+    assert (tmp_path / "eval/output-hypothesis-test-conv.ctm").exists()
+    result = runner.invoke(cli, ["features", "--checkpoint", str(checkpoint), "--split", "dev", "--out",
+                                 str(tmp_path / "features")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "features/dev/index.jsonl").read_text().splitlines()]
+    assert rows and all(r["frames"] % 4 == 0 for r in rows)
+    array = np.load(tmp_path / "features/dev" / f"{rows[0]['id']}.npy")
+    assert array.shape == (rows[0]["frames"], rows[0]["feature_dim"]) and array.dtype == np.float32

@@ -1,0 +1,312 @@
+"""The training loop: DDP over torchrun's ranks, AMP on GPUs, exact resume, dev WER every epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.nn.parallel import DistributedDataParallel
+
+from model.losses import VACLoss
+from model.network import SLRModel, build_model
+from pipelines.prepared import PreparedDataset
+from train.checkpointing import (
+    gather_rng_states,
+    load_training_checkpoint,
+    model_sections,
+    save_training_checkpoint,
+    set_rng_state,
+)
+from train.config import ExperimentConfig
+from train.data import make_loader
+from train.distributed import DistEnv, all_agree, barrier, convert_sync_batchnorm, setup, teardown
+from train.evaluation import autocast, evaluate
+from train.metrics_log import MetricsLog
+from train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested:
+    """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequested:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        log.warning("received %s: saving a resumable checkpoint after this step", signal.Signals(signum).name)
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class EpochStats:
+    losses: list[float] = field(default_factory=list)
+    skipped: int = 0
+    clips: int = 0
+    frames: int = 0
+    wait: float = 0.0  # seconds spent waiting for the loader
+    compute: float = 0.0  # seconds in forward, backward and the optimiser
+    interrupted: bool = False
+
+    def rates(self) -> dict[str, float]:
+        busy = max(self.wait + self.compute, 1e-9)
+        return {"train_loss": float(np.mean(self.losses)) if self.losses else math.nan,
+                "skipped_batches": self.skipped, "clips_per_s": self.clips / busy, "frames_per_s": self.frames / busy,
+                "data_wait_fraction": self.wait / busy}
+
+
+@dataclass
+class TrainOutcome:
+    epochs_run: int
+    global_step: int
+    best_dev_wer: float | None
+    last_dev_wer: float | None
+    interrupted: bool
+    work_dir: Path
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class Trainer:
+    def __init__(self, config: ExperimentConfig, env: DistEnv):
+        self.config, self.env = config, env
+        self.work_dir = Path(config.train.work_dir)
+        self.vocab = PreparedDataset(config.data.root).vocab
+        seed_everything(config.train.seed)  # identical initial weights on every rank
+        model = build_model(len(self.vocab) + 1, **model_sections(config)).to(env.device)
+        self.model: SLRModel = convert_sync_batchnorm(model, env)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=env.device.type == "cuda" and config.train.amp == "fp16")
+        self.network = (DistributedDataParallel(self.model, device_ids=[env.local_rank] if env.device.type == "cuda"
+                                                else None) if env.distributed else self.model)
+        self.loss = VACLoss(config.loss.weights, config.loss.temperature)
+        self.loader = make_loader(config, config.data.train_split, train=True, device=str(env.device),
+                                  sharding=env.sharding, vocab=self.vocab)
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.best_wer: float | None = None
+        seed_everything(config.train.seed + 1000 * env.rank)  # per-rank dropout and sampling streams
+        self.metrics = MetricsLog(self.work_dir / "metrics.csv") if env.is_main else None
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def save(self, name: str) -> None:
+        states = gather_rng_states(self.env)  # collective
+        if not self.env.is_main:
+            return
+        training = {"epoch": self.epoch, "batch": self.batch_in_epoch, "global_step": self.global_step,
+                    "best_dev_wer": self.best_wer, "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "rng": states, "world_size": self.env.world_size}
+        path = self.work_dir / "checkpoints" / name
+        save_training_checkpoint(path, self.model, self.config, self.vocab, training)
+        log.info("saved %s (epoch %d, batch %d, step %d)", path, self.epoch, self.batch_in_epoch, self.global_step)
+
+    def resume(self, path: str | Path) -> None:
+        data = load_training_checkpoint(path)
+        if data.get("vocab") != self.vocab:
+            raise ValueError(f"{path}: was trained with another vocabulary than {self.config.data.root}")
+        self.model.load_state_dict(data["model_state_dict"])
+        training = data["training"]
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.scaler.load_state_dict(training["scaler"])
+        self.epoch, self.batch_in_epoch = training["epoch"], training["batch"]
+        self.global_step, self.best_wer = training["global_step"], training["best_dev_wer"]
+        states = training["rng"]
+        if len(states) == self.env.world_size:
+            set_rng_state(states[self.env.rank])
+        else:
+            log.warning("%s was written by %d rank(s), this run has %d: RNG streams start afresh", path,
+                        len(states), self.env.world_size)
+        log.info("resuming from %s at epoch %d, batch %d", path, self.epoch, self.batch_in_epoch)
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def _step(self, batch, accumulate: bool) -> tuple[float, bool]:
+        """Forward and backward of one batch; returns (loss, finite on every rank)."""
+        device = self.env.device
+        sync = contextlib.nullcontext() if not (accumulate and self.env.distributed) else self.network.no_sync()
+        with sync:
+            with autocast(device, self.config.train.amp):
+                output = self.network(batch.videos.to(device, non_blocking=True), batch.lengths.to(device))
+            result = self.loss(output, batch.targets.to(device), batch.target_lengths.to(device))
+            finite = all_agree(result.is_finite(), self.env)
+            if not finite:
+                if not result.is_finite():
+                    log.warning("skipping a batch with a non-finite loss (%s) from videos %s", result.total.item(),
+                                ", ".join(result.nonfinite_ids(batch.ids)))
+                return math.nan, False
+            self.scaler.scale(result.total / self.config.train.grad_accumulation).backward()
+        return result.total.item(), True
+
+    def _optimiser_step(self) -> None:
+        if self.config.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TextColumn("loss {task.fields[loss]:.3f}"),
+                        TimeElapsedColumn(), disable=not self.env.is_main, transient=True)
+
+    def _train_epoch(self, stop: StopRequested) -> EpochStats:
+        """Train from the current position to the end of the epoch, a stop request, or max_steps."""
+        accumulation = self.config.train.grad_accumulation
+        self.loader.set_epoch(self.epoch, self.batch_in_epoch)
+        self.model.train()
+        total = len(self.loader)
+        stats = EpochStats()
+        with self._progress() as progress:
+            task = progress.add_task("train", total=total, completed=self.batch_in_epoch, epoch=self.epoch,
+                                     loss=float("nan"))
+            mark = time.perf_counter()
+            for batch in self.loader:
+                ready = time.perf_counter()
+                closes_step = (self.batch_in_epoch + 1) % accumulation == 0 or self.batch_in_epoch + 1 == total
+                loss, finite = self._step(batch, accumulate=not closes_step)
+                if not finite:
+                    stats.skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                else:
+                    stats.losses.append(loss)
+                    if closes_step:
+                        self._optimiser_step()
+                        self._log_step(loss)
+                self.batch_in_epoch += 1
+                stats.clips, stats.frames = stats.clips + len(batch), stats.frames + batch.frames
+                done = time.perf_counter()
+                stats.wait, stats.compute, mark = stats.wait + ready - mark, stats.compute + done - ready, done
+                progress.update(task, advance=1, loss=float(np.mean(stats.losses[-20:])) if stats.losses else math.nan)
+                if not all_agree(not stop.requested, self.env):
+                    stats.interrupted = True
+                    break
+                if self._out_of_steps():
+                    break
+        return stats
+
+    def _log_step(self, loss: float) -> None:
+        if self.env.is_main and self.global_step % self.config.train.log_interval == 0:
+            log.info("epoch %d step %d loss %.4f lr %.2e", self.epoch, self.global_step, loss,
+                     self.optimizer.param_groups[0]["lr"])
+
+    def run(self, stop: StopRequested) -> TrainOutcome:
+        cfg = self.config.train
+        history: list[dict] = []
+        last_wer = None
+        while self.epoch < cfg.epochs and not self._out_of_steps():
+            started = time.perf_counter()
+            stats = self._train_epoch(stop)
+            if stats.interrupted:
+                self.save("last.pt")
+                return TrainOutcome(self.epoch, self.global_step, self.best_wer, last_wer, True, self.work_dir,
+                                    history)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            finished = self.epoch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            dev_wer = None
+            if (finished + 1) % cfg.eval_interval == 0 or self.epoch >= cfg.epochs or self._out_of_steps():
+                dev_wer = last_wer = self._evaluate_dev(finished)
+            row = {"epoch": finished, "global_step": self.global_step, "lr": lr, "dev_wer": dev_wer,
+                   "epoch_seconds": time.perf_counter() - started, **stats.rates()}
+            history.append(row)
+            if self.metrics:
+                self.metrics.append(**{k: ("" if v is None else v) for k, v in row.items()})
+            self._save_epoch_checkpoints(finished, dev_wer)
+        return TrainOutcome(self.epoch, self.global_step, self.best_wer, last_wer, False, self.work_dir, history)
+
+    def _out_of_steps(self) -> bool:
+        return self.config.train.max_steps is not None and self.global_step >= self.config.train.max_steps
+
+    def _evaluate_dev(self, epoch: int) -> float | None:
+        wer = None
+        if self.env.is_main:
+            result = evaluate(self.model, self.config, self.config.data.dev_split, self.env.device, self.vocab,
+                              self.work_dir / f"epoch{epoch}_result")
+            wer = result.wer
+            log.info("epoch %d: dev WER %.2f %% (conv branch %.2f %%), %.1f s", epoch, wer,
+                     result.branches.wer_auxiliary, result.seconds)
+        barrier(self.env)
+        return wer
+
+    def _save_epoch_checkpoints(self, epoch: int, dev_wer: float | None) -> None:
+        improved = dev_wer is not None and (self.best_wer is None or dev_wer < self.best_wer)
+        if improved:
+            self.best_wer = dev_wer
+        self.save("last.pt")
+        if self.env.is_main:
+            last = self.work_dir / "checkpoints" / "last.pt"
+            if improved:
+                _copy(last, self.work_dir / "checkpoints" / "best.pt")
+            if epoch % self.config.train.save_interval == 0:
+                _copy(last, self.work_dir / "checkpoints" / f"epoch{epoch}.pt")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter: equal on all DDP ranks when they are in step (BatchNorm statistics are
+    not parameters, and on CPUs each rank keeps its own)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)
+
+
+def train(config: ExperimentConfig, resume: str | None = None) -> TrainOutcome:
+    """Entry point of one rank (``python -m train`` under torchrun, or a plain process)."""
+    env = setup(config.train.device)
+    try:
+        if env.is_main:
+            Path(config.train.work_dir).mkdir(parents=True, exist_ok=True)
+            (Path(config.train.work_dir) / "config.yaml").write_text(config.to_yaml())
+        trainer = Trainer(config, env)
+        if resume == "auto":
+            candidate = Path(config.train.work_dir) / "checkpoints" / "last.pt"
+            resume = str(candidate) if candidate.is_file() else None
+        if resume:
+            trainer.resume(resume)
+        with StopRequested() as stop:
+            outcome = trainer.run(stop)
+        log.info("rank %d finished at step %d with weights digest %s", env.rank, outcome.global_step,
+                 weights_digest(trainer.model))
+        return outcome
+    finally:
+        teardown()
