@@ -2,24 +2,237 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
+
+_SHAPES = [
+    click.option("--min", "minimum", default="1x16", show_default=True, help="Smallest BATCHxFRAMES of the profile."),
+    click.option("--opt", "optimum", default="4x140", show_default=True, help="BATCHxFRAMES TensorRT tunes for."),
+    click.option("--max", "maximum", default="16x300", show_default=True, help="Largest BATCHxFRAMES."),
+]
+
+
+def _with_shapes(function):
+    for option in reversed(_SHAPES):
+        function = option(function)
+    return function
+
+
+def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tuple[int, int]:
+    """The prepared videos' size, from the training config's dataset, unless given."""
+    if height and width:
+        return height, width
+    from model.checkpoints import load_checkpoint
+    from pipelines.prepared import PreparedDataset
+
+    config = load_checkpoint(checkpoint).config or {}
+    try:
+        dataset = PreparedDataset(config["data"]["root"])
+        record = dataset.records(dataset.splits()[0])[0]
+    except Exception as exc:  # noqa: BLE001 - any failure means: ask the user
+        raise click.ClickException(f"cannot tell the frame size from the training data ({exc}); "
+                                   f"pass --height and --width") from None
+    return height or record.height, width or record.width
 
 
 @click.group("export")
 def export() -> None:
-    """Export a checkpoint to ONNX, TensorRT or torch-tensorrt (arrives with the export issue)."""
+    """Export a checkpoint to ONNX, TensorRT or torch-tensorrt."""
+
+
+@export.command("onnx")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--height", type=int, default=None, help="Input frame height [default: the training videos'].")
+@click.option("--width", type=int, default=None, help="Input frame width [default: the training videos'].")
+@click.option("--top-k", type=int, default=None, help="Also output the k best classes per step (as WeNet does).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare onnxruntime with PyTorch on mixed-length batches after the export.")
+def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: int | None, top_k: int | None,
+                        check: bool) -> None:
+    """uint8 frames (B, T, H, W, 3) + lengths -> log-probabilities (B, T', V) + lengths; dynamic B and T."""
+    from deploy.graph_checks import tensorrt_problems
+    from deploy.onnx_export import example_inputs, export_onnx, max_difference, onnx_session, served_from_checkpoint
+
+    height, width = _frame_size(checkpoint, height, width)
+    try:
+        info = export_onnx(checkpoint, out, height, width, top_k)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {info.path}: frames {height}x{width}, crop {info.crop_size}, {info.num_classes} classes")
+    for problem in tensorrt_problems(out):
+        click.echo(f"warning: {problem}", err=True)
+    if check:
+        served, _ = served_from_checkpoint(checkpoint, top_k)
+        session = onnx_session(out)
+        worst = max(max_difference(served, session, *example_inputs(batch, time, height, width, seed=time))
+                    for batch, time in ((1, 8), (3, 57), (4, 300)))
+        click.echo(f"onnxruntime vs PyTorch: max |difference| {worst:.2e} over batches of mixed lengths")
+        if worst > 1e-3:
+            raise click.ClickException(f"{out}: onnxruntime differs from PyTorch by {worst:.2e}")
+
+
+@export.command("tensorrt")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fp16/--fp32", default=True, show_default=True)
+@_with_shapes
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reuse and update TensorRT's kernel timing cache (faster rebuilds).")
+def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool, minimum: str, optimum: str, maximum: str,
+                            timing_cache: Path | None) -> None:
+    """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
+    from deploy.onnx_export import example_inputs, read_metadata
+    from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError, build_engine, engine_parity
+
+    metadata = read_metadata(onnx_path)
+    height, width = int(metadata["qslr_height"]), int(metadata["qslr_width"])
+    try:
+        shapes = ShapeRange.parse(minimum, optimum, maximum)
+        build_engine(onnx_path, out, shapes, height, width, fp16, timing_cache)
+        frames, lengths = example_inputs(shapes.opt_batch, shapes.opt_time, height, width)
+        worst = engine_parity(out, onnx_path, frames.numpy(), lengths.numpy())
+    except (ValueError, TensorRTUnavailableError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({'FP16' if fp16 else 'FP32'})")
+
+
+@export.command("torch-trt")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--height", type=int, default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--fp16/--fp32", default=True, show_default=True)
+@_with_shapes
+def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, width: int | None, fp16: bool,
+                             minimum: str, optimum: str, maximum: str) -> None:
+    """Compile the served model with torch-tensorrt for use inside PyTorch."""
+    from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError
+    from deploy.torch_trt import compile_torch_trt
+
+    height, width = _frame_size(checkpoint, height, width)
+    try:
+        path = compile_torch_trt(checkpoint, out, ShapeRange.parse(minimum, optimum, maximum), height, width, fp16)
+    except (ValueError, TensorRTUnavailableError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}")
+
+
+@export.command("check")
+@click.argument("onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_command(onnx_path: Path) -> None:
+    """Operators, opset and ranks of an exported graph against what TensorRT's parser accepts."""
+    from deploy.graph_checks import operator_counts, tensorrt_problems
+
+    click.echo(json.dumps({"operators": dict(sorted(operator_counts(onnx_path).items())),
+                           "tensorrt_problems": tensorrt_problems(onnx_path)}, indent=1))
 
 
 @click.group("triton")
 def triton() -> None:
-    """Build a Triton model repository from a checkpoint (arrives with the serving issue)."""
+    """Build Triton model repositories."""
 
 
-@click.group("serve")
-def serve() -> None:
-    """Run tritonserver on a model repository (arrives with the serving issue)."""
+@triton.command("build")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--visual", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="onnxruntime in a python model (CPU), or a TensorRT plan (GPU; needs --engine).")
+@click.option("--engine", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--max-batch-size", type=int, default=16, show_default=True)
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
+@click.option("--max-queue-delay-us", type=int, default=5000, show_default=True)
+@click.option("--visual-instances", type=int, default=1, show_default=True)
+@click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
+@click.option("--decoder-instances", type=int, default=1, show_default=True)
+@click.option("--preprocess-instances", type=int, default=1, show_default=True)
+@click.option("--max-frames", type=int, default=400, show_default=True, help="Longer videos are refused.")
+@click.option("--beam-size", type=int, default=10, show_default=True, help="Default beam (0: greedy).")
+@click.option("--overwrite", is_flag=True)
+def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, height: int | None,
+                 width: int | None, overwrite: bool, **options) -> None:
+    """A versioned repository: preprocess, visual, ctc_decoder and the cslr / cslr_frames ensembles."""
+    from deploy.triton_repository import RepositorySettings, build_repository
+    from pipelines.atomic_output import OutputExistsError
+
+    height, width = _frame_size(checkpoint, height, width)
+    settings = RepositorySettings(visual=visual, **options)
+    try:
+        build_repository(checkpoint, out, settings, height, width, overwrite, engine)
+    except (ValueError, KeyError, OutputExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: models preprocess, visual ({visual}), ctc_decoder, cslr, cslr_frames")
 
 
-@click.group("infer")
-def infer() -> None:
-    """Recognise videos through a running server (arrives with the serving issue)."""
+def _ports(http_port: int, grpc_port: int, metrics_port: int):
+    from deploy.server import Ports
+
+    return Ports(http_port, grpc_port, metrics_port)
+
+
+@click.command("serve")
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int) -> None:
+    """Run tritonserver on REPOSITORY until Ctrl-C, forwarding its log."""
+    import signal
+    import sys
+    import time
+
+    from deploy.server import ServerError, TritonServer
+
+    server = TritonServer(repository.resolve(), _ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
+    stop = {"requested": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    try:
+        server.start()
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
+               err=True)
+    try:
+        while not stop["requested"] and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = server.process.poll()
+        server.stop()
+    if code not in (None, 0):
+        raise click.ClickException(f"tritonserver exited with code {code}")
+
+
+@click.command("infer")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="127.0.0.1:8000", show_default=True, help="HTTP (or, with --grpc, gRPC) address.")
+@click.option("--grpc", is_flag=True)
+@click.option("--beam-size", type=int, default=None, help="Beam width for these requests (0: greedy).")
+@click.option("--json", "as_json", is_flag=True)
+def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, as_json: bool) -> None:
+    """Recognise VIDEOS through a running server; prints the glosses of each."""
+    from deploy.client import CslrClient, RecognitionError
+
+    client = CslrClient(url, grpc)
+    failures = 0
+    for video in videos:
+        try:
+            result = client.recognise_file(video, beam_size)
+        except RecognitionError as exc:
+            failures += 1
+            click.echo(f"{video}: error: {exc}", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps({"video": str(video), "glosses": result.glosses, "steps": result.steps,
+                                   "score": result.score}))
+        else:
+            click.echo(f"{video}: {' '.join(result.glosses)}")
+    client.close()
+    if failures:
+        raise SystemExit(1)

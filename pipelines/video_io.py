@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,15 @@ def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
     return torch.floor(rgb + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def read_frames(path: str | Path) -> np.ndarray:
-    """Decode a whole video to RGB uint8 (T, H, W, 3)."""
+def read_frames(source: str | Path | bytes) -> np.ndarray:
+    """Decode a whole video (a path, or the bytes of a file) to RGB uint8 (T, H, W, 3)."""
+    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    if isinstance(source, (bytes, bytearray)) and not source:
+        raise VideoDecodeError(f"{name}: empty video")
     try:
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{name}: holds no video stream")
             # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only
             # compete with their workers for the same cores.
             container.streams.video[0].thread_count = 1
@@ -94,8 +100,19 @@ def read_frames(path: str | Path) -> np.ndarray:
                     and decoded[0].height % 2 == 0:
                 return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded]))
             frames = [f.to_ndarray(format="rgb24") for f in decoded]
-    except (av.FFmpegError, IndexError) as exc:
-        raise VideoDecodeError(f"{path}: cannot decode video ({exc})") from None
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        if isinstance(exc, VideoDecodeError):
+            raise
+        raise VideoDecodeError(f"{name}: cannot decode video ({exc})") from None
     if not frames:
-        raise VideoDecodeError(f"{path}: video has no frames")
+        raise VideoDecodeError(f"{name}: video has no frames")
     return np.stack(frames)
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of uint8 (T, H, W, 3) frames, when they are not already (height, width)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

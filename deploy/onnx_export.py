@@ -1,0 +1,101 @@
+"""ONNX export of the served signature, with dynamic batch and time, and its validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from deploy.served_model import ServedModel
+from model.checkpoints import load_checkpoint
+
+log = logging.getLogger(__name__)
+OPSET = 17  # LSTM with sequence_lens, accepted by TensorRT's ONNX parser
+INPUTS = ("frames", "lengths")
+OUTPUTS = ("log_probs", "output_lengths")
+TOPK_OUTPUTS = ("topk_log_probs", "topk_ids")
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    path: Path
+    height: int
+    width: int
+    crop_size: int
+    num_classes: int
+    top_k: int | None
+
+
+def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None) -> tuple[ServedModel, dict]:
+    loaded = load_checkpoint(checkpoint)
+    if loaded.config is None or loaded.vocab is None:
+        raise ValueError(f"{checkpoint}: needs a training config and vocabulary (a checkpoint from `qslr train`)")
+    crop = loaded.config["data"]["crop_size"]
+    return ServedModel(loaded.model.float().eval(), crop, top_k), {"vocab": loaded.vocab, "config": loaded.config}
+
+
+def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, time, height, width, 3), dtype=torch.uint8, generator=generator)
+    lengths = torch.linspace(time, max(1, time // 2), batch).round().to(torch.int64)
+    return frames, lengths
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int, top_k: int | None = None,
+                opset: int = OPSET) -> ExportInfo:
+    served, extra = served_from_checkpoint(checkpoint, top_k)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    outputs = OUTPUTS + (TOPK_OUTPUTS if top_k else ())
+    dynamic = {"frames": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "steps"},
+               "output_lengths": {0: "batch"}}
+    if top_k:
+        dynamic.update({name: {0: "batch", 1: "steps"} for name in TOPK_OUTPUTS})
+    tmp = out.with_name(f".{out.name}.tmp")
+    # The legacy exporter keeps the time axis dynamic through the BiLSTM and turns the packed sequence into
+    # LSTM's sequence_lens; the dynamo exporter fixes time through max-pooling (dependency_facts.md).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(INPUTS),
+                          output_names=list(outputs), dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+    graph = onnx.load(str(tmp))
+    metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
+                "qslr_height": str(height), "qslr_width": str(width), "qslr_num_classes": str(served.model.num_classes),
+                "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"])}
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp))
+    tmp.replace(out)
+    return ExportInfo(out, height, width, served.crop_size, served.model.num_classes, top_k)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    graph = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in graph.metadata_props}
+
+
+def onnx_session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread per session: several sessions (and PyTorch) share the machine's cores.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_difference(served: ServedModel, session, frames: torch.Tensor, lengths: torch.Tensor) -> float:
+    """Largest |PyTorch - onnxruntime| over the valid steps of every sample."""
+    with torch.no_grad():
+        expected, expected_lengths = served(frames, lengths)[:2]
+    got, got_lengths = session.run(list(OUTPUTS), {"frames": frames.numpy(), "lengths": lengths.numpy()})[:2]
+    if not np.array_equal(got_lengths, expected_lengths.numpy()):
+        raise AssertionError(f"output lengths differ: onnxruntime {got_lengths}, PyTorch {expected_lengths.tolist()}")
+    return max(float(np.abs(got[i, :n] - expected[i, :n].numpy()).max()) for i, n in enumerate(got_lengths))

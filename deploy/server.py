@@ -1,0 +1,195 @@
+"""Starting a real tritonserver: the one on PATH (NVIDIA's container), else the binary in nvidia-pytriton.
+
+The wheel's server needs a backend folder holding the python backend and the stub for this Python, this
+virtual environment first on PATH (the stub takes its sys.path from the first python3 there), and the
+wheel's libraries plus this interpreter's libpython on LD_LIBRARY_PATH (dependency_facts.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+SHM_PATTERN = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    executable: Path
+    backend_dir: Path | None  # None: the binary's own (NVIDIA's container)
+    cache_dir: Path | None
+    environment: dict[str, str]
+
+
+def _pytriton_root() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def find_server(workdir: Path) -> ServerBinary:
+    """The tritonserver to run, with what it needs prepared under ``workdir``."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return ServerBinary(Path(on_path), None, None, dict(os.environ))
+    root = _pytriton_root()
+    if root is None or not (root / "bin" / "tritonserver").is_file():
+        raise ServerError("no tritonserver found: none on PATH and nvidia-pytriton is not installed "
+                          "(pip install -e '.[serve]')")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no python backend stub for Python {version}")
+    backend = workdir / "backends" / "python"
+    backend.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(root / "backends" / "python" / name, backend / name)
+    shutil.copy2(stub, backend / "triton_python_backend_stub")
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    libraries = [sysconfig.get_config_var("LIBDIR"), str(root.parent.parent / "nvidia_pytriton.libs"),
+                 environment.get("LD_LIBRARY_PATH", "")]
+    environment["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libraries if p)
+    return ServerBinary(root / "bin" / "tritonserver", workdir / "backends", root / "caches", environment)
+
+
+class TritonServer:
+    """A tritonserver process on 127.0.0.1 (by default); use as a context manager."""
+
+    def __init__(self, repository: str | Path, ports: Ports = Ports(), host: str = "127.0.0.1",
+                 startup_timeout: float = 120.0, log_to: object | None = None):
+        self.repository, self.ports, self.host = Path(repository), ports, host
+        self.startup_timeout, self.log_to = startup_timeout, log_to
+        self.process: subprocess.Popen | None = None
+        self.log_tail: deque[str] = deque(maxlen=60)
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._shm_before: set[str] = set()
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    def start(self) -> TritonServer:
+        if not (self.repository / "cslr" / "config.pbtxt").is_file():
+            raise ServerError(f"{self.repository}: not a QSLR model repository (build one with `qslr triton build`)")
+        for name, port in vars(self.ports).items():
+            if port_in_use(self.host, port):
+                raise ServerError(f"{name} port {port} on {self.host} is already in use")
+        self._workdir = tempfile.TemporaryDirectory(prefix="qslr-triton-")
+        binary = find_server(Path(self._workdir.name))
+        command = [str(binary.executable), f"--model-repository={self.repository}",
+                   f"--http-address={self.host}", f"--grpc-address={self.host}", f"--http-port={self.ports.http}",
+                   f"--grpc-port={self.ports.grpc}", f"--metrics-port={self.ports.metrics}", "--allow-metrics=false",
+                   "--exit-on-error=true", "--strict-readiness=true"]
+        if binary.backend_dir:
+            command.append(f"--backend-directory={binary.backend_dir}")
+        if binary.cache_dir:
+            command.append(f"--cache-directory={binary.cache_dir}")
+        self._shm_before = set(glob.glob(SHM_PATTERN))
+        log.info("starting %s", " ".join(command))
+        self.process = subprocess.Popen(command, env=binary.environment, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        self._wait_ready()
+        return self
+
+    def _pump(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            self.log_tail.append(line.rstrip())
+            if self.log_to is not None:
+                print(line, end="", file=self.log_to, flush=True)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def _wait_ready(self) -> None:
+        # A server missing libraries hangs instead of exiting: never wait without a deadline.
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = "\n".join(list(self.log_tail)[-15:])
+                self.stop()
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting:\n{tail}")
+            if self.ready():
+                log.info("tritonserver ready on %s (HTTP) and %s (gRPC)", self.http_url, self.grpc_url)
+                return
+            time.sleep(0.3)
+        tail = "\n".join(list(self.log_tail)[-15:])
+        self.stop()
+        raise ServerError(f"tritonserver was not ready after {self.startup_timeout:.0f} s:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # A killed python backend leaves its shared-memory regions behind.
+        for leftover in set(glob.glob(SHM_PATTERN)) - self._shm_before:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        if self._workdir:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,12 @@
+"""Tensor names of the served models, spelled once: templates, model.py files and the client use these."""
+
+VIDEO = "video"  # encoded video file bytes, UINT8 [N]
+FRAMES = "frames"  # decoded frames, UINT8 [T, H, W, 3]
+LENGTHS = "lengths"  # valid frames, INT64 [1]
+LOG_PROBS = "log_probs"  # FP32 [T', V]
+OUTPUT_LENGTHS = "output_lengths"  # INT64 [1]
+GLOSSES = "glosses"  # BYTES [G]: the recognised glosses
+GLOSS_STEPS = "gloss_steps"  # INT64 [G]: output step where each gloss starts
+SCORE = "score"  # FP32 [1]
+
+BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy

@@ -1,0 +1,166 @@
+"""TensorRT engines from the exported ONNX: optimisation profiles over (batch, time), a timing cache,
+FP16 or FP32, and a parity check against onnxruntime after the build.
+
+TensorRT cannot be installed on the CPU machines this project's CI runs on; everything here that needs
+it says so clearly, and the profile arithmetic is plain Python that is tested everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class TensorRTUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Batch and time (frames) bounds of one optimisation profile."""
+
+    min_batch: int = 1
+    opt_batch: int = 4
+    max_batch: int = 16
+    min_time: int = 16
+    opt_time: int = 140
+    max_time: int = 300
+
+    def __post_init__(self) -> None:
+        for axis in ("batch", "time"):
+            low, mid, high = (getattr(self, f"{k}_{axis}") for k in ("min", "opt", "max"))
+            if not 1 <= low <= mid <= high:
+                raise ValueError(f"profile {axis}: need 1 <= min <= opt <= max, got {low}, {mid}, {high}")
+
+    @classmethod
+    def parse(cls, minimum: str, optimum: str, maximum: str) -> ShapeRange:
+        """From 'BxT' strings, e.g. ('1x16', '4x140', '16x300')."""
+        values = []
+        for text in (minimum, optimum, maximum):
+            batch, _, time = text.lower().partition("x")
+            if not (batch.isdigit() and time.isdigit()):
+                raise ValueError(f"profile shape {text!r}: expected BATCHxFRAMES, e.g. 4x140")
+            values.append((int(batch), int(time)))
+        (b0, t0), (b1, t1), (b2, t2) = values
+        return cls(b0, b1, b2, t0, t1, t2)
+
+
+def profile_shapes(shapes: ShapeRange, height: int, width: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of every network input for TensorRT's optimisation profile."""
+    frames = tuple((b, t, height, width, 3) for b, t in ((shapes.min_batch, shapes.min_time),
+                                                         (shapes.opt_batch, shapes.opt_time),
+                                                         (shapes.max_batch, shapes.max_time)))
+    lengths = tuple((b,) for b in (shapes.min_batch, shapes.opt_batch, shapes.max_batch))
+    return {"frames": frames, "lengths": lengths}
+
+
+def require_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise TensorRTUnavailableError(
+            f"TensorRT is not installed ({exc}); it needs an NVIDIA GPU machine: pip install -e '.[tensorrt]'"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailableError("TensorRT needs a CUDA GPU, and none is available here")
+    return trt
+
+
+def _half_precision_onnx(onnx_path: Path) -> Path:
+    """TensorRT 11 builds strongly typed networks only: FP16 has to be in the graph itself."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    target = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
+    onnx.save(model, str(target))
+    return target
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
+                 fp16: bool = True, timing_cache: str | Path | None = None, workspace_gib: float = 4.0) -> Path:
+    trt = require_tensorrt()
+    onnx_path, out = Path(onnx_path), Path(out)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    weakly_typed = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 10; 11 removed the precision flags
+    if fp16 and not weakly_typed:
+        onnx_path = _half_precision_onnx(onnx_path)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if fp16 and weakly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for name, (low, mid, high) in profile_shapes(shapes, height, width).items():
+        profile.set_shape(name, low, mid, high)
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(bytes(serialized))
+    tmp.replace(out)
+    if cache_path:
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return out
+
+
+class EngineRunner:
+    """Runs a serialized engine on CUDA tensors (TensorRT 10/11 named-tensor API)."""
+
+    def __init__(self, plan: str | Path):
+        trt = require_tensorrt()
+        import torch
+
+        self.torch = torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.outputs = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
+                        if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
+
+    def __call__(self, frames: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self.torch
+        inputs = {"frames": torch.from_numpy(frames).cuda(), "lengths": torch.from_numpy(lengths).cuda()}
+        for name, tensor in inputs.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        dtypes = {"log_probs": torch.float32, "output_lengths": torch.int64, "topk_log_probs": torch.float32,
+                  "topk_ids": torch.int64}
+        results = {}
+        for name in self.outputs:
+            results[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtypes[name], device="cuda")
+            self.context.set_tensor_address(name, results[name].data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return {name: tensor.cpu().numpy() for name, tensor in results.items()}
+
+
+def engine_parity(plan: str | Path, onnx_path: str | Path, frames: np.ndarray, lengths: np.ndarray) -> float:
+    """Largest |TensorRT - onnxruntime| of the log-probabilities over valid steps."""
+    from deploy.onnx_export import onnx_session
+
+    expected, expected_lengths = onnx_session(onnx_path).run(["log_probs", "output_lengths"],
+                                                             {"frames": frames, "lengths": lengths})
+    got = EngineRunner(plan)(frames, lengths)
+    if not np.array_equal(got["output_lengths"], expected_lengths):
+        raise AssertionError("TensorRT and onnxruntime disagree on the output lengths")
+    return max(float(np.abs(got["log_probs"][i, :n] - expected[i, :n]).max()) for i, n in enumerate(expected_lengths))

@@ -1,0 +1,84 @@
+"""`qslr triton build`: a versioned Triton model repository from a checkpoint and the sources in triton_repo/.
+
+Every template value comes from the checkpoint, its export and the options below; templates use strict
+``${name}`` substitution, so a value the builder does not provide is an error, not a silent blank. The
+repository is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from deploy.onnx_export import export_onnx, read_metadata
+from pipelines.atomic_output import atomic_directory
+
+SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"
+MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
+VISUAL_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    visual: str = "onnxruntime"
+    max_batch_size: int = 16
+    dynamic_batching: bool = True
+    max_queue_delay_us: int = 5000
+    visual_instances: int = 1
+    visual_threads: int = 2
+    preprocess_instances: int = 1
+    decoder_instances: int = 1
+    max_frames: int = 400
+    beam_size: int = 10
+    max_beam_size: int = 10
+    beam_size_token: int = 40
+
+
+def _dynamic_batching(settings: RepositorySettings) -> str:
+    if not settings.dynamic_batching:
+        return ""
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
+
+
+def render(template: Path, values: dict[str, object]) -> str:
+    try:
+        return Template(template.read_text()).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as exc:
+        raise KeyError(f"{template}: no value for ${{{exc.args[0]}}}") from None
+
+
+def build_repository(checkpoint: str | Path, out: str | Path, settings: RepositorySettings, height: int, width: int,
+                     overwrite: bool = False, engine: str | Path | None = None) -> Path:
+    """Export the checkpoint and lay out every model; ``engine`` is a TensorRT plan for --visual tensorrt."""
+    if settings.visual not in VISUAL_BACKENDS:
+        raise ValueError(f"unknown visual backend {settings.visual!r} (known: {', '.join(VISUAL_BACKENDS)})")
+    if settings.visual == "tensorrt" and engine is None:
+        raise ValueError("--visual tensorrt needs an engine built by `qslr export tensorrt` (--engine)")
+    out = Path(out)
+    with atomic_directory(out, overwrite) as root:
+        onnx_path = root / "visual" / "1" / "model.onnx"
+        onnx_path.parent.mkdir(parents=True)
+        info = export_onnx(checkpoint, onnx_path, height, width)
+        metadata = read_metadata(onnx_path)
+        values = {**vars(settings), "dynamic_batching": _dynamic_batching(settings), "height": info.height,
+                  "width": info.width, "num_classes": info.num_classes}
+        for name in MODELS:
+            folder = root / name
+            (folder / "1").mkdir(parents=True, exist_ok=True)
+            template = SOURCES / name / "config.pbtxt.template"
+            if name == "visual" and settings.visual == "tensorrt":
+                template = SOURCES / name / "config.tensorrt.pbtxt.template"
+                onnx_path.unlink()
+                shutil.copyfile(engine, folder / "1" / "model.plan")
+            (folder / "config.pbtxt").write_text(render(template, values))
+            source_model = SOURCES / name / "1" / "model.py"
+            if source_model.exists() and not (name == "visual" and settings.visual == "tensorrt"):
+                shutil.copyfile(source_model, folder / "1" / "model.py")
+        (root / "ctc_decoder" / "1" / "vocab.json").write_text(metadata["qslr_vocab"])
+        (root / "qslr-repository.json").write_text(json.dumps(
+            {"checkpoint": str(Path(checkpoint).resolve()), "settings": values,
+             "crop_size": info.crop_size}, indent=1) + "\n")
+    return out

@@ -1,0 +1,161 @@
+"""The Triton repository against a real tritonserver on 127.0.0.1: results, batching, bad requests."""
+
+from __future__ import annotations
+
+import re
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import deploy.server as server_module
+from deploy import tensor_names as names
+from deploy.client import CslrClient
+from deploy.onnx_export import served_from_checkpoint
+from deploy.server import Ports, ServerError, TritonServer, free_port
+from deploy.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
+from model.decoding import CTCDecoder
+from pipelines.prepared import PreparedDataset
+from pipelines.video_io import read_frames, write_vp9
+from tools.cli import cli
+
+MAX_FRAMES = 180
+
+
+@pytest.fixture(scope="module")
+def repository(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("repo") / "cslr-repo"
+    build_repository(checkpoint, out, RepositorySettings(max_frames=MAX_FRAMES, max_queue_delay_us=20000), 72, 72)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_corpus) -> list[Path]:
+    dataset = PreparedDataset(tiny_corpus[0])
+    records = [r for split in ("test", "dev", "train") for r in dataset.records(split) if r.num_frames <= MAX_FRAMES]
+    return [dataset.video_path(r) for r in records]
+
+
+def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tuple[list[str], list[int]]:
+    served, extra = served_from_checkpoint(checkpoint)
+    frames = torch.from_numpy(read_frames(video))[None]
+    with torch.no_grad():
+        log_probs, lengths = served(frames, torch.tensor([frames.shape[1]]))
+    decoder = CTCDecoder(extra["vocab"], "beam" if beam_size else "greedy", beam_size=max(beam_size, 1))
+    (hypothesis,) = decoder.decode(log_probs, lengths)
+    return hypothesis.glosses, hypothesis.frames
+
+
+def test_served_results_equal_local_decoding_over_http_and_grpc(server, checkpoint, videos):
+    http, grpc = CslrClient(server.http_url), CslrClient(server.grpc_url, grpc=True)
+    for video in videos[:6]:
+        expected = local_recognition(checkpoint, video)
+        for client in (http, grpc):
+            result = client.recognise_file(video)
+            assert (result.glosses, result.steps) == expected, video
+    greedy = http.recognise_file(videos[0], beam_size=0)
+    assert (greedy.glosses, greedy.steps) == local_recognition(checkpoint, videos[0], beam_size=0)
+    frames = read_frames(videos[1])
+    assert http.recognise_frames(frames).glosses == local_recognition(checkpoint, videos[1])[0]
+
+
+def test_concurrent_requests_of_mixed_lengths_equal_one_at_a_time(server, videos):
+    client = CslrClient(server.http_url)
+    sequential = {v: client.recognise_file(v) for v in videos}
+    jobs = [videos[i % len(videos)] for i in range(32)]
+    with ThreadPoolExecutor(16) as pool:
+        concurrent = list(pool.map(lambda v: CslrClient(server.http_url).recognise_file(v), jobs))
+    for video, result in zip(jobs, concurrent, strict=True):
+        assert result.glosses == sequential[video].glosses and result.steps == sequential[video].steps
+        assert result.score == pytest.approx(sequential[video].score, abs=1e-3)
+
+
+def _raw_infer(server, model: str, inputs: dict[str, np.ndarray], datatypes: dict[str, str]):
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(server.http_url)
+    tensors = []
+    for name, array in inputs.items():
+        tensor = http.InferInput(name, list(array.shape), datatypes[name])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return client.infer(model, tensors)
+
+
+def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tmp_path):
+    client = CslrClient(server.http_url)
+    good = client.recognise_file(videos[0])
+    long_video = tmp_path / "long.webm"
+    write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 20)), 25)
+    cases = [
+        (lambda: client.recognise_bytes(b"definitely not a video" * 20), "cannot decode video"),
+        (lambda: client.recognise_bytes(Path(videos[0]).read_bytes()[:300]), "preprocess"),
+        (lambda: client.recognise_file(long_video), f"exceeds the configured maximum of {MAX_FRAMES}"),
+        (lambda: client.recognise_frames(np.zeros((10, 50, 72, 3), np.uint8)), "shape"),
+        (lambda: client.recognise_file(videos[0], beam_size=99), "beam_size must be an integer in 0..10"),
+        (lambda: _raw_infer(server, "cslr", {names.VIDEO: np.zeros((1, 8), np.float32)}, {names.VIDEO: "FP32"}),
+         "FP32"),
+        (lambda: _raw_infer(server, "cslr", {names.VIDEO: np.zeros((1, 0), np.uint8)}, {names.VIDEO: "UINT8"}),
+         "empty"),
+    ]
+    for call, message in cases:
+        with pytest.raises(Exception) as error:  # noqa: B017 - RecognitionError or tritonclient's own
+            call()
+        assert re.search(message, str(error.value)), (message, str(error.value))
+        again = client.recognise_file(videos[0])
+        assert again.glosses == good.glosses
+
+
+def test_serve_fails_fast_when_the_port_is_taken(repository):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", str(repository), "--http-port", str(port), "--grpc-port",
+                                          str(free_port()), "--metrics-port", str(free_port())])
+    assert result.exit_code == 1 and f"http port {port} on 127.0.0.1 is already in use" in result.output
+
+
+def test_serve_fails_fast_without_a_server_binary(repository, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(server_module, "_pytriton_root", lambda: None)
+    with pytest.raises(ServerError, match="no tritonserver found"):
+        TritonServer(repository, Ports(free_port(), free_port(), free_port())).start()
+
+
+def test_the_repository_is_complete_and_names_tensors_consistently(repository):
+    for name in MODELS:
+        config = (repository / name / "config.pbtxt").read_text()
+        assert "${" not in config and f'name: "{name}"' in config
+        assert (repository / name / "1").is_dir()
+    declared = {v for k, v in vars(names).items() if k.isupper() and k != "BEAM_SIZE_PARAMETER"}
+    used = set()
+    for path in SOURCES.rglob("config*.pbtxt.template"):
+        used |= set(re.findall(r'name: "(\w+)"', path.read_text())) - set(MODELS)
+    assert used <= declared, used - declared
+    for model_py in SOURCES.glob("*/1/model.py"):
+        assert not re.search(r'"(frames|lengths|log_probs|glosses|video)"', model_py.read_text()), model_py
+
+
+def test_the_builder_refuses_what_it_cannot_build(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="needs an engine"):
+        build_repository(checkpoint, tmp_path / "r", RepositorySettings(visual="tensorrt"), 72, 72)
+    assert not (tmp_path / "r").exists()
+
+
+def test_infer_command(server, videos):
+    result = CliRunner().invoke(cli, ["infer", str(videos[0]), "--url", server.http_url, "--json"])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(cli, ["infer", __file__, "--url", server.http_url])
+    assert bad.exit_code == 1 and "error" in bad.output
+

@@ -1,0 +1,46 @@
+"""Triton python model `visual`: onnxruntime on the exported network, one call per dynamic batch."""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from deploy import tensor_names as names
+from deploy.onnx_export import onnx_session
+from deploy.ragged_batch import check_clip, pad_clips, split_steps
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.height, self.width = int(parameters["height"]), int(parameters["width"])
+        self.max_frames = int(parameters["max_frames"])
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = onnx_session(path, threads=int(parameters["threads"]))
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        clips, rows = [], []
+        for index, request in enumerate(requests):
+            frames = pb_utils.get_input_tensor_by_name(request, names.FRAMES).as_numpy()
+            length = int(pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0])
+            frames = frames[0] if frames.ndim == 5 else frames
+            problem = check_clip(frames, length, self.height, self.width, self.max_frames)
+            if problem:
+                error = pb_utils.TritonError(f"visual: {problem}", pb_utils.TritonError.INVALID_ARG)
+                responses[index] = pb_utils.InferenceResponse(error=error)
+                continue
+            clips.append(frames[:length])
+            rows.append(index)
+        if clips:
+            batch, lengths = pad_clips(clips)
+            log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
+                                                         {names.FRAMES: batch, names.LENGTHS: lengths})
+            for index, values, n in zip(rows, split_steps(log_probs, output_lengths), output_lengths):
+                responses[index] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
+                    pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
+                ])
+        return responses
