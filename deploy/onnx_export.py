@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import torch
 
-from deploy.served_model import ServedModel
+from deploy.served_model import ServedModel, fix_adaptive_pools
 from model.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0
 def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int, top_k: int | None = None,
                 opset: int = OPSET) -> ExportInfo:
     served, extra = served_from_checkpoint(checkpoint, top_k)
+    served.frame_size = (height, width)
+    fix_adaptive_pools(served.model, served.crop_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     outputs = OUTPUTS + (TOPK_OUTPUTS if top_k else ())

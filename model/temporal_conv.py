@@ -15,7 +15,9 @@ def output_lengths(lengths: torch.Tensor, kernels: Sequence[str]) -> torch.Tenso
     lengths = lengths.to(torch.int64)
     for spec in kernels:
         kind, size = parse_kernel(spec)
-        lengths = lengths - (size - 1) if kind == "K" else torch.div(lengths, size, rounding_mode="floor")
+        # Truncation equals floor for the non-negative lengths and exports as a plain integer Div (floor
+        # division adds a Mod, which TensorRT's ONNX parser has not always accepted).
+        lengths = lengths - (size - 1) if kind == "K" else torch.div(lengths, size, rounding_mode="trunc")
     return lengths
 
 
