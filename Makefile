@@ -22,6 +22,9 @@ demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
 	$(BIN)/qslr -v train --config synthetic data.root=$(DEMO_DIR) train.work_dir=$(DEMO_RUN)
 	$(BIN)/qslr eval run --checkpoint $(DEMO_RUN)/checkpoints/best.pt --split test
+	$(BIN)/qslr triton build --checkpoint $(DEMO_RUN)/checkpoints/best.pt --out $(DEMO_RUN)/triton --overwrite
+	@echo "references:" && head -n 5 $(DEMO_DIR)/test.stm | cut -d' ' -f1,6-
+	$(BIN)/qslr infer --serve $(DEMO_RUN)/triton $(DEMO_DIR)/videos/test/synth-test-0000[0-4].webm
 
 # NIST sclite (Debian's sctk) is the reference the scorer's tests compare against.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

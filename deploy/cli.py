@@ -214,9 +214,26 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 @click.option("--url", default="127.0.0.1:8000", show_default=True, help="HTTP (or, with --grpc, gRPC) address.")
 @click.option("--grpc", is_flag=True)
 @click.option("--beam-size", type=int, default=None, help="Beam width for these requests (0: greedy).")
+@click.option("--serve", "repository", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Start a server on REPOSITORY (free local ports) for these videos, and stop it afterwards.")
 @click.option("--json", "as_json", is_flag=True)
-def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, as_json: bool) -> None:
-    """Recognise VIDEOS through a running server; prints the glosses of each."""
+def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, repository: Path | None,
+          as_json: bool) -> None:
+    """Recognise VIDEOS through a server; prints the glosses of each."""
+    if repository is None:
+        _recognise(videos, url, grpc, beam_size, as_json)
+        return
+    from deploy.server import Ports, ServerError, TritonServer, free_port
+
+    try:
+        with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
+            click.echo(f"tritonserver ready on {server.http_url}", err=True)
+            _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, as_json)
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, as_json: bool) -> None:
     from deploy.client import CslrClient, RecognitionError
 
     client = CslrClient(url, grpc)
