@@ -6,6 +6,7 @@ import click
 
 from tools.bench_data import bench_data
 from tools.bench_decode import bench_decode
+from tools.bench_infer import bench_infer
 from tools.bench_score import bench_score
 
 
@@ -16,4 +17,5 @@ def bench() -> None:
 
 bench.add_command(bench_data)
 bench.add_command(bench_decode)
+bench.add_command(bench_infer)
 bench.add_command(bench_score)

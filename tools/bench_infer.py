@@ -1,0 +1,86 @@
+"""`qslr bench infer`: clips/s of PyTorch eager, onnxruntime and TensorRT (when present) on the same inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from deploy.onnx_export import OUTPUTS, example_inputs, export_onnx, onnx_session, served_from_checkpoint
+from pipelines.prepared import PreparedDataset
+from tools.bench_models import checkpoint_or_quick_one
+from tools.benchmark_report import Rate, measure, report, with_ratios
+
+
+@click.command("infer")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="[default: the demo's best.pt, else a quickly trained one]")
+@click.option("--batch", "batches", type=int, multiple=True, default=(1, 4, 16), show_default=True)
+@click.option("--frames", type=int, default=120, show_default=True, help="Frames per clip.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Threads for PyTorch and onnxruntime alike.")
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/infer.json"),
+              show_default=True)
+def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, threads: int, repeats: int,
+                device: str, json_out: Path) -> None:
+    """Served signature (uint8 frames -> log-probabilities) at several batch sizes, one run."""
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="qslr-bench-infer-") as tmp:
+        checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
+        record = PreparedDataset(root).records("test")[0]
+        height, width = record.height, record.width
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(checkpoint, onnx_path, height, width)
+        served, _ = served_from_checkpoint(checkpoint)
+        served.frame_size = (height, width)
+        target = torch.device(device)
+        served = served.to(target)
+        session = onnx_session(onnx_path, threads=threads)
+        engine = _engine(onnx_path, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
+        rates, notes = [], {}
+        for batch in batches:
+            clips, lengths = example_inputs(batch, frames, height, width)
+            contenders = {f"eager b{batch}": lambda c=clips, n=lengths: _eager(served, c, n, target)}
+            contenders[f"onnxruntime b{batch}"] = lambda c=clips, n=lengths: _ort(session, c, n)
+            if engine is not None:
+                contenders[f"tensorrt b{batch}"] = lambda c=clips, n=lengths: _trt(engine, c, n)
+            batch_rates = [Rate(name, measure(work, repeats)) for name, work in contenders.items()]
+            rates += with_ratios(batch_rates, f"eager b{batch}")
+        notes["frames_per_s"] = {r.name: r.median * frames for r in rates}
+        if engine is None:
+            notes["tensorrt"] = ("not measured: needs --device cuda, TensorRT and a GPU" if device == "cpu" or
+                                 importlib.util.find_spec("tensorrt") is None else "engine build failed")
+    report(f"Inference, {frames} frames of {height}x{width}, {threads} threads, {device}", "clips/s", rates,
+           "eager (same batch)", {"batches": list(batches), "frames": frames, "threads": threads,
+                                  "repeats": repeats, "device": device, "checkpoint": str(checkpoint)},
+           json_out, notes=notes)
+
+
+def _eager(served, clips, lengths, device) -> int:
+    with torch.no_grad():
+        served(clips.to(device), lengths.to(device))[0].cpu()
+    return len(clips)
+
+
+def _ort(session, clips, lengths) -> int:
+    session.run(list(OUTPUTS), {"frames": clips.numpy(), "lengths": lengths.numpy()})
+    return len(clips)
+
+
+def _engine(onnx_path: Path, folder: Path, height: int, width: int, max_batch: int, frames: int):
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    from deploy.tensorrt_engine import EngineRunner, ShapeRange, build_engine
+
+    shapes = ShapeRange(1, max(1, max_batch // 2), max_batch, frames, frames, frames)
+    return EngineRunner(build_engine(onnx_path, folder / "model.plan", shapes, height, width, fp16=True))
+
+
+def _trt(engine, clips, lengths) -> int:
+    engine(np.ascontiguousarray(clips.numpy()), lengths.numpy())
+    return len(clips)

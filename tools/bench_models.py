@@ -1,0 +1,36 @@
+"""Inputs shared by the inference and serving benchmarks: a checkpoint and some videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.synthetic.generator import generate_corpus
+from pipelines.synthetic.spec import SynthSpec
+from train.config import load_config
+from train.trainer import train
+
+DEMO_CHECKPOINT = Path("runs/synthetic/checkpoints/best.pt")
+
+
+def checkpoint_or_quick_one(checkpoint: Path | None, workdir: Path) -> tuple[Path, Path]:
+    """(checkpoint, prepared dataset): the given one with its training data, the demo's, or - when neither
+    exists - a model trained for a few steps on a small generated corpus (throughput does not depend on
+    how well a model recognises)."""
+    import torch
+
+    from model.checkpoints import load_checkpoint
+
+    for candidate in (checkpoint, DEMO_CHECKPOINT):
+        if candidate is not None and candidate.is_file():
+            config = load_checkpoint(candidate).config or {}
+            root = Path(config.get("data", {}).get("root", ""))
+            if (root / "vocab.json").is_file():
+                return candidate, root
+            if candidate == checkpoint:
+                raise FileNotFoundError(f"{checkpoint}: its training data {root} is not here")
+    root = workdir / "corpus"
+    generate_corpus(SynthSpec(videos=60, vocab=30, max_glosses=8), root, show_progress=False)
+    torch.manual_seed(0)
+    train(load_config("synthetic", [f"data.root={root}", f"train.work_dir={workdir / 'run'}", "train.epochs=1",
+                                    "train.max_steps=5"]))
+    return workdir / "run" / "checkpoints" / "last.pt", root
