@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic corpus, rendered once per test session."""
+"""Shared fixtures, made once per test session: tiny synthetic corpora and a small trained checkpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from pipelines.synthetic.generator import generate_corpus
 from pipelines.synthetic.spec import SynthSpec
+from train.config import load_config
+from train.trainer import train
 
 TINY = SynthSpec(
     videos=12, vocab=8, signers=5, heldout_signers=2, min_glosses=2, max_glosses=4,
@@ -41,3 +43,16 @@ def raw_phoenix(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("raw-phoenix")
     generate_corpus(RAW_SMALL, root / "prepared", workers=2, phoenix_raw_out=root / "raw", show_progress=False)
     return root / "prepared", root / "raw"
+
+
+SMALL_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
+               "model.sequence.hidden_size=24", "data.batch_size=2", "data.num_workers=1"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
+    """A small model trained for one epoch on the tiny corpus."""
+    work = tmp_path_factory.mktemp("deploy-run")
+    train(load_config("synthetic", [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", "train.epochs=1",
+                                    *SMALL_MODEL]))
+    return work / "checkpoints" / "last.pt"

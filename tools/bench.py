@@ -8,6 +8,8 @@ from tools.bench_data import bench_data
 from tools.bench_decode import bench_decode
 from tools.bench_infer import bench_infer
 from tools.bench_score import bench_score
+from tools.bench_serve import bench_serve
+from tools.gpu_check import gpu_check
 
 
 @click.group("bench")
@@ -19,3 +21,5 @@ bench.add_command(bench_data)
 bench.add_command(bench_decode)
 bench.add_command(bench_infer)
 bench.add_command(bench_score)
+bench.add_command(bench_serve)
+bench.add_command(gpu_check)

@@ -41,3 +41,24 @@ def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_pat
     assert [row["name"] for row in data["results"]] == ["reference DataLoader", "DALI (cpu)"]
     assert all(row["median"] > 0 for row in data["results"])
     assert set(data["notes"]["peak_rss_mib"]) == {"reference DataLoader", "DALI (cpu)"}
+
+
+def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tmp_path):
+    out = tmp_path / "infer.json"
+    result = CliRunner().invoke(cli, ["bench", "infer", "--checkpoint", str(checkpoint), "--batch", "1", "--batch",
+                                      "2", "--frames", "32", "--repeats", "1", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["results"]] == ["eager b1", "onnxruntime b1", "eager b2", "onnxruntime b2"]
+    assert "not measured" in data["notes"]["tensorrt"]
+
+
+def test_bench_serve_checks_every_answer(checkpoint, tmp_path):
+    out = tmp_path / "serve.json"
+    result = CliRunner().invoke(cli, ["bench", "serve", "--checkpoint", str(checkpoint), "--concurrency", "1",
+                                      "--concurrency", "4", "--requests", "8", "--videos", "2", "--json-out",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert len(data["results"]) == 4
+    assert all(v["wrong"] == 0 and v["lost"] == 0 for v in data["notes"].values())

@@ -38,7 +38,7 @@ class TritonPythonModel:
             batch, lengths = pad_clips(clips)
             log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
                                                          {names.FRAMES: batch, names.LENGTHS: lengths})
-            for index, values, n in zip(rows, split_steps(log_probs, output_lengths), output_lengths):
+            for index, values, n in zip(rows, split_steps(log_probs, output_lengths), output_lengths, strict=True):
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
                     pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
