@@ -18,15 +18,32 @@ WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
 
 
 class _Clips(Dataset):
-    def __init__(self, source: ClipSource, epoch: int):
-        self.source, self.epoch = source, epoch
+    """Items are (sample index, epoch): persistent workers learn the epoch from the sampler."""
+
+    def __init__(self, source: ClipSource):
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int):
-        return torch.from_numpy(self.source.clip(index, self.epoch)), self.source.targets[index], \
+    def __getitem__(self, item: tuple[int, int]):
+        index, epoch = item
+        return torch.from_numpy(self.source.clip(index, epoch)), self.source.targets[index], \
             self.source.records[index].id
+
+
+class _EpochSampler:
+    """Batches of (index, epoch) for the loader's current epoch and resume position."""
+
+    def __init__(self, loader: ReferenceLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.loader.remaining_batches():
+            yield [(index, self.loader.epoch) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.loader.remaining_batches())
 
 
 def _collate(items) -> Batch:
@@ -41,6 +58,14 @@ class ReferenceLoader:
         self.sharding, self.num_workers = sharding, num_workers
         self.epoch = 0
         self.start_batch = 0
+        # Workers come from a fork server, not a fork of this process: a process that has already run
+        # OpenMP, gRPC or CUDA code can deadlock its forked children. They persist across epochs.
+        self._loader = DataLoader(_Clips(source), batch_sampler=_EpochSampler(self), collate_fn=_collate,
+                                  num_workers=num_workers,
+                                  timeout=WORKER_TIMEOUT_S if num_workers else 0,
+                                  prefetch_factor=2 if num_workers else None,
+                                  persistent_workers=num_workers > 0,
+                                  multiprocessing_context="forkserver" if num_workers else None)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
@@ -57,17 +82,12 @@ class ReferenceLoader:
         return self.batches()[self.start_batch:]
 
     def __iter__(self) -> Iterator[Batch]:
-        # Workers are started per epoch, so each sees the current epoch's plans.
-        loader = DataLoader(_Clips(self.source, self.epoch), batch_sampler=self.remaining_batches(),
-                            collate_fn=_collate, num_workers=self.num_workers,
-                            timeout=WORKER_TIMEOUT_S if self.num_workers else 0,
-                            prefetch_factor=2 if self.num_workers else None)
-        iterator = iter(loader)
+        iterator = iter(self._loader)
         try:
             yield from iterator
-        finally:
-            # Stop the workers now, not whenever the iterator is collected: after an error they would
-            # otherwise linger until a join timeout.
+        except BaseException:
+            # After an error, stop the workers now rather than when the loader is collected.
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
+            raise

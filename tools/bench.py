@@ -9,6 +9,7 @@ from tools.bench_decode import bench_decode
 from tools.bench_infer import bench_infer
 from tools.bench_score import bench_score
 from tools.bench_serve import bench_serve
+from tools.bench_train import bench_train
 from tools.gpu_check import gpu_check
 
 
@@ -22,4 +23,5 @@ bench.add_command(bench_decode)
 bench.add_command(bench_infer)
 bench.add_command(bench_score)
 bench.add_command(bench_serve)
+bench.add_command(bench_train)
 bench.add_command(gpu_check)
