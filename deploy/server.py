@@ -129,7 +129,9 @@ class TritonServer:
         command = [str(binary.executable), f"--model-repository={self.repository}",
                    f"--http-address={self.host}", f"--grpc-address={self.host}", f"--http-port={self.ports.http}",
                    f"--grpc-port={self.ports.grpc}", f"--metrics-port={self.ports.metrics}", "--allow-metrics=false",
-                   "--exit-on-error=true", "--strict-readiness=true"]
+                   "--exit-on-error=true", "--strict-readiness=true",
+                   # Idle keep-alive connections of finished clients would otherwise hold a shutdown for 30 s.
+                   "--exit-timeout-secs=5"]
         if binary.backend_dir:
             command.append(f"--backend-directory={binary.backend_dir}")
         if binary.cache_dir:

@@ -52,8 +52,8 @@ def _qslr(*args: str, timeout: float = 600) -> str:
 
 
 class GpuCheck:
-    def __init__(self, workdir: Path, steps: int):
-        self.workdir, self.steps = workdir, steps
+    def __init__(self, workdir: Path, steps: int, videos: int):
+        self.workdir, self.steps, self.videos = workdir, steps, videos
         self.cuda = torch.cuda.is_available()
         self.dali = importlib.util.find_spec("nvidia.dali") is not None
         self.tensorrt = importlib.util.find_spec("tensorrt") is not None
@@ -66,8 +66,9 @@ class GpuCheck:
                 "tensorrt": self.tensorrt}
 
     def corpus(self) -> dict:
-        _qslr("data", "synth", "--out", str(self.dataset), "--videos", "300", "--vocab", "30", "--max-glosses", "8")
-        return {"videos": 300}
+        _qslr("data", "synth", "--out", str(self.dataset), "--videos", str(self.videos), "--vocab", "30",
+              "--max-glosses", "8")
+        return {"videos": self.videos}
 
     def dali_gpu(self) -> dict:
         _need(self.cuda, "no CUDA device")
@@ -153,11 +154,12 @@ def run_checks(check: GpuCheck, parts: list[tuple[str, Callable[[], dict]]]) -> 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/gpu-check.json"),
               show_default=True)
 @click.option("--steps", type=int, default=300, show_default=True, help="Training steps of the DDP + AMP part.")
+@click.option("--videos", type=int, default=300, show_default=True, help="Size of the synthetic corpus used.")
 @click.option("--skip-benchmarks", is_flag=True, help="Only the functional parts.")
-def gpu_check(out: Path, steps: int, skip_benchmarks: bool) -> None:
+def gpu_check(out: Path, steps: int, videos: int, skip_benchmarks: bool) -> None:
     """Prove every GPU path on this machine; writes one JSON report and prints a table."""
     with tempfile.TemporaryDirectory(prefix="qslr-gpu-check-") as tmp:
-        check = GpuCheck(Path(tmp), steps)
+        check = GpuCheck(Path(tmp), steps, videos)
         parts = [("synthetic corpus", check.corpus), ("DALI mixed decoding vs CPU", check.dali_gpu),
                  ("DDP + SyncBatchNorm + AMP training", check.train_ddp_amp), ("ONNX export + parity", check.onnx),
                  ("TensorRT engine + parity", check.tensorrt_engine)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from click.testing import CliRunner
 
 from tools.cli import cli
@@ -62,3 +64,16 @@ def test_bench_serve_checks_every_answer(checkpoint, tmp_path):
     data = json.loads(out.read_text())
     assert len(data["results"]) == 4
     assert all(v["wrong"] == 0 and v["lost"] == 0 for v in data["notes"].values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check really runs (minutes)")
+def test_gpu_check_skips_each_gpu_part_with_its_reason(tmp_path):
+    out = tmp_path / "gpu.json"
+    result = CliRunner().invoke(cli, ["bench", "gpu-check", "--out", str(out), "--videos", "12",
+                                      "--skip-benchmarks"])
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(out.read_text())["checks"]}
+    assert checks["synthetic corpus"]["status"] == "passed"
+    assert checks["DALI mixed decoding vs CPU"]["details"]["reason"] == "no CUDA device"
+    assert checks["DDP + SyncBatchNorm + AMP training"]["status"] == "skipped"
+    assert all(c["status"] != "failed" for c in checks.values())
