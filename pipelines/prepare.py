@@ -11,12 +11,14 @@ import contextlib
 import glob
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rich.progress import Progress
 
@@ -92,8 +94,6 @@ def _encode(job: _Job) -> tuple[int, bool] | str:
     files = _frame_files(row)
     if isinstance(files, str):
         return files
-    import numpy as np
-
     size = (job.settings.width, job.settings.height)
 
     def frames():
@@ -178,7 +178,10 @@ def prepare_corpus(corpus: str, root: str | Path, out: str | Path, settings: Pre
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
     jobs = [_Job(row, out / video_relpath(row.split, row.id), settings, CORPORA[corpus].fps) for row in rows]
     results: dict[str, int] = {}
-    pool = ProcessPoolExecutor(settings.workers) if settings.workers > 1 else None
+    # Workers from a fork server: resuming decodes videos with PyTorch ops, which can deadlock in a child
+    # forked from a process that has already used OpenMP.
+    pool = (ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("forkserver"))
+            if settings.workers > 1 else None)
     try:
         outcomes = pool.map(_encode, jobs, chunksize=2) if pool else map(_encode, jobs)
         with Progress(disable=not show_progress, transient=True) as progress:
