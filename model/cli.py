@@ -14,7 +14,7 @@ from pipelines.prepared import DatasetFormatError, read_any_vocab
 
 @click.group("model")
 def model() -> None:
-    """Build, inspect and convert VAC/SMKD networks and checkpoints."""
+    """Inspect QSLR checkpoints and convert the original VAC code's."""
 
 
 @model.command("import-vac")

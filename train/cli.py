@@ -74,7 +74,7 @@ def train(nproc: int, preset: str, resume: str | None, overrides: tuple[str, ...
 
 @click.group("eval")
 def eval_() -> None:
-    """Score recognised glosses (decoding a checkpoint arrives with the training issue)."""
+    """Decode a split with a checkpoint and score it (WER per signer, WAR/WDR), or score CTM files."""
 
 
 def _load_for_inference(checkpoint: Path, data: Path | None, overrides: tuple[str, ...], device: str):
