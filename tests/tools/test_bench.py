@@ -77,3 +77,15 @@ def test_gpu_check_skips_each_gpu_part_with_its_reason(tmp_path):
     assert checks["DALI mixed decoding vs CPU"]["details"]["reason"] == "no CUDA device"
     assert checks["DDP + SyncBatchNorm + AMP training"]["status"] == "skipped"
     assert all(c["status"] != "failed" for c in checks.values())
+
+
+def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
+    out = tmp_path / "train.json"
+    result = CliRunner().invoke(cli, ["bench", "train", "--data", str(tiny_corpus[0]), "--steps", "2", "--nproc", "1",
+                                      "--loader", "dali", "--loader", "reference", "--json-out", str(out),
+                                      "data.batch_size=2", "model.temporal.hidden_size=24",
+                                      "model.sequence.hidden_size=24"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["results"]] == ["dali, 1 process", "reference, 1 process"]
+    assert all(0 <= v["data_wait_fraction"] <= 1 and v["frames_per_s"] > 0 for v in data["notes"].values())
