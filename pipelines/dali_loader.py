@@ -15,7 +15,7 @@ import torch
 
 from pipelines.batch import Batch
 from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import SINGLE_PROCESS, Sharding, epoch_batches
+from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 from pipelines.video_io import VideoDecodeError
 
 
@@ -71,17 +71,16 @@ class _Feeder:
         return columns
 
 
-class DaliLoader:
+class DaliLoader(EpochReader):
     def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
                  sharding: Sharding = SINGLE_PROCESS, num_threads: int = 2, device: str = "cpu", device_id: int = 0,
                  prefetch: int = 2):
         dali = _dali()
         from nvidia.dali import fn, types
 
-        self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
-        self.sharding, self.device = sharding, torch.device(device if device == "cpu" else f"cuda:{device_id}")
-        self.epoch = 0
-        self.start_batch = 0
+        super().__init__(len(source), source.seed, batch_size, shuffle, drop_last, sharding)
+        self.source = source
+        self.device = torch.device(device if device == "cpu" else f"cuda:{device_id}")
         self._feeder = _Feeder(source)
         gpu = device != "cpu"
         crop = source.settings.crop_size
@@ -105,20 +104,6 @@ class DaliLoader:
         self._pipeline = clips()
         self._pipeline.build()
         self._fresh = True
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def batches(self) -> list[list[int]]:
-        return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
-                             self.drop_last, self.sharding, even=self.shuffle)
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-    def remaining_batches(self) -> list[list[int]]:
-        return self.batches()[self.start_batch:]
 
     def _to_torch(self, output) -> torch.Tensor:
         if self.device.type == "cpu":

@@ -40,3 +40,29 @@ def epoch_batches(num_samples: int, batch_size: int, epoch: int, seed: int, shuf
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
+
+
+class EpochReader:
+    """What every loader shares: which batches of which epoch it reads, and from where on."""
+
+    def __init__(self, num_samples: int, seed: int, batch_size: int, shuffle: bool, drop_last: bool,
+                 sharding: Sharding):
+        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
+        self.shuffle, self.drop_last, self.sharding = shuffle, drop_last, sharding
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches(self) -> list[list[int]]:
+        # Training pads ranks to equal step counts; evaluation reads every sample exactly once.
+        return epoch_batches(self.num_samples, self.batch_size, self.epoch, self.seed, self.shuffle, self.drop_last,
+                             self.sharding, even=self.shuffle)
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def remaining_batches(self) -> list[list[int]]:
+        return self.batches()[self.start_batch:]

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipelines.batch import Batch, collate
 from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import SINGLE_PROCESS, Sharding, epoch_batches
+from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 
 WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
 
@@ -51,13 +51,11 @@ def _collate(items) -> Batch:
     return collate(clips, targets, ids)
 
 
-class ReferenceLoader:
+class ReferenceLoader(EpochReader):
     def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
                  sharding: Sharding = SINGLE_PROCESS, num_workers: int = 0):
-        self.source, self.batch_size, self.shuffle, self.drop_last = source, batch_size, shuffle, drop_last
-        self.sharding, self.num_workers = sharding, num_workers
-        self.epoch = 0
-        self.start_batch = 0
+        super().__init__(len(source), source.seed, batch_size, shuffle, drop_last, sharding)
+        self.source, self.num_workers = source, num_workers
         # Workers come from a fork server, not a fork of this process: a process that has already run
         # OpenMP, gRPC or CUDA code can deadlock its forked children. They persist across epochs.
         self._loader = DataLoader(_Clips(source), batch_sampler=_EpochSampler(self), collate_fn=_collate,
@@ -66,20 +64,6 @@ class ReferenceLoader:
                                   prefetch_factor=2 if num_workers else None,
                                   persistent_workers=num_workers > 0,
                                   multiprocessing_context="forkserver" if num_workers else None)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Read ``epoch``'s plan, from its ``start_batch``-th batch on (to resume within an epoch)."""
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def batches(self) -> list[list[int]]:
-        return epoch_batches(len(self.source), self.batch_size, self.epoch, self.source.seed, self.shuffle,
-                             self.drop_last, self.sharding, even=self.shuffle)
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-    def remaining_batches(self) -> list[list[int]]:
-        return self.batches()[self.start_batch:]
 
     def __iter__(self) -> Iterator[Batch]:
         iterator = iter(self._loader)
