@@ -1,20 +1,19 @@
 """Triton python model `ctc_decoder`: flashlight-text beam search (or greedy) over a dynamic batch."""
 
 import json
-import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from deploy import tensor_names as names
+from deploy.triton_parameters import model_parameters, version_file
 from model.decoding import CTCDecoder
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        with open(os.path.join(args["model_repository"], args["model_version"], "vocab.json")) as handle:
+        parameters = model_parameters(args)
+        with open(version_file(args, "vocab.json")) as handle:
             vocab = json.load(handle)
         self.default_beam = int(parameters["beam_size"])
         self.max_beam = int(parameters["max_beam_size"])

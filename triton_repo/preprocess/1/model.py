@@ -4,15 +4,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from deploy import tensor_names as names
+from deploy.triton_parameters import model_parameters
 from pipelines.video_io import VideoDecodeError, read_frames, resize_frames
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        import json
-
-        config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        parameters = model_parameters(args)
         self.height, self.width = int(parameters["height"]), int(parameters["width"])
         self.max_frames = int(parameters["max_frames"])
         self.logger = pb_utils.Logger

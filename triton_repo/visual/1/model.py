@@ -1,24 +1,20 @@
 """Triton python model `visual`: onnxruntime on the exported network, one call per dynamic batch."""
 
-import json
-import os
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from deploy import tensor_names as names
 from deploy.onnx_export import onnx_session
 from deploy.ragged_batch import check_clip, pad_clips, split_steps
+from deploy.triton_parameters import model_parameters, version_file
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        parameters = model_parameters(args)
         self.height, self.width = int(parameters["height"]), int(parameters["width"])
         self.max_frames = int(parameters["max_frames"])
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = onnx_session(path, threads=int(parameters["threads"]))
+        self.session = onnx_session(version_file(args, "model.onnx"), threads=int(parameters["threads"]))
 
     def execute(self, requests):
         responses = [None] * len(requests)
