@@ -32,12 +32,14 @@ class ExportInfo:
     top_k: int | None
 
 
-def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None) -> tuple[ServedModel, dict]:
+def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None,
+                           frame_size: tuple[int, int] | None = None) -> tuple[ServedModel, dict]:
     loaded = load_checkpoint(checkpoint)
     if loaded.config is None or loaded.vocab is None:
         raise ValueError(f"{checkpoint}: needs a training config and vocabulary (a checkpoint from `qslr train`)")
     crop = loaded.config["data"]["crop_size"]
-    return ServedModel(loaded.model.float().eval(), crop, top_k), {"vocab": loaded.vocab, "config": loaded.config}
+    return ServedModel(loaded.model.float().eval(), crop, top_k, frame_size), \
+        {"vocab": loaded.vocab, "config": loaded.config}
 
 
 def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +51,7 @@ def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0
 
 def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int, top_k: int | None = None,
                 opset: int = OPSET) -> ExportInfo:
-    served, extra = served_from_checkpoint(checkpoint, top_k)
-    served.frame_size = (height, width)
+    served, extra = served_from_checkpoint(checkpoint, top_k, (height, width))
     fix_adaptive_pools(served.model, served.crop_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

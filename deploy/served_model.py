@@ -15,11 +15,13 @@ from pipelines.temporal_padding import padding_for, stride
 
 
 class ServedModel(nn.Module):
-    def __init__(self, model: SLRModel, crop_size: int, top_k: int | None = None):
+    def __init__(self, model: SLRModel, crop_size: int, top_k: int | None = None,
+                 frame_size: tuple[int, int] | None = None):
         super().__init__()
         self.model = model.eval()
         self.crop_size = crop_size
-        self.frame_size: tuple[int, int] | None = None  # fixed at export: constant crop offsets, static shapes
+        # Given for an export: constant crop offsets keep the graph's shapes static.
+        self.frame_size = frame_size
         self.top_k = top_k
         kernels = model.temporal.kernels
         self.stride = stride(kernels)

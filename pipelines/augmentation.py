@@ -7,7 +7,6 @@ the same tensors; the plan depends only on (seed, epoch, sample index), never on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +77,3 @@ def apply_plan(frames: np.ndarray, plan: ClipPlan, crop: int) -> np.ndarray:
         clip = clip[:, :, ::-1]
     return np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
 
-
-def plan_lengths(plans: Sequence[ClipPlan]) -> list[int]:
-    return [plan.length for plan in plans]

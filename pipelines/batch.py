@@ -23,10 +23,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(self.videos.to(device, non_blocking=non_blocking), self.lengths, self.targets,
-                     self.target_lengths, self.ids)
-
     @property
     def frames(self) -> int:
         return int(self.lengths.sum())

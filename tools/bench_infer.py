@@ -36,8 +36,7 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         height, width = record.height, record.width
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, onnx_path, height, width)
-        served, _ = served_from_checkpoint(checkpoint)
-        served.frame_size = (height, width)
+        served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))
         target = torch.device(device)
         served = served.to(target)
         session = onnx_session(onnx_path, threads=threads)

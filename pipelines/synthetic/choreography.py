@@ -28,7 +28,6 @@ class HandTrack:
 class Choreography:
     dominant: HandTrack
     passive: HandTrack
-    gloss_spans: list[tuple[int, int]]  # [start, end) frames of each sign's own motion
 
     @property
     def num_frames(self) -> int:
@@ -86,8 +85,6 @@ def choreograph(signs: list[SignDefinition], speed: float, rng: np.random.Genera
     transition = max(2, round(TRANSITION_FRAMES / speed))
     dominant.hold(lead_in)
     passive.hold(lead_in)
-    frame = lead_in
-    spans = []
     for sign in signs:
         frames = max(4, round(sign.frames / speed * rng.uniform(0.95, 1.05)))
         path = np.asarray(ANCHORS[sign.anchor]) + motion_offsets(sign.motion, np.linspace(0.0, 1.0, frames))
@@ -102,15 +99,9 @@ def choreograph(signs: list[SignDefinition], speed: float, rng: np.random.Genera
         else:
             passive.move_to(rest["passive"], transition)
             passive.hold(frames)
-        frame += transition
-        spans.append((frame, frame + frames))
-        frame += frames
     for hand, builder in (("dominant", dominant), ("passive", passive)):
         builder.move_to(rest[hand], transition)
         builder.hold(lead_out)
-    total = frame + transition + lead_out
-    return Choreography(
-        dominant.build(rng.normal(0.0, TREMOR, (total, 2))),
-        passive.build(rng.normal(0.0, TREMOR, (total, 2))),
-        spans,
-    )
+    total = sum(len(segment) for segment in dominant.xy)
+    return Choreography(dominant.build(rng.normal(0.0, TREMOR, (total, 2))),
+                        passive.build(rng.normal(0.0, TREMOR, (total, 2))))

@@ -18,7 +18,9 @@ from click.testing import CliRunner
 
 import model.losses as losses
 from model.checkpoints import load_checkpoint
+from model.network import build_model
 from tools.cli import cli
+from train.checkpointing import model_sections
 from train.config import load_config
 from train.distributed import DistEnv, convert_sync_batchnorm
 from train.metrics_log import read_metrics
@@ -77,9 +79,6 @@ def test_non_finite_losses_skip_the_batch_and_name_the_videos(tiny_corpus, tmp_p
 
 def test_sync_batchnorm_is_converted_before_the_optimizer_is_built():
     config = load_config("synthetic", TINY_MODEL)
-    from model.network import build_model
-    from train.checkpointing import model_sections
-
     model = build_model(9, **model_sections(config))
     cpu = DistEnv(0, 0, 2, torch.device("cpu"))
     assert convert_sync_batchnorm(model, cpu) is model  # SyncBatchNorm does not run on CPUs
