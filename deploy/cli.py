@@ -7,10 +7,17 @@ from pathlib import Path
 
 import click
 
+from deploy.served_limits import ServedLimits
+from deploy.tensorrt_engine import ShapeRange
+
+# The default profile covers the default served limits exactly, so a default engine serves in a default repository.
+_DEFAULT_PROFILE = ShapeRange.covering(ServedLimits()).shapes()
 _SHAPES = [
-    click.option("--min", "minimum", default="1x16", show_default=True, help="Smallest BATCHxFRAMES of the profile."),
-    click.option("--opt", "optimum", default="4x140", show_default=True, help="BATCHxFRAMES TensorRT tunes for."),
-    click.option("--max", "maximum", default="16x300", show_default=True, help="Largest BATCHxFRAMES."),
+    click.option("--min", "minimum", default=_DEFAULT_PROFILE[0], show_default=True,
+                 help="Smallest BATCHxFRAMES of the profile."),
+    click.option("--opt", "optimum", default=_DEFAULT_PROFILE[1], show_default=True,
+                 help="BATCHxFRAMES TensorRT tunes for."),
+    click.option("--max", "maximum", default=_DEFAULT_PROFILE[2], show_default=True, help="Largest BATCHxFRAMES."),
 ]
 
 
@@ -123,11 +130,15 @@ def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, wi
 @export.command("check")
 @click.argument("onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_command(onnx_path: Path) -> None:
-    """Operators, opset and ranks of an exported graph against what TensorRT's parser accepts."""
-    from deploy.graph_checks import operator_counts, tensorrt_problems
+    """Operators, input types, opset and ranks of an exported graph against TensorRT's ONNX support table."""
+    from deploy.graph_checks import operator_counts, tensorrt_problems, tensorrt_table
 
-    click.echo(json.dumps({"operators": dict(sorted(operator_counts(onnx_path).items())),
-                           "tensorrt_problems": tensorrt_problems(onnx_path)}, indent=1))
+    version = tensorrt_table()["source"]["tensorrt_version"]
+    problems = tensorrt_problems(onnx_path)
+    click.echo(json.dumps({"tensorrt": version, "operators": dict(sorted(operator_counts(onnx_path).items())),
+                           "tensorrt_problems": problems}, indent=1))
+    if problems:
+        raise click.ClickException(f"{onnx_path}: {len(problems)} problem(s) for TensorRT {version}'s ONNX parser")
 
 
 @click.group("triton")
@@ -143,25 +154,31 @@ def triton() -> None:
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--height", type=int, default=None)
 @click.option("--width", type=int, default=None)
-@click.option("--max-batch-size", type=int, default=16, show_default=True)
+@click.option("--max-batch-size", type=int, default=ServedLimits.max_batch, show_default=True,
+              help="Served limit: requests per batch (a TensorRT engine's profile must reach it).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
 @click.option("--max-queue-delay-us", type=int, default=5000, show_default=True)
 @click.option("--visual-instances", type=int, default=1, show_default=True)
 @click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
 @click.option("--decoder-instances", type=int, default=1, show_default=True)
 @click.option("--preprocess-instances", type=int, default=1, show_default=True)
-@click.option("--max-frames", type=int, default=400, show_default=True, help="Longer videos are refused.")
+@click.option("--min-frames", type=int, default=ServedLimits.min_frames, show_default=True,
+              help="Served limit: shorter clips are padded to it (a TensorRT engine's profile must start there).")
+@click.option("--max-frames", type=int, default=ServedLimits.max_frames, show_default=True,
+              help="Served limit: longer videos are refused.")
 @click.option("--beam-size", type=int, default=10, show_default=True, help="Default beam (0: greedy).")
 @click.option("--overwrite", is_flag=True)
 def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, height: int | None,
-                 width: int | None, overwrite: bool, **options) -> None:
+                 width: int | None, overwrite: bool, min_frames: int, max_frames: int, max_batch_size: int,
+                 **options) -> None:
     """A versioned repository: preprocess, visual, ctc_decoder and the cslr / cslr_frames ensembles."""
     from deploy.triton_repository import RepositorySettings, build_repository
     from pipelines.atomic_output import OutputExistsError
 
     height, width = _frame_size(checkpoint, height, width)
-    settings = RepositorySettings(visual=visual, **options)
     try:
+        limits = ServedLimits(min_frames, max_frames, max_batch_size)
+        settings = RepositorySettings(visual=visual, limits=limits, **options)
         build_repository(checkpoint, out, settings, height, width, overwrite, engine)
     except (ValueError, KeyError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from deploy import tensor_names as names
+from deploy.served_limits import pad_to_minimum
+
+VISUAL_MODEL = "visual"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class CslrClient:
         self.grpc, self.model = grpc, model
         kwargs = {} if grpc else {"connection_timeout": timeout, "network_timeout": timeout}
         self.client = self.module.InferenceServerClient(url, **kwargs)
+        self._min_frames: int | None = None
 
     def _request(self, model: str, inputs, beam_size: int | None) -> Recognition:
         outputs = [self.module.InferRequestedOutput(n) for n in (names.GLOSSES, names.GLOSS_STEPS, names.SCORE)]
@@ -57,9 +61,22 @@ class CslrClient:
     def recognise_file(self, path: str | Path, beam_size: int | None = None) -> Recognition:
         return self.recognise_bytes(Path(path).read_bytes(), beam_size)
 
+    def served_min_frames(self) -> int:
+        """The repository's minimum clip length, from the `visual` model's config (1 if it states none)."""
+        if self._min_frames is None:
+            try:
+                config = self.client.get_model_config(VISUAL_MODEL, **({"as_json": True} if self.grpc else {}))
+            except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
+                raise RecognitionError(str(exc).strip()) from None
+            config = config.get("config", config)
+            value = config.get("parameters", {}).get("min_frames", {}).get("string_value", "1")
+            self._min_frames = int(value)
+        return self._min_frames
+
     def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None) -> Recognition:
-        """Raw uint8 frames (T, H, W, 3) through the `cslr_frames` ensemble."""
-        data = frames[None]
+        """Raw uint8 frames (T, H, W, 3) through the `cslr_frames` ensemble, padded to the served minimum
+        (a TensorRT visual model has no python step in front of it to pad them)."""
+        data = pad_to_minimum(frames, self.served_min_frames())[None] if frames.ndim == 4 else frames[None]
         tensors = [self.module.InferInput(names.FRAMES, list(data.shape), "UINT8"),
                    self.module.InferInput(names.LENGTHS, [1, 1], "INT64")]
         tensors[0].set_data_from_numpy(data)

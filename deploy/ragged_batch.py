@@ -6,11 +6,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deploy.served_limits import ServedLimits
 
-def pad_clips(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Clips (T_i, H, W, 3) -> (B, max T, H, W, 3) zero-padded, and lengths (B,) int64."""
+
+def pad_clips(clips: Sequence[np.ndarray], min_frames: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (T_i, H, W, 3) -> (B, max(max T, min_frames), H, W, 3) zero-padded, and lengths (B,) int64."""
     lengths = np.array([len(c) for c in clips], dtype=np.int64)
-    batch = np.zeros((len(clips), int(lengths.max()), *clips[0].shape[1:]), dtype=clips[0].dtype)
+    time = max(int(lengths.max()), min_frames)
+    batch = np.zeros((len(clips), time, *clips[0].shape[1:]), dtype=clips[0].dtype)
     for row, clip in enumerate(clips):
         batch[row, : len(clip)] = clip
     return batch, lengths
@@ -21,7 +24,7 @@ def split_steps(values: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     return [values[row, : int(n)] for row, n in enumerate(lengths)]
 
 
-def check_clip(frames: np.ndarray, length: int, height: int, width: int, max_frames: int) -> str | None:
+def check_clip(frames: np.ndarray, length: int, height: int, width: int, limits: ServedLimits) -> str | None:
     """Why a request's frames cannot be served, or None."""
     if frames.ndim != 4 or frames.shape[1:] != (height, width, 3):
         return f"frames must have shape [T, {height}, {width}, 3], got {list(frames.shape)}"
@@ -29,6 +32,4 @@ def check_clip(frames: np.ndarray, length: int, height: int, width: int, max_fra
         return "the video is empty"
     if length > len(frames):
         return f"lengths says {length} frames but only {len(frames)} were sent"
-    if length > max_frames:
-        return f"a video of {length} frames exceeds the configured maximum of {max_frames}"
-    return None
+    return limits.too_long(length)

@@ -7,17 +7,26 @@ it says so clearly, and the profile arithmetic is plain Python that is tested ev
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from deploy.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
+from deploy.served_limits import ServedLimits
+from pipelines.atomic_output import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
 class TensorRTUnavailableError(RuntimeError):
     pass
+
+
+class EngineMismatchError(ValueError):
+    """An engine that the repository being built could not load or serve within its limits."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,30 @@ class ShapeRange:
         (b0, t0), (b1, t1), (b2, t2) = values
         return cls(b0, b1, b2, t0, t1, t2)
 
+    @classmethod
+    def covering(cls, limits: ServedLimits, opt_batch: int = 4, opt_time: int = 140) -> ShapeRange:
+        """The profile that serves exactly ``limits``; tuned for ``opt`` (clamped into the range)."""
+        return cls(1, min(max(opt_batch, 1), limits.max_batch), limits.max_batch, limits.min_frames,
+                   min(max(opt_time, limits.min_frames), limits.max_frames), limits.max_frames)
+
+    def shapes(self) -> tuple[str, str, str]:
+        """('BxT', 'BxT', 'BxT') for min, opt and max, as the command line takes them."""
+        return tuple(f"{getattr(self, k + '_batch')}x{getattr(self, k + '_time')}" for k in ("min", "opt", "max"))
+
+    def uncovered(self, limits: ServedLimits) -> list[str]:
+        """What of ``limits`` this profile cannot run."""
+        problems = []
+        if self.min_time > limits.min_frames:
+            problems.append(f"its profile starts at {self.min_time} frames, clips are padded only to "
+                            f"{limits.min_frames}")
+        if self.max_time < limits.max_frames:
+            problems.append(f"its profile ends at {self.max_time} frames, the served maximum is {limits.max_frames}")
+        if self.max_batch < limits.max_batch:
+            problems.append(f"its profile ends at batch {self.max_batch}, the served maximum is {limits.max_batch}")
+        if self.min_batch > 1:
+            problems.append(f"its profile starts at batch {self.min_batch}, a single request is a batch of 1")
+        return problems
+
 
 def profile_shapes(shapes: ShapeRange, height: int, width: int) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of every network input for TensorRT's optimisation profile."""
@@ -57,6 +90,60 @@ def profile_shapes(shapes: ShapeRange, height: int, width: int) -> dict[str, tup
                                                          (shapes.max_batch, shapes.max_time)))
     lengths = tuple((b,) for b in (shapes.min_batch, shapes.opt_batch, shapes.max_batch))
     return {"frames": frames, "lengths": lengths}
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """What `qslr export tensorrt` writes beside every engine (``<plan>.json``): a plan loads only in the
+    TensorRT version that built it, and serves only the shapes of its profile."""
+
+    tensorrt_version: str
+    profile: ShapeRange
+    height: int
+    width: int
+    precision: str
+    onnx: str
+
+
+def engine_record_path(plan: str | Path) -> Path:
+    return Path(f"{plan}.json")
+
+
+def write_engine_record(plan: str | Path, record: EngineRecord) -> None:
+    write_text_atomic(engine_record_path(plan), json.dumps(asdict(record), indent=1) + "\n")
+
+
+def read_engine_record(plan: str | Path) -> EngineRecord:
+    path = engine_record_path(plan)
+    try:
+        data = json.loads(path.read_text())
+        return EngineRecord(**{**data, "profile": ShapeRange(**data["profile"])})
+    except FileNotFoundError:
+        raise EngineMismatchError(f"{plan}: no engine record {path.name} beside it; build the engine with "
+                                  f"`qslr export tensorrt`, which records its TensorRT version and profile") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EngineMismatchError(f"{path}: not a valid engine record ({exc})") from None
+
+
+def same_release(version: str, target: str) -> bool:
+    """TensorRT plans are tied to the release that built them: major, minor and patch must agree."""
+    return version.split(".")[:3] == target.split(".")[:3]
+
+
+def check_engine(plan: str | Path, limits: ServedLimits, height: int, width: int,
+                 target_version: str = TENSORRT_VERSION) -> EngineRecord:
+    """The engine's record, if the repository can serve it; else a one-line EngineMismatchError."""
+    record = read_engine_record(plan)
+    problems = []
+    if not same_release(record.tensorrt_version, target_version):
+        problems.append(f"it was built with TensorRT {record.tensorrt_version}, the repository targets TensorRT "
+                        f"{target_version} ({TRITON_CONTAINER})")
+    if (record.height, record.width) != (height, width):
+        problems.append(f"it takes {record.height}x{record.width} frames, the model {height}x{width}")
+    problems += record.profile.uncovered(limits)
+    if problems:
+        raise EngineMismatchError(f"{plan}: cannot serve this engine: {'; '.join(problems)}")
+    return record
 
 
 def require_tensorrt():
@@ -87,6 +174,9 @@ def _half_precision_onnx(onnx_path: Path) -> Path:
 def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
                  fp16: bool = True, timing_cache: str | Path | None = None, workspace_gib: float = 4.0) -> Path:
     trt = require_tensorrt()
+    if not same_release(trt.__version__, TENSORRT_VERSION):
+        log.warning("TensorRT %s is building %s, but QSLR serves with TensorRT %s (%s): `qslr triton build` "
+                    "will refuse this engine", trt.__version__, out, TENSORRT_VERSION, TRITON_CONTAINER)
     onnx_path, out = Path(onnx_path), Path(out)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -113,6 +203,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # The record first: a plan never lies in place without the facts needed to judge it.
+    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, "fp16" if fp16 else "fp32",
+                                          onnx_path.name))
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_bytes(bytes(serialized))
     tmp.replace(out)

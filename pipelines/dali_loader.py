@@ -18,9 +18,30 @@ from pipelines.clip_source import ClipSource
 from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 from pipelines.video_io import VideoDecodeError
 
+# NVDEC refuses frames smaller than its per-codec minimum (cuvidGetDecoderCaps; DALI fails with "Video is too
+# small in at least one dimension"). For VP9, the codec of every prepared dataset, it is 128x128 on the GPUs
+# reported publicly; docs/nvidia_versions.md says where the figure comes from.
+NVDEC_VP9_MIN_SIZE = (128, 128)  # (width, height)
+
 
 class DaliUnavailableError(ImportError):
     pass
+
+
+class FramesTooSmallForNvdecError(ValueError):
+    pass
+
+
+def check_nvdec_size(source: ClipSource) -> None:
+    """Refuse GPU decoding of a dataset whose frames NVDEC cannot decode, before any pipeline is built."""
+    min_width, min_height = NVDEC_VP9_MIN_SIZE
+    small = [r for r in source.records if r.width < min_width or r.height < min_height]
+    if small:
+        raise FramesTooSmallForNvdecError(
+            f"{source.root}: {len(small)} {source.split} videos are smaller than NVDEC's VP9 minimum of "
+            f"{min_width}x{min_height} (e.g. {small[0].id}, {small[0].width}x{small[0].height}); decode on the CPU "
+            f"(device cpu) or prepare the frames at {min_width}x{min_height} or more "
+            f"(qslr data synth --size {max(min_width, min_height)}, qslr data prepare --size WxH)")
 
 
 def _dali():
@@ -77,6 +98,9 @@ class DaliLoader(EpochReader):
                  prefetch: int = 2):
         dali = _dali()
         from nvidia.dali import fn, types
+
+        if device != "cpu":
+            check_nvdec_size(source)
 
         super().__init__(len(source), source.seed, batch_size, shuffle, drop_last, sharding)
         self.source = source

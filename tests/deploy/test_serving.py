@@ -16,6 +16,7 @@ import deploy.server as server_module
 from deploy import tensor_names as names
 from deploy.client import CslrClient
 from deploy.onnx_export import served_from_checkpoint
+from deploy.served_limits import ServedLimits
 from deploy.server import Ports, ServerError, TritonServer, free_port
 from deploy.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
 from model.decoding import CTCDecoder
@@ -29,7 +30,8 @@ MAX_FRAMES = 180
 @pytest.fixture(scope="module")
 def repository(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("repo") / "cslr-repo"
-    build_repository(checkpoint, out, RepositorySettings(max_frames=MAX_FRAMES, max_queue_delay_us=20000), 72, 72)
+    settings = RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES), max_queue_delay_us=20000)
+    build_repository(checkpoint, out, settings, 72, 72)
     return out
 
 
@@ -69,6 +71,20 @@ def test_served_results_equal_local_decoding_over_http_and_grpc(server, checkpoi
     assert http.recognise_frames(frames).glosses == local_recognition(checkpoint, videos[1])[0]
 
 
+def test_a_clip_shorter_than_the_served_minimum_is_padded_without_changing_its_answer(server, checkpoint, videos,
+                                                                                       tmp_path):
+    minimum = ServedLimits().min_frames
+    short = tmp_path / "short.webm"
+    write_vp9(short, read_frames(videos[0])[: minimum // 3], 25)
+    client = CslrClient(server.http_url)
+    assert client.served_min_frames() == minimum
+    expected = local_recognition(checkpoint, short)
+    result = client.recognise_file(short)
+    assert (result.glosses, result.steps) == expected
+    assert len(result.steps) == 0 or max(result.steps) < -(-(minimum // 3) // 4)  # steps of the clip, not the padding
+    assert client.recognise_frames(read_frames(short)).glosses == expected[0]
+
+
 def test_concurrent_requests_of_mixed_lengths_equal_one_at_a_time(server, videos):
     client = CslrClient(server.http_url)
     sequential = {v: client.recognise_file(v) for v in videos}
@@ -100,7 +116,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tm
     cases = [
         (lambda: client.recognise_bytes(b"definitely not a video" * 20), "cannot decode video"),
         (lambda: client.recognise_bytes(Path(videos[0]).read_bytes()[:300]), "preprocess"),
-        (lambda: client.recognise_file(long_video), f"exceeds the configured maximum of {MAX_FRAMES}"),
+        (lambda: client.recognise_file(long_video),
+         f"video too long: {MAX_FRAMES + 20} frames, the served maximum is {MAX_FRAMES}"),
         (lambda: client.recognise_frames(np.zeros((10, 50, 72, 3), np.uint8)), "shape"),
         (lambda: client.recognise_file(videos[0], beam_size=99), "beam_size must be an integer in 0..10"),
         (lambda: _raw_infer(server, "cslr", {names.VIDEO: np.zeros((1, 8), np.float32)}, {names.VIDEO: "FP32"}),

@@ -136,3 +136,14 @@ def test_an_unknown_gloss_names_the_video(tiny_corpus):
     del vocab[record.gloss_list()[0]]
     with pytest.raises(UnknownGlossError, match=f"video {record.id}: gloss"):
         ClipSource.open(tiny_corpus[0], "test", SETTINGS, train=False, vocab=vocab)
+
+
+def test_gpu_decoding_refuses_frames_below_nvdec_minimum_in_one_line(tiny_corpus):
+    from pipelines.dali_loader import NVDEC_VP9_MIN_SIZE, FramesTooSmallForNvdecError
+
+    source = ClipSource.open(tiny_corpus[0], "train", ClipSettings(crop_size=64), train=True)
+    assert all(r.width < NVDEC_VP9_MIN_SIZE[0] for r in source.records)  # the tiny corpus is rendered at 72x72
+    with pytest.raises(FramesTooSmallForNvdecError) as error:
+        build_loader("dali", source, 2, shuffle=False, drop_last=False, device="cuda")
+    message = str(error.value)
+    assert "\n" not in message and "72x72" in message and "128x128" in message and "--size 128" in message

@@ -6,14 +6,14 @@ import triton_python_backend_utils as pb_utils
 from deploy import tensor_names as names
 from deploy.onnx_export import onnx_session
 from deploy.ragged_batch import check_clip, pad_clips, split_steps
-from deploy.triton_parameters import model_parameters, version_file
+from deploy.triton_parameters import model_parameters, served_limits, version_file
 
 
 class TritonPythonModel:
     def initialize(self, args):
         parameters = model_parameters(args)
         self.height, self.width = int(parameters["height"]), int(parameters["width"])
-        self.max_frames = int(parameters["max_frames"])
+        self.limits = served_limits(args)
         self.session = onnx_session(version_file(args, "model.onnx"), threads=int(parameters["threads"]))
 
     def execute(self, requests):
@@ -23,7 +23,7 @@ class TritonPythonModel:
             frames = pb_utils.get_input_tensor_by_name(request, names.FRAMES).as_numpy()
             length = int(pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0])
             frames = frames[0] if frames.ndim == 5 else frames
-            problem = check_clip(frames, length, self.height, self.width, self.max_frames)
+            problem = check_clip(frames, length, self.height, self.width, self.limits)
             if problem:
                 error = pb_utils.TritonError(f"visual: {problem}", pb_utils.TritonError.INVALID_ARG)
                 responses[index] = pb_utils.InferenceResponse(error=error)
@@ -31,7 +31,7 @@ class TritonPythonModel:
             clips.append(frames[:length])
             rows.append(index)
         if clips:
-            batch, lengths = pad_clips(clips)
+            batch, lengths = pad_clips(clips, self.limits.min_frames)
             log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
                                                          {names.FRAMES: batch, names.LENGTHS: lengths})
             for index, values, n in zip(rows, split_steps(log_probs, output_lengths), output_lengths, strict=True):

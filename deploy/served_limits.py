@@ -1,0 +1,56 @@
+"""The served limits, defined once: how many frames one clip and how many clips one batch may hold.
+
+Every model of a repository follows them. `preprocess` and the python `visual` model refuse a longer clip,
+and pad a shorter one with blank frames up to the minimum (its length still counts only its own frames, so
+the answer is unchanged); the client pads raw frames the same way; a TensorRT engine is accepted only if its
+optimisation profile covers them. The minimum exists for TensorRT: an engine's profile has a smallest frame
+count, and a profile reaching down to a single frame would be tuned for shapes no real video has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ClipTooLongError(ValueError):
+    """A clip has more frames than the served maximum."""
+
+
+@dataclass(frozen=True)
+class ServedLimits:
+    min_frames: int = 16
+    max_frames: int = 400
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ValueError(f"served limits: need 1 <= min_frames <= max_frames, got {self.min_frames} and "
+                             f"{self.max_frames}")
+        if self.max_batch < 1:
+            raise ValueError(f"served limits: max_batch must be at least 1, got {self.max_batch}")
+
+    def too_long(self, frames: int) -> str | None:
+        """The error for a clip of ``frames`` frames, or None when it may be served."""
+        if frames > self.max_frames:
+            return f"video too long: {frames} frames, the served maximum is {self.max_frames}"
+        return None
+
+    def check_length(self, frames: int) -> None:
+        problem = self.too_long(frames)
+        if problem:
+            raise ClipTooLongError(problem)
+
+    def padded_frames(self, frames: int) -> int:
+        """How many frames a clip of ``frames`` is sent as."""
+        return max(frames, self.min_frames)
+
+
+def pad_to_minimum(frames: np.ndarray, minimum: int) -> np.ndarray:
+    """(T, H, W, 3) -> (max(T, minimum), H, W, 3), the added frames blank; the caller keeps the true length."""
+    if len(frames) >= minimum:
+        return frames
+    padded = np.zeros((minimum, *frames.shape[1:]), dtype=frames.dtype)
+    padded[: len(frames)] = frames
+    return padded

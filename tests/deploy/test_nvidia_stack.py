@@ -1,0 +1,36 @@
+"""The targeted NVIDIA release is named once in code; the extra and the Dockerfile must say the same."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from deploy import nvidia_stack
+from deploy.tensorrt_engine import same_release
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_tensorrt_extra_pins_the_containers_tensorrt():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = dict(re.fullmatch(r"([\w-]+)==([\w.]+)", requirement).groups()
+                for requirement in extras["tensorrt"] if "==" in requirement)
+    assert pins["tensorrt-cu13"] == nvidia_stack.TENSORRT_PIP_PIN
+    assert pins["torch-tensorrt"] == nvidia_stack.TORCH_TENSORRT_PIN
+    assert same_release(nvidia_stack.TENSORRT_PIP_PIN, nvidia_stack.TENSORRT_VERSION)
+
+
+def test_the_dockerfile_builds_on_the_targeted_container():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^ARG TRITON_CONTAINER=(\S+)$", dockerfile, re.M).group(1) == nvidia_stack.TRITON_CONTAINER
+    assert "FROM ${TRITON_CONTAINER}" in dockerfile
+    documented = (ROOT / "docs" / "nvidia_versions.md").read_text()
+    assert nvidia_stack.TRITON_CONTAINER in documented and nvidia_stack.TENSORRT_PIP_PIN in documented
+
+
+def test_release_matching_needs_major_minor_and_patch():
+    assert same_release("11.1.0.106", "11.1.0")
+    assert not same_release("11.1.1", "11.1.0") and not same_release("10.13.3.9", "11.1.0")
