@@ -74,9 +74,14 @@ def test_gpu_check_skips_each_gpu_part_with_its_reason(tmp_path):
     assert result.exit_code == 0, result.output
     checks = {c["name"]: c for c in json.loads(out.read_text())["checks"]}
     assert checks["synthetic corpus"]["status"] == "passed"
+    assert checks["synthetic corpus"]["details"]["frame_size"] >= 128  # NVDEC decodes no smaller VP9 frames
     assert checks["DALI mixed decoding vs CPU"]["details"]["reason"] == "no CUDA device"
     assert checks["DDP + SyncBatchNorm + AMP training"]["status"] == "skipped"
     assert all(c["status"] != "failed" for c in checks.values())
+    spent = CliRunner().invoke(cli, ["bench", "gpu-check", "--out", str(out), "--budget-s", "0"])
+    assert spent.exit_code == 0, spent.output
+    reasons = {c["details"].get("reason") for c in json.loads(out.read_text())["checks"]}
+    assert reasons == {"time budget of 0 s spent"}
 
 
 def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
