@@ -16,7 +16,7 @@ from deploy.served_model import ServedModel, fix_adaptive_pools
 from model.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
-OPSET = 17  # LSTM with sequence_lens, accepted by TensorRT's ONNX parser
+OPSET = 17  # within the opsets TensorRT's ONNX parser imports
 INPUTS = ("frames", "lengths")
 OUTPUTS = ("log_probs", "output_lengths")
 TOPK_OUTPUTS = ("topk_log_probs", "topk_ids")
@@ -61,8 +61,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
     if top_k:
         dynamic.update({name: {0: "batch", 1: "steps"} for name in TOPK_OUTPUTS})
     tmp = out.with_name(f".{out.name}.tmp")
-    # The legacy exporter keeps the time axis dynamic through the BiLSTM and turns the packed sequence into
-    # LSTM's sequence_lens; the dynamo exporter fixes time through max-pooling (dependency_facts.md).
+    # The legacy exporter keeps the time axis dynamic through the BiLSTM's forward-only LSTM layers, which
+    # become ONNX LSTMs; the dynamo exporter traces with torch.export, which unrolls an LSTM over the frames.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(INPUTS),

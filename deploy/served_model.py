@@ -8,9 +8,12 @@ the first frame, the last frame repeated up to a multiple of the temporal stride
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from deploy.unpacked_bilstm import bilstm_unpacked
 from model.network import SLRModel
+from model.temporal_conv import output_lengths
 from pipelines.temporal_padding import padding_for, stride
 
 
@@ -29,38 +32,73 @@ class ServedModel(nn.Module):
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor):
         """frames (B, T, H, W, 3) uint8, lengths (B,) int64 -> log_probs (B, T', V), output_lengths (B,)."""
-        batch, time = frames.shape[0], frames.shape[1]
-        height, width = self.frame_size or (int(frames.shape[2]), int(frames.shape[3]))
+        images = self.padded_images(frames, lengths)
+        padded_lengths = _round_up(lengths, self.stride) + self.margin
+        # In eval mode BatchNorm uses its running statistics, so encoding every frame and zeroing those past
+        # each clip equals encoding only the valid ones, without the data-dependent shapes of a boolean mask.
+        features = self.model.frame_encoder(images)
+        features = features.reshape(lengths.shape[0], -1, features.shape[-1])
+        valid = torch.arange(features.shape[1], device=frames.device)[None, :] < padded_lengths[:, None]
+        features = features * valid[:, :, None].to(features.dtype)
+        visual, steps = self.temporal_features(features.transpose(1, 2), padded_lengths)
+        # The trained BiLSTM packs its sequences, which neither torch.export nor TensorRT can take with a
+        # dynamic time axis; this form with the same weights equals it.
+        contextual = bilstm_unpacked(self.model.sequence.rnn, visual.transpose(1, 2), steps)
+        log_probs = self.model.classifier(contextual).float().log_softmax(-1)
+        if self.top_k:
+            top_values, top_ids = log_probs.topk(self.top_k, dim=-1)
+            return log_probs, steps, top_values, top_ids
+        return log_probs, steps
+
+    def temporal_features(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trained TemporalConv, its max-poolings run as 2-D ones over (1, time): the same values, but
+        torch.export fixes the time axis of a 1-D max-pooling (not of a 2-D one), and TensorRT pools in 2-D."""
+        for layer in self.model.temporal.temporal_conv:
+            if isinstance(layer, nn.MaxPool1d):
+                kernel, stride, padding, dilation = (_single(v) for v in (layer.kernel_size, layer.stride,
+                                                                         layer.padding, layer.dilation))
+                features = F.max_pool2d(features.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation),
+                                        layer.ceil_mode).squeeze(2)
+            else:
+                features = layer(features)
+        return features, output_lengths(lengths, self.model.temporal.kernels)
+
+    def padded_images(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 -> (B * padded T, 3, crop, crop) in [-1, 1]: each clip centre-cropped and
+        padded, step t showing frame clamp(t - left, 0, length - 1)."""
+        # TensorRT's ONNX parser takes a uint8 network input only straight into a Cast, and its Slice and
+        # Gather refuse uint8: the crop and the gather run on floats, and even the shape is read after the Cast.
+        pixels = frames.float()
+        batch, time = pixels.shape[0], pixels.shape[1]
+        height, width = self.frame_size or (int(pixels.shape[2]), int(pixels.shape[3]))
         top, left = (height - self.crop_size) // 2, (width - self.crop_size) // 2
-        clips = frames[:, :, top:top + self.crop_size, left:left + self.crop_size, :]
-        # Gather the padded clip: step t shows frame clamp(t - left, 0, length - 1).
-        # As a tensor of the input's shape, so that the exported graph computes it per call (an integer Div,
-        # not the Mod of a floor division).
-        time = torch._shape_as_tensor(frames)[1]
-        padded_time = torch.div(time + self.stride - 1, self.stride, rounding_mode="trunc") * self.stride + self.margin
-        steps = torch.arange(padded_time, device=frames.device)[None, :] - self.left
-        index = torch.minimum(steps.clamp(min=0), (lengths - 1).clamp(min=0)[:, None])
+        clips = pixels[:, :, top:top + self.crop_size, left:left + self.crop_size, :]
+        steps = torch.arange(_round_up(time, self.stride) + self.margin, device=frames.device)[None, :] - self.left
+        # Max and Min rather than a clamp: TensorRT's Clip takes floats only.
+        zero = torch.zeros((), dtype=steps.dtype, device=frames.device)
+        index = torch.minimum(torch.maximum(steps, zero), torch.maximum(lengths - 1, zero)[:, None])
         # One Gather of whole frames over (batch x time), rather than an element-wise gather with an index
         # as large as the video, which dominated onnxruntime's time.
         flat = (index + torch.arange(batch, device=frames.device)[:, None] * time).reshape(-1)
-        clips = torch.index_select(clips.reshape(-1, self.crop_size, self.crop_size, 3), 0, flat)
-        clips = clips.reshape(batch, -1, self.crop_size, self.crop_size, 3)
-        videos = clips.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
-        padded_lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="trunc") * self.stride \
-            + self.margin
-        # In eval mode BatchNorm uses its running statistics, so encoding every frame and zeroing those past
-        # each clip equals encoding only the valid ones, without the data-dependent shapes of a boolean mask.
         # A reshape to the constant crop size keeps the frame encoder's spatial shapes static in the graph.
-        images = videos.reshape(-1, 3, self.crop_size, self.crop_size)
-        features = self.model.frame_encoder(images)
-        features = features.reshape(batch, -1, features.shape[-1])
-        valid = torch.arange(padded_time, device=frames.device)[None, :] < padded_lengths[:, None]
-        output = self.model.forward_features(features * valid[:, :, None].to(features.dtype), padded_lengths)
-        log_probs = output.sequence_logits.float().log_softmax(-1)
-        if self.top_k:
-            top_values, top_ids = log_probs.topk(self.top_k, dim=-1)
-            return log_probs, output.lengths, top_values, top_ids
-        return log_probs, output.lengths
+        clips = torch.index_select(clips.reshape(-1, self.crop_size, self.crop_size, 3), 0, flat)
+        return clips.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _single(value: int | tuple[int]) -> int:
+    return value if isinstance(value, int) else value[0]
+
+
+def _round_up(count, multiple: int):
+    """``count`` rounded up to a multiple of ``multiple``, for a size or a tensor of sizes.
+
+    The ONNX tracer hands sizes over as tensors: an integer Div keeps them computed per call (a floor
+    division would add a Mod). torch.export hands over symbolic ints, which Python's arithmetic keeps
+    symbolic.
+    """
+    if isinstance(count, torch.Tensor):
+        return torch.div(count + multiple - 1, multiple, rounding_mode="trunc") * multiple
+    return (count + multiple - 1) // multiple * multiple
 
 
 def fix_adaptive_pools(model: nn.Module, crop_size: int) -> None:

@@ -1,4 +1,10 @@
-"""torch-tensorrt compilation of the served model, for use inside PyTorch (GPU machines only)."""
+"""torch-tensorrt compilation of the served model, for use inside PyTorch (GPU machines only).
+
+The program compiled is the one `deploy.torch_export` traces (tested on CPU); what needs torch-tensorrt and a
+GPU is kept to this module. The BiLSTM's layers stay PyTorch operators (`qslr::lstm`, cuDNN on the GPU):
+TensorRT has no converter for them, and the aten LSTM would be unrolled over a fixed number of frames. A
+saved program therefore needs `deploy.unpacked_bilstm` imported before `torch.export.load`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from deploy.onnx_export import example_inputs, served_from_checkpoint
-from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError
+from deploy.onnx_export import served_from_checkpoint
+from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError, profile_shapes
+from deploy.torch_export import dynamic_shapes, export_example, export_program
 
 
 def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
@@ -19,18 +26,23 @@ def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRang
                                        f"pip install -e '.[tensorrt]'") from None
     if not torch.cuda.is_available():
         raise TensorRTUnavailableError("torch-tensorrt needs a CUDA GPU, and none is available here")
-    served, _ = served_from_checkpoint(checkpoint)
+    served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))
     served = served.cuda().eval()
-    inputs = [
-        torch_tensorrt.Input(min_shape=(shapes.min_batch, shapes.min_time, height, width, 3),
-                             opt_shape=(shapes.opt_batch, shapes.opt_time, height, width, 3),
-                             max_shape=(shapes.max_batch, shapes.max_time, height, width, 3), dtype=torch.uint8),
-        torch_tensorrt.Input(min_shape=(shapes.min_batch,), opt_shape=(shapes.opt_batch,),
-                             max_shape=(shapes.max_batch,), dtype=torch.int64),
-    ]
-    precisions = {torch.float16, torch.float32} if fp16 else {torch.float32}
-    compiled = torch_tensorrt.compile(served, ir="dynamo", inputs=inputs, enabled_precisions=precisions)
-    frames, lengths = example_inputs(shapes.opt_batch, shapes.opt_time, height, width)
+    program = export_program(served, shapes)
+    profile = profile_shapes(shapes, height, width)
+    inputs = [torch_tensorrt.Input(min_shape=low, opt_shape=mid, max_shape=high, dtype=dtype)
+              for (low, mid, high), dtype in ((profile["frames"], torch.uint8), (profile["lengths"], torch.int64))]
+    # torch-tensorrt 2.10 to 2.14 (TensorRT 10.12 and 11): networks are strongly typed (explicit typing is the
+    # default), so each layer runs in the type the graph gives it and `enabled_precisions` lowers nothing; some
+    # releases refuse it outright. Half precision comes from the rule-based autocast pass, which inserts the
+    # casts; the BiLSTM's layers stay float32, as in training.
+    precision = {"enable_autocast": True, "autocast_low_precision_type": torch.float16,
+                 "autocast_excluded_ops": {torch.ops.qslr.lstm.default}} if fp16 else {}
+    compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, **precision)
     out = Path(out)
-    torch_tensorrt.save(compiled, str(out), inputs=[frames.cuda(), lengths.cuda()])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),
+                        dynamic_shapes=dynamic_shapes(shapes))
+    tmp.replace(out)
     return out

@@ -19,7 +19,13 @@ class BiLSTM(nn.Module):
         self.out_dim = hidden_size
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.rnn(packed)
+        """(B, T, input_size) of any float type -> float32.
+
+        Autocast would run the recurrence in half precision: on a GPU in float16 even when bfloat16 is asked
+        for, where no grad scaler guards it. Outside autocast it runs in float32, whatever the input's type.
+        """
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            packed = pack_padded_sequence(x.float(), lengths.cpu(), batch_first=True, enforce_sorted=False)
+            output, _ = self.rnn(packed)
         padded, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
         return padded

@@ -57,7 +57,7 @@ def test_mixed_length_batches_equal_each_sample_alone(checkpoint, exported):
 
 def test_the_graph_is_tensorrt_parsable_and_carries_its_metadata(exported):
     assert tensorrt_problems(exported) == []
-    assert "LSTM" in operator_counts(exported)  # the BiLSTM is one op with sequence_lens, not an unrolled loop
+    assert "LSTM" in operator_counts(exported)  # LSTM ops over a dynamic time axis, not an unrolled loop
     metadata = read_metadata(exported)
     assert (metadata["qslr_height"], metadata["qslr_width"], metadata["qslr_crop_size"]) == ("72", "72", "64")
     assert int(metadata["qslr_num_classes"]) == len(__import__("json").loads(metadata["qslr_vocab"])) + 1
