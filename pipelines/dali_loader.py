@@ -8,6 +8,7 @@ flips and normalises them, and pads the batch to its longest clip with zeros.
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -65,6 +66,10 @@ class _Feeder:
     def start(self, batches: list[list[int]], epoch: int) -> None:
         self.batches, self.epoch = batches, epoch
         self.fed.clear()
+
+    def stop(self) -> None:
+        """Feed nothing more this epoch: what DALI has already taken is all it will decode."""
+        self.batches = []
 
     def __call__(self, info):
         if info.iteration >= len(self.batches):
@@ -128,6 +133,9 @@ class DaliLoader(EpochReader):
         self._pipeline = clips()
         self._pipeline.build()
         self._fresh = True
+        # Which __iter__ owns the pipeline; an epoch left early is drained by whoever comes next.
+        self._run = 0
+        self._unfinished = False
 
     def _to_torch(self, output) -> torch.Tensor:
         if self.device.type == "cpu":
@@ -139,12 +147,34 @@ class DaliLoader(EpochReader):
         feed_ndarray(tensor, result, cuda_stream=torch.cuda.current_stream(self.device))
         return result
 
+    def _drain(self) -> None:
+        """Finish an epoch its consumer left early: DALI has batches of it decoded or queued ahead (its
+        prefetch), which would otherwise come out as the first batches of the next epoch."""
+        self._feeder.stop()
+        with contextlib.suppress(StopIteration, RuntimeError):  # a broken video in a batch nobody will read
+            while True:
+                self._pipeline.run()
+        self._unfinished = False
+
     def __iter__(self) -> Iterator[Batch]:
+        if self._unfinished:
+            self._drain()
+        self._run += 1
+        run = self._run
         batches = self.remaining_batches()
         if not self._fresh:
             self._pipeline.reset()
         self._fresh = False
         self._feeder.start(batches, self.epoch)
+        self._unfinished = True
+        try:
+            yield from self._batches(batches)
+            self._unfinished = False
+        finally:
+            if self._unfinished and self._run == run:
+                self._drain()
+
+    def _batches(self, batches: list[list[int]]) -> Iterator[Batch]:
         for _ in batches:
             try:
                 frames, decoded = self._pipeline.run()

@@ -63,14 +63,20 @@ class ReferenceLoader(EpochReader):
                                   timeout=WORKER_TIMEOUT_S if num_workers else 0,
                                   prefetch_factor=2 if num_workers else None,
                                   persistent_workers=num_workers > 0,
-                                  multiprocessing_context="forkserver" if num_workers else None)
+                                  multiprocessing_context="forkserver" if num_workers else None,
+                                  # Its own generator: a DataLoader otherwise draws its workers' seeds from the
+                                  # global stream at every epoch start, so training's dropout would depend on
+                                  # where a run was resumed. Clips do not depend on it (their plans are seeded).
+                                  generator=torch.Generator().manual_seed(source.seed))
 
     def __iter__(self) -> Iterator[Batch]:
         iterator = iter(self._loader)
         try:
             yield from iterator
-        except BaseException:
-            # After an error, stop the workers now rather than when the loader is collected.
+        except (Exception, KeyboardInterrupt):
+            # After an error, stop the workers now rather than when the loader is collected. A consumer that
+            # merely stops reading (GeneratorExit) keeps them: the next epoch's iterator discards what they
+            # had prefetched and resumes them.
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()

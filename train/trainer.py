@@ -24,6 +24,7 @@ from train.checkpointing import (
     gather_rng_states,
     load_training_checkpoint,
     model_sections,
+    rng_state,
     save_training_checkpoint,
     set_rng_state,
 )
@@ -232,26 +233,42 @@ class Trainer:
                 self.save("last.pt")
                 return TrainOutcome(self.epoch, self.global_step, self.best_wer, last_wer, True, self.work_dir,
                                     history)
+            if self.batch_in_epoch < len(self.loader):
+                # max_steps ended the run inside the epoch: the epoch stays open (no scheduler step), so that a
+                # resume finishes it exactly as an uninterrupted run would; dev is scored as at an epoch's end.
+                last_wer = self._close_run(self.epoch, started, stats, history, complete=False)
+                break
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             finished = self.epoch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            dev_wer = None
-            if (finished + 1) % cfg.eval_interval == 0 or self.epoch >= cfg.epochs or self._out_of_steps():
-                dev_wer = last_wer = self._evaluate_dev(finished)
-            row = {"epoch": finished, "global_step": self.global_step, "lr": lr, "dev_wer": dev_wer,
-                   "epoch_seconds": time.perf_counter() - started, **stats.rates()}
-            history.append(row)
-            if self.metrics:
-                self.metrics.append(**{k: ("" if v is None else v) for k, v in row.items()})
-            self._save_epoch_checkpoints(finished, dev_wer)
+            evaluate_now = (finished + 1) % cfg.eval_interval == 0 or self.epoch >= cfg.epochs or self._out_of_steps()
+            wer = self._close_run(finished, started, stats, history, complete=True, evaluate_now=evaluate_now,
+                                  lr=lr)
+            last_wer = wer if evaluate_now else last_wer
         return TrainOutcome(self.epoch, self.global_step, self.best_wer, last_wer, False, self.work_dir, history)
+
+    def _close_run(self, epoch: int, started: float, stats: EpochStats, history: list[dict], complete: bool,
+                   evaluate_now: bool = True, lr: float | None = None) -> float | None:
+        """Score dev (when due), log the epoch's row and write the checkpoints; returns the dev WER."""
+        dev_wer = self._evaluate_dev(epoch) if evaluate_now else None
+        row = {"epoch": epoch, "global_step": self.global_step,
+               "lr": self.optimizer.param_groups[0]["lr"] if lr is None else lr, "dev_wer": dev_wer,
+               "epoch_seconds": time.perf_counter() - started, **stats.rates()}
+        history.append(row)
+        if self.metrics:
+            self.metrics.append(**{k: ("" if v is None else v) for k, v in row.items()})
+        self._save_epoch_checkpoints(epoch, dev_wer, complete)
+        return dev_wer
 
     def _out_of_steps(self) -> bool:
         return self.config.train.max_steps is not None and self.global_step >= self.config.train.max_steps
 
     def _evaluate_dev(self, epoch: int) -> float | None:
         wer = None
+        # Scoring must not move the training's random streams (a DataLoader draws its base seed from them):
+        # a run scored mid-epoch, then resumed, has to continue exactly as one that was not.
+        state = rng_state()
         if self.env.is_main:
             result = evaluate(self.model, self.config, self.config.data.dev_split, self.env.device, self.vocab,
                               self.work_dir / f"epoch{epoch}_result")
@@ -259,9 +276,10 @@ class Trainer:
             log.info("epoch %d: dev WER %.2f %% (conv branch %.2f %%), %.1f s", epoch, wer,
                      result.branches.wer_auxiliary, result.seconds)
         barrier(self.env)
+        set_rng_state(state)
         return wer
 
-    def _save_epoch_checkpoints(self, epoch: int, dev_wer: float | None) -> None:
+    def _save_epoch_checkpoints(self, epoch: int, dev_wer: float | None, complete: bool = True) -> None:
         improved = dev_wer is not None and (self.best_wer is None or dev_wer < self.best_wer)
         if improved:
             self.best_wer = dev_wer
@@ -270,7 +288,7 @@ class Trainer:
             last = self.work_dir / "checkpoints" / "last.pt"
             if improved:
                 _copy(last, self.work_dir / "checkpoints" / "best.pt")
-            if epoch % self.config.train.save_interval == 0:
+            if complete and epoch % self.config.train.save_interval == 0:
                 _copy(last, self.work_dir / "checkpoints" / f"epoch{epoch}.pt")
 
 

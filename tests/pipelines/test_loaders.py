@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,42 @@ def test_gpu_decoding_refuses_frames_below_nvdec_minimum_in_one_line(tiny_corpus
         build_loader("dali", source, 2, shuffle=False, drop_last=False, device="cuda")
     message = str(error.value)
     assert "\n" not in message and "72x72" in message and "128x128" in message and "--size 128" in message
+
+
+def _epoch(loader, epoch: int) -> list:
+    loader.set_epoch(epoch)
+    return [(b.ids, b.lengths.clone(), b.videos.clone()) for b in loader]
+
+
+def _same_epochs(got: list, expected: list) -> None:
+    assert [ids for ids, _, _ in got] == [ids for ids, _, _ in expected]
+    for (_, lengths, videos), (_, want_lengths, want_videos) in zip(got, expected, strict=True):
+        assert torch.equal(lengths, want_lengths) and torch.equal(videos, want_videos)
+
+
+@pytest.mark.parametrize("kind", ["dali", "reference"])
+def test_leaving_an_epoch_early_leaves_the_next_one_whole(tiny_corpus, kind):
+    source = ClipSource.open(tiny_corpus[0], "train", SETTINGS, train=True, seed=7)
+
+    def make():
+        return build_loader(kind, source, 2, shuffle=True, drop_last=False, workers=2)
+
+    fresh = make()
+    expected = {epoch: _epoch(fresh, epoch) for epoch in (1, 2)}
+    batches = len(expected[1])
+    loader = make()
+    for stop in (0, 1, batches - 1, batches):
+        loader.set_epoch(0)
+        iterator = iter(loader)
+        assert len(list(itertools.islice(iterator, stop))) == stop
+        iterator.close()  # what a `break` out of a for loop leads to
+        _same_epochs(_epoch(loader, 1), expected[1])
+    # An exception raised inside the consumer's loop, with the iterator still referenced.
+    loader.set_epoch(0)
+    iterator = iter(loader)
+    with pytest.raises(ZeroDivisionError):
+        for _ in iterator:
+            raise ZeroDivisionError
+    _same_epochs(_epoch(loader, 2), expected[2])
+    del iterator
+    _same_epochs(_epoch(loader, 1), expected[1])

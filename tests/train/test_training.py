@@ -57,6 +57,21 @@ def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path):
         assert (tmp_path / "straight/checkpoints" / name).is_file()
 
 
+@pytest.mark.parametrize("loader", ["dali", "reference"])
+def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tiny_corpus, tmp_path, loader):
+    root = tiny_corpus[0]
+    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2", f"data.loader={loader}"))
+    steps_per_epoch = straight.global_step // 2
+    assert steps_per_epoch >= 3
+    stopped = train(tiny_config(root, tmp_path / "split", "train.epochs=2", f"train.max_steps={steps_per_epoch + 1}",
+                                f"data.loader={loader}"))
+    assert stopped.global_step == steps_per_epoch + 1  # one step into the second epoch
+    resumed = train(tiny_config(root, tmp_path / "split", "train.epochs=2", f"data.loader={loader}"), resume="auto")
+    assert resumed.global_step == straight.global_step
+    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_non_finite_losses_skip_the_batch_and_name_the_videos(tiny_corpus, tmp_path, monkeypatch, caplog):
     real = losses.VACLoss.forward
     calls = {"n": 0}
