@@ -71,16 +71,21 @@ def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
     """
     frames, rows, width = planes.shape
     height = rows * 2 // 3
-    data = torch.from_numpy(planes).float()
-    luma = (data[:, :height] - 16.0) * (255.0 / 219.0)
-    chroma = data[:, height:].reshape(frames, 2, height // 2, width // 2)
-    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False) - 128.0
-    cb, cr = chroma[:, 0] * (255.0 / 224.0), chroma[:, 1] * (255.0 / 224.0)
-    red = luma + 1.402 * cr
-    green = luma - 0.344136 * cb - 0.714136 * cr
-    blue = luma + 1.772 * cb
-    rgb = torch.stack([red, green, blue], dim=-1)
-    return torch.floor(rgb + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+    data = torch.from_numpy(planes)
+    # In place and channel-first, then one interleave of bytes at the end: writing three float channels
+    # interleaved (a stack on the last axis) took most of the time, 2.4x slower for the same values.
+    luma = data[:, :height].float().sub_(16.0).mul_(255.0 / 219.0)
+    chroma = data[:, height:].reshape(frames, 2, height // 2, width // 2).float()
+    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    chroma = chroma.sub_(128.0).mul_(255.0 / 224.0)
+    cb, cr = chroma[:, 0], chroma[:, 1]
+    rgb = torch.empty(frames, 3, height, width)
+    torch.add(luma, cr, alpha=1.402, out=rgb[:, 0])
+    torch.add(luma, cb, alpha=-0.344136, out=rgb[:, 1])
+    rgb[:, 1].add_(cr, alpha=-0.714136)
+    torch.add(luma, cb, alpha=1.772, out=rgb[:, 2])
+    rgb = rgb.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+    return rgb.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def read_frames(source: str | Path | bytes) -> np.ndarray:
