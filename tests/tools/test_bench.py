@@ -37,7 +37,7 @@ def test_bench_score_compares_with_sclite(tmp_path):
 def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_path):
     out = tmp_path / "data.json"
     result = CliRunner().invoke(cli, ["bench", "data", "--data", str(tiny_corpus[0]), "--repeats", "1",
-                                      "--max-batches", "2", "--json-out", str(out)])
+                                      "--max-batches", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [row["name"] for row in data["results"]] == ["reference DataLoader", "DALI (cpu)"]
