@@ -88,8 +88,20 @@ def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
     return rgb.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+class TruncatedVideoError(VideoDecodeError):
+    """A video that ends before its container says it does: an upload or a copy that broke off."""
+
+
+# MP4/MOV edit lists may hide a frame or two of those the header counts; AVI and the rest count exactly.
+_FRAME_COUNT_SLACK = {"mov,mp4,m4a,3gp,3g2,mj2": 2}
+
+
 def read_frames(source: str | Path | bytes) -> np.ndarray:
-    """Decode a whole video (a path, or the bytes of a file) to RGB uint8 (T, H, W, 3)."""
+    """Decode a whole video (a path, or the bytes of a file) to RGB uint8 (T, H, W, 3).
+
+    A video whose frames end before its container's declared duration or frame count, or whose decoding
+    fails part-way, is refused as truncated (TruncatedVideoError) rather than returned in part.
+    """
     name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     if isinstance(source, (bytes, bytearray)) and not source:
         raise VideoDecodeError(f"{name}: empty video")
@@ -97,10 +109,21 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
         with av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as container:
             if not container.streams.video:
                 raise VideoDecodeError(f"{name}: holds no video stream")
+            stream = container.streams.video[0]
             # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only
             # compete with their workers for the same cores.
-            container.streams.video[0].thread_count = 1
-            decoded = list(container.decode(video=0))
+            stream.thread_count = 1
+            decoded = []
+            try:
+                for frame in container.decode(stream):
+                    decoded.append(frame)
+            except av.FFmpegError as exc:
+                if not decoded:
+                    raise
+                raise TruncatedVideoError(
+                    f"{name}: the video is truncated or incomplete: decoding failed after {len(decoded)} frames "
+                    f"({_seconds(decoded[-1], stream):.2f} s could be read): {exc}") from None
+            _check_complete(name, container, stream, decoded)
             if decoded and decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 \
                     and decoded[0].height % 2 == 0:
                 return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded]))
@@ -112,6 +135,40 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
     if not frames:
         raise VideoDecodeError(f"{name}: video has no frames")
     return np.stack(frames)
+
+
+def _frame_period(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate
+    return 1.0 / float(rate) if rate else 0.0
+
+
+def _seconds(frame, stream) -> float:
+    """Where the video's content ends with ``frame``: its start plus its duration."""
+    if frame.pts is None or frame.time_base is None:
+        return 0.0
+    duration = float(frame.duration * frame.time_base) if frame.duration else _frame_period(stream)
+    return float(frame.pts * frame.time_base) + duration
+
+
+def _check_complete(name: str, container, stream, decoded: list) -> None:
+    """Compare what was decoded with what the container declares: AVI and MP4 headers count the frames;
+    Matroska and WebM state a duration (live recordings may state none, and are then taken as they are)."""
+    if not decoded:
+        return
+    if stream.frames > 0:
+        missing = stream.frames - len(decoded)
+        if missing > _FRAME_COUNT_SLACK.get(container.format.name, 0):
+            raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "
+                                      f"{stream.frames} frames, only {len(decoded)} could be read")
+        return
+    if container.duration is None or container.duration <= 0:
+        return
+    start = container.start_time / av.time_base if container.start_time is not None else 0.0
+    declared = container.duration / av.time_base
+    readable = _seconds(decoded[-1], stream) - start
+    if readable < declared - _frame_period(stream) / 2:
+        raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "
+                                  f"{declared:.2f} s, only {readable:.2f} s ({len(decoded)} frames) could be read")
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -108,6 +108,11 @@ def _raw_infer(server, model: str, inputs: dict[str, np.ndarray], datatypes: dic
     return client.infer(model, tensors)
 
 
+def _cut(video: Path, share: float) -> bytes:
+    data = video.read_bytes()
+    return data[: int(len(data) * share)]
+
+
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tmp_path):
     client = CslrClient(server.http_url)
     good = client.recognise_file(videos[0])
@@ -116,6 +121,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tm
     cases = [
         (lambda: client.recognise_bytes(b"definitely not a video" * 20), "cannot decode video"),
         (lambda: client.recognise_bytes(Path(videos[0]).read_bytes()[:300]), "preprocess"),
+        (lambda: client.recognise_bytes(_cut(videos[0], 0.6)), "truncated or incomplete: .* could be read"),
         (lambda: client.recognise_file(long_video),
          f"video too long: {MAX_FRAMES + 20} frames, the served maximum is {MAX_FRAMES}"),
         (lambda: client.recognise_frames(np.zeros((10, 50, 72, 3), np.uint8)), "shape"),

@@ -1,0 +1,67 @@
+"""A video cut short is refused as truncated, in every container the project reads, not decoded in part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipelines.video_io import TruncatedVideoError, VideoDecodeError, read_frames, write_vp9
+
+FRAMES = 60
+
+
+def _frames():
+    # Moving content, so that every frame costs bytes and a cut loses whole frames.
+    rng = np.random.default_rng(0)
+    for i in range(FRAMES):
+        frame = np.full((48, 64, 3), 40, np.uint8)
+        frame[:, (i % 14) * 4:(i % 14) * 4 + 8] = rng.integers(0, 255, (48, 8, 3), dtype=np.uint8)
+        yield frame
+
+
+def _write_with_pyav(path: Path, container_format: str, codec: str, pixel_format: str) -> None:
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pixel_format
+        for frame in _frames():
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module", params=["webm-vp9", "mkv-vp9", "avi-mjpeg"])
+def video(request, tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("cut") / f"whole.{request.param.split('-')[0]}"
+    if request.param == "webm-vp9":
+        write_vp9(path, _frames(), 25)
+    elif request.param == "mkv-vp9":
+        _write_with_pyav(path, "matroska", "libvpx-vp9", "yuv420p")
+    else:
+        _write_with_pyav(path, "avi", "mjpeg", "yuvj420p")
+    return path.read_bytes()
+
+
+def test_the_whole_video_decodes(video):
+    assert len(read_frames(video)) == FRAMES
+
+
+@pytest.mark.parametrize("share", [0.97, 0.8, 0.5, 1 / 7])
+def test_a_cut_video_is_refused_and_says_how_much_was_readable(video, share):
+    with pytest.raises(VideoDecodeError) as error:
+        read_frames(video[: int(len(video) * share)])
+    message = str(error.value)
+    if isinstance(error.value, TruncatedVideoError):
+        assert "truncated or incomplete" in message and "could be read" in message
+    else:  # cut inside the headers: nothing could be read at all
+        assert "cannot decode video" in message
+
+
+def test_most_cuts_are_recognised_as_truncation_rather_than_garbage(video):
+    truncated = 0
+    for share in (0.97, 0.8, 0.5):
+        with pytest.raises(VideoDecodeError) as error:
+            read_frames(video[: int(len(video) * share)])
+        truncated += isinstance(error.value, TruncatedVideoError)
+    assert truncated == 3
