@@ -139,6 +139,46 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tm
         assert again.glosses == good.glosses
 
 
+def _batched_share(server, model: str) -> tuple[int, int]:
+    import tritonclient.http as http
+
+    stats = http.InferenceServerClient(server.http_url).get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path):
+    client = CslrClient(server.http_url)
+    expected = {video: client.recognise_file(video).glosses for video in videos[:4]}
+    long_video = tmp_path / "long.webm"
+    write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 5)), 25)
+    bad = [(lambda: long_video.read_bytes(), None, "video too long"),
+           (lambda: b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4, None, "cannot decode video"),
+           (lambda: _cut(videos[0], 0.6), None, "truncated or incomplete"),
+           (lambda: videos[1].read_bytes(), -1, "beam_size must be an integer"),
+           (lambda: videos[1].read_bytes(), 2.5, "beam_size must be an integer")]
+    jobs = [("good", video, None, None) for video in expected] * 3 + [("bad", data, beam, message)
+                                                                      for data, beam, message in bad] * 2
+    before = {model: _batched_share(server, model) for model in ("preprocess", "ctc_decoder")}
+
+    def run(job):
+        kind, source, beam, message = job
+        one = CslrClient(server.http_url)
+        try:
+            if kind == "good":
+                return one.recognise_file(source).glosses == expected[source]
+            one.recognise_bytes(source(), beam)
+            return False
+        except Exception as exc:  # noqa: BLE001 - RecognitionError or tritonclient's own
+            return kind == "bad" and re.search(message, str(exc)) is not None
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        outcomes = list(pool.map(run, jobs))
+    assert all(outcomes), [job[0] for job, ok in zip(jobs, outcomes, strict=True) if not ok]
+    # The requests really were batched together: fewer executions than requests in some model.
+    after = {model: _batched_share(server, model) for model in before}
+    assert any((after[m][0] - before[m][0]) > (after[m][1] - before[m][1]) for m in before), (before, after)
+
+
 def test_serve_fails_fast_when_the_port_is_taken(repository):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

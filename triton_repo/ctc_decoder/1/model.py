@@ -25,7 +25,7 @@ class TritonPythonModel:
 
     def _beam_size(self, request):
         raw = json.loads(request.parameters() or "{}").get(names.BEAM_SIZE_PARAMETER, self.default_beam)
-        if not isinstance(raw, int) or not 0 <= raw <= self.max_beam:
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= self.max_beam:
             raise ValueError(f"beam_size must be an integer in 0..{self.max_beam} (0: greedy), got {raw!r}")
         return raw
 
