@@ -25,7 +25,7 @@ from train.config import load_config
 from train.distributed import DistEnv, convert_sync_batchnorm
 from train.metrics_log import read_metrics
 from train.optim import build_optimizer
-from train.trainer import train, weights_digest
+from train.trainer import Trainer, train, weights_digest
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
@@ -68,6 +68,30 @@ def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tin
     assert stopped.global_step == steps_per_epoch + 1  # one step into the second epoch
     resumed = train(tiny_config(root, tmp_path / "split", "train.epochs=2", f"data.loader={loader}"), resume="auto")
     assert resumed.global_step == straight.global_step
+    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# Steps inside the first and the second epoch (4 steps each here), fixed so that a failure repeats.
+@pytest.mark.parametrize("stop_at", [3, 6])
+def test_sigterm_at_a_step_inside_an_epoch_then_resume_equals_a_straight_run(tiny_corpus, tmp_path, monkeypatch,
+                                                                            stop_at):
+    root = tiny_corpus[0]
+    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2"))
+    assert 1 <= stop_at < straight.global_step and stop_at % (straight.global_step // 2)  # inside an epoch
+    step = Trainer._optimiser_step
+
+    def step_then_sigterm(self):
+        step(self)
+        if self.global_step == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler's preemption sends
+
+    monkeypatch.setattr(Trainer, "_optimiser_step", step_then_sigterm)
+    stopped = train(tiny_config(root, tmp_path / "split", "train.epochs=2"))
+    assert stopped.interrupted and stopped.global_step == stop_at
+    monkeypatch.undo()
+    resumed = train(tiny_config(root, tmp_path / "split", "train.epochs=2"), resume="auto")
+    assert resumed.global_step == straight.global_step and not resumed.interrupted
     a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
