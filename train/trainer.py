@@ -142,11 +142,19 @@ class Trainer:
         self.epoch, self.batch_in_epoch = training["epoch"], training["batch"]
         self.global_step, self.best_wer = training["global_step"], training["best_dev_wer"]
         states = training["rng"]
-        if len(states) == self.env.world_size:
+        written_by = training.get("world_size", len(states))
+        if written_by == self.env.world_size:
             set_rng_state(states[self.env.rank])
         else:
-            log.warning("%s was written by %d rank(s), this run has %d: RNG streams start afresh", path,
-                        len(states), self.env.world_size)
+            # Batch b of every rank holds the epoch's samples b * batch * world up to the next batch's, so the
+            # epoch's first batch * batch_size * world samples are done whatever the world size: continue from
+            # the batch of this run that holds that position (rounded down: a few samples may be seen twice,
+            # none skipped). Each rank's random streams belonged to its old shard and start afresh.
+            done = self.batch_in_epoch * self.config.data.batch_size * written_by
+            self.batch_in_epoch = done // (self.config.data.batch_size * self.env.world_size)
+            log.warning("%s was written by %d rank(s), this run has %d: continuing epoch %d from sample %d "
+                        "(batch %d here); RNG streams start afresh", path, written_by, self.env.world_size,
+                        self.epoch, done, self.batch_in_epoch)
         log.info("resuming from %s at epoch %d, batch %d", path, self.epoch, self.batch_in_epoch)
 
     # --- the loop ------------------------------------------------------------------------------------

@@ -159,6 +159,58 @@ def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, t
     assert "gloo process group" in output
 
 
+def _digests(output: str) -> dict[str, str]:
+    return dict(re.findall(r"rank (\d) finished at step \d+ with weights digest (\w+)", output))
+
+
+@pytest.mark.timeout(600)
+def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_runs_weights(tiny_corpus, tmp_path):
+    root = tiny_corpus[0]
+    straight = torchrun(*overrides(root, tmp_path / "straight", "train.epochs=2"))
+    output, _ = straight.communicate(timeout=240)
+    assert straight.returncode == 0, output
+    expected = _digests(output)
+    # torchrun passes the SIGTERM on to both ranks, which agree on the step to stop at.
+    stopped = torchrun(*overrides(root, tmp_path / "split", "train.epochs=40"))
+    lines = []
+    for line in stopped.stdout:
+        lines.append(line)
+        if re.search(r"epoch 1 step \d+ loss", line):
+            stopped.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + stopped.communicate(timeout=120)[0]
+    state = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=False)["training"]
+    assert state["epoch"] == 1 and state["batch"] >= 1 and state["world_size"] == 2, output
+    resumed = torchrun(*overrides(root, tmp_path / "split", "train.epochs=2"), "--resume", "auto")
+    output, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, output
+    assert _digests(output) == expected, output
+
+
+@pytest.mark.timeout(300)
+def test_a_one_process_checkpoint_resumes_on_two_ranks_from_the_same_sample(tiny_corpus, tmp_path, monkeypatch):
+    root = tiny_corpus[0]
+    step = Trainer._optimiser_step
+
+    def step_then_sigterm(self):
+        step(self)
+        if self.global_step == 6:  # batch 2 of epoch 1 (4 batches of 2 clips per epoch in one process)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_optimiser_step", step_then_sigterm)
+    assert train(tiny_config(root, tmp_path / "grow", "train.epochs=2")).interrupted
+    monkeypatch.undo()
+    process = torchrun(*overrides(root, tmp_path / "grow", "train.epochs=2"), "--resume", "auto")
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    # 4 clips of epoch 1 were done: with 2 ranks of 2 clips that is exactly batch 1 here.
+    assert "written by 1 rank(s), this run has 2: continuing epoch 1 from sample 4 (batch 1 here)" in output
+    digests = _digests(output)
+    assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
+    state = torch.load(tmp_path / "grow/checkpoints/last.pt", weights_only=False)["training"]
+    assert (state["epoch"], state["global_step"], state["world_size"]) == (2, 6 + 1, 2)
+
+
 @pytest.mark.timeout(300)
 def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
     process = torchrun(*overrides(tiny_corpus[0], tmp_path / "crash", "train.epochs=50"))
