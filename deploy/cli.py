@@ -166,7 +166,8 @@ def triton() -> None:
               help="Served limit: shorter clips are padded to it (a TensorRT engine's profile must start there).")
 @click.option("--max-frames", type=int, default=ServedLimits.max_frames, show_default=True,
               help="Served limit: longer videos are refused.")
-@click.option("--beam-size", type=int, default=10, show_default=True, help="Default beam (0: greedy).")
+@click.option("--beam-size", type=int, default=None,
+              help="Default beam (0: greedy) [default: the checkpoint's decode settings].")
 @click.option("--overwrite", is_flag=True)
 def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, height: int | None,
                  width: int | None, overwrite: bool, min_frames: int, max_frames: int, max_batch_size: int,

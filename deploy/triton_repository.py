@@ -41,15 +41,25 @@ class RepositorySettings:
     visual_threads: int = 2
     preprocess_instances: int = 1
     decoder_instances: int = 1
-    beam_size: int = 10
+    beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
     max_beam_size: int = 10
-    beam_size_token: int = 40
+    beam_size_token: int | None = None
 
 
 def _dynamic_batching(settings: RepositorySettings) -> str:
     if not settings.dynamic_batching:
         return ""
     return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
+
+
+def _decoding(settings: RepositorySettings, trained: dict) -> dict[str, int]:
+    """The served decoder's defaults: the training config's decode section unless overridden, so that the
+    server answers what `qslr eval run` scores."""
+    beam = settings.beam_size
+    if beam is None:
+        beam = 0 if trained.get("method") == "greedy" else int(trained.get("beam_size", 10))
+    token = settings.beam_size_token or int(trained.get("beam_size_token", 40))
+    return {"beam_size": beam, "beam_size_token": token, "max_beam_size": max(settings.max_beam_size, beam)}
 
 
 def render(template: Path, values: dict[str, object]) -> str:
@@ -81,7 +91,8 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         values = {**vars(settings), "limits": None, "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
                   "max_batch_size": limits.max_batch, "min_frames": limits.min_frames,
-                  "max_frames": limits.max_frames}
+                  "max_frames": limits.max_frames,
+                  **_decoding(settings, json.loads(metadata["qslr_config"]).get("decode", {}))}
         graph = onnx.load(str(onnx_path), load_external_data=False)
         for name in MODELS:
             folder = root / name

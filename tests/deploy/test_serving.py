@@ -85,6 +85,25 @@ def test_a_clip_shorter_than_the_served_minimum_is_padded_without_changing_its_a
     assert client.recognise_frames(read_frames(short)).glosses == expected[0]
 
 
+def test_the_server_answers_what_eval_run_scores(server, checkpoint, tiny_corpus):
+    from model.checkpoints import load_checkpoint
+    from train.config import ExperimentConfig, build
+    from train.evaluation import decode_split
+
+    loaded = load_checkpoint(checkpoint)
+    config = build(ExperimentConfig, loaded.config)
+    dataset = PreparedDataset(tiny_corpus[0])
+    client = CslrClient(server.http_url)
+    compared = 0
+    for split in ("test", "dev"):
+        evaluated, _ = decode_split(loaded.model, config, split, torch.device("cpu"), loaded.vocab)
+        for record in dataset.records(split):
+            if record.num_frames <= MAX_FRAMES:
+                assert client.recognise_file(dataset.video_path(record)).glosses == evaluated[record.id].glosses
+                compared += 1
+    assert compared >= 3
+
+
 def test_concurrent_requests_of_mixed_lengths_equal_one_at_a_time(server, videos):
     client = CslrClient(server.http_url)
     sequential = {v: client.recognise_file(v) for v in videos}
