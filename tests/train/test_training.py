@@ -24,7 +24,6 @@ from train.checkpointing import model_sections
 from train.config import load_config
 from train.distributed import DistEnv, convert_sync_batchnorm
 from train.metrics_log import read_metrics
-from train.optim import build_optimizer
 from train.trainer import Trainer, train, weights_digest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,25 +115,42 @@ def test_non_finite_losses_skip_the_batch_and_name_the_videos(tiny_corpus, tmp_p
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_sync_batchnorm_is_converted_before_the_optimizer_is_built():
-    config = load_config("synthetic", TINY_MODEL)
-    model = build_model(9, **model_sections(config))
-    cpu = DistEnv(0, 0, 2, torch.device("cpu"))
-    assert convert_sync_batchnorm(model, cpu) is model  # SyncBatchNorm does not run on CPUs
-    gpus = DistEnv(0, 0, 2, torch.device("cuda"))
-    converted = convert_sync_batchnorm(model, gpus)  # structural only: no forward on a CPU
-    kinds = {type(m).__name__ for m in converted.modules()}
+def test_the_trainer_builds_its_optimizer_and_network_on_the_sync_batchnorm_model(tiny_corpus, tmp_path,
+                                                                                 monkeypatch):
+    model = build_model(9, **model_sections(load_config("synthetic", TINY_MODEL)))
+    assert convert_sync_batchnorm(model, DistEnv(0, 0, 2, torch.device("cpu"))) is model  # not on CPUs
+    converted = convert_sync_batchnorm(model, DistEnv(0, 0, 2, torch.device("cuda")))  # structural: no forward
+    assert not {type(m).__name__ for m in converted.modules()} & {"BatchNorm1d", "BatchNorm2d"}
+    # The trainer itself, on a CPU, told to convert as it would on GPUs: what it optimises and runs must be the
+    # converted model, BatchNorm statistics included (conversion copies buffers into new modules).
+    monkeypatch.setattr("train.trainer.convert_sync_batchnorm",
+                        lambda network, env: torch.nn.SyncBatchNorm.convert_sync_batchnorm(network))
+    trainer = Trainer(tiny_config(tiny_corpus[0], tmp_path / "sync"), DistEnv(0, 0, 1, torch.device("cpu")))
+    kinds = {type(m).__name__ for m in trainer.model.modules()}
     assert "SyncBatchNorm" in kinds and not kinds & {"BatchNorm1d", "BatchNorm2d"}
-    optimizer = build_optimizer(converted, config.optim)
-    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert optimised == {id(p) for p in converted.parameters()}
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    assert trainer.network is trainer.model
+    saved = {name for name, _ in trainer.model.named_buffers()}
+    assert any(name.endswith("running_mean") for name in saved)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (SyncBatchNorm and AMP run only there)")
-def test_amp_and_sync_batchnorm_on_a_gpu(tiny_corpus, tmp_path):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (AMP runs only there)")
+def test_bf16_amp_training_on_a_gpu_keeps_the_lstm_in_float32(tiny_corpus, tmp_path, monkeypatch):
+    # One process: SyncBatchNorm needs several GPUs and is checked under torchrun by `qslr bench gpu-check`.
+    seen: list[torch.dtype] = []
+    build = Trainer.__init__
+
+    def watch(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        self.model.temporal.register_forward_hook(lambda module, inputs, out: seen.append(out[0].dtype))
+        self.model.sequence.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+
+    monkeypatch.setattr(Trainer, "__init__", watch)
     outcome = train(tiny_config(tiny_corpus[0], tmp_path / "gpu", "train.epochs=1", "train.device=cuda",
                                 "train.amp=bf16"))
     assert outcome.epochs_run == 1 and np.isfinite(outcome.history[0]["train_loss"])
+    assert seen[:2] == [torch.bfloat16, torch.float32]  # autocast on for the convolutions, off for the LSTM
 
 
 def torchrun(*args: str, **kwargs) -> subprocess.Popen:
@@ -255,7 +271,14 @@ def test_eval_run_and_features_commands(tiny_corpus, tmp_path):
                                  "--out", str(tmp_path / "eval"), "decode.method=greedy"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["split"] == "test" and report["overall"]["ref_words"] > 0
+    stm = [line.split()[5:] for line in (tiny_corpus[0] / "test.stm").read_text().splitlines()
+           if line.strip() and not line.startswith(";;")]
+    overall = report["overall"]
+    assert report["split"] == "test" and overall["ref_words"] == sum(len(words) for words in stm)
+    assert overall["correct"] + overall["substitutions"] + overall["deletions"] == overall["ref_words"]
+    assert overall["wer"] == pytest.approx(100 * overall["errors"] / overall["ref_words"], abs=1e-3)
+    hypothesised = {line.split()[0] for line in (tmp_path / "eval/output-hypothesis-test.ctm").read_text().splitlines()}
+    assert hypothesised <= {line.split()[0] for line in (tiny_corpus[0] / "test.stm").read_text().splitlines()}
     assert (tmp_path / "eval/output-hypothesis-test.ctm").exists()
     assert (tmp_path / "eval/output-hypothesis-test-conv.ctm").exists()
     result = runner.invoke(cli, ["features", "--checkpoint", str(checkpoint), "--split", "dev", "--out",
