@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
+import numpy as np
 
 from deploy.client import CslrClient, RecognitionError
 from deploy.server import Ports, TritonServer, free_port
@@ -26,11 +27,33 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def corrupt_uploads(video: bytes, seed: int = 0) -> dict[str, bytes]:
+    """Broken uploads of several kinds, made from one good video."""
+    rng = np.random.default_rng(seed)
+    flipped = bytearray(video)
+    for position in rng.choice(np.arange(len(video) // 4, len(video)), size=max(1, len(video) // 100),
+                               replace=False):
+        flipped[position] ^= 0xFF
+    return {"random bytes": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            "text": b"this is not a video\n" * 64, "empty": b"", "header alone": video[:64],
+            "truncated to a seventh": video[: len(video) // 7], "truncated to a half": video[: len(video) // 2],
+            "bit flips": bytes(flipped)}
+
+
+def is_corrupt(index: int, share: float) -> bool:
+    """Spreads ``share`` of the requests evenly over the run."""
+    return int((index + 1) * share) > int(index * share)
+
+
 def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurrency: int, requests: int,
-             timeout: float) -> dict:
-    """``requests`` recognitions from ``concurrency`` clients; counts wrong and lost answers."""
+             timeout: float, corrupt_share: float = 0.0) -> dict:
+    """``requests`` recognitions from ``concurrency`` clients; counts wrong and lost answers, and, among the
+    ``corrupt_share`` of broken uploads mixed in, those refused (by kind) and those answered as if valid."""
     latencies: list[float] = []
     wrong = lost = 0
+    refused: dict[str, int] = {}
+    accepted: dict[str, int] = {}
+    broken = list(corrupt_uploads(videos[0]).items())
     lock = threading.Lock()
     local = threading.local()
 
@@ -38,6 +61,16 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
         nonlocal wrong, lost
         if not hasattr(local, "client"):
             local.client = CslrClient(url, timeout=timeout)
+        if is_corrupt(index, corrupt_share):
+            kind, data = broken[index % len(broken)]
+            try:
+                local.client.recognise_bytes(data)
+                tally = accepted
+            except RecognitionError:
+                tally = refused
+            with lock:
+                tally[kind] = tally.get(kind, 0) + 1
+            return
         start = time.perf_counter()
         try:
             result = local.client.recognise_bytes(videos[index % len(videos)])
@@ -54,9 +87,10 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
-    return {"throughput": requests / wall, "p50_ms": 1000 * percentile(latencies, 0.5),
+    return {"throughput": len(latencies) / wall, "p50_ms": 1000 * percentile(latencies, 0.5),
             "p90_ms": 1000 * percentile(latencies, 0.9), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "wrong": wrong, "lost": lost}
+            "wrong": wrong, "lost": lost, "valid": len(latencies), "corrupt_refused": refused,
+            "corrupt_accepted": accepted}
 
 
 @click.command("serve")
@@ -67,10 +101,12 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
 @click.option("--videos", "video_count", type=int, default=16, show_default=True, help="Distinct test videos.")
 @click.option("--max-queue-delay-us", type=int, default=20000, show_default=True)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Per request, seconds.")
+@click.option("--corrupt-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of requests replaced by broken uploads (random bytes, text, truncated, bit flips...).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/serve.json"),
               show_default=True)
 def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int, video_count: int,
-                max_queue_delay_us: int, timeout: float, json_out: Path) -> None:
+                max_queue_delay_us: int, timeout: float, corrupt_share: float, json_out: Path) -> None:
     """Throughput and p50/p90/p99 latency of the `cslr` ensemble, dynamic batching against none."""
     results: dict[str, dict[int, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="qslr-bench-serve-") as tmp:
@@ -87,8 +123,12 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 single = CslrClient(server.http_url, timeout=timeout)
                 expected = [single.recognise_bytes(v).glosses for v in videos]
-                results[name] = {level: load_run(server.http_url, videos, expected, level, requests, timeout)
-                                 for level in levels}
+                results[name] = {level: load_run(server.http_url, videos, expected, level, requests, timeout,
+                                                 corrupt_share) for level in levels}
+                if not server.ready():
+                    raise click.ClickException(f"{name}: the server was not ready after the load")
+                for level in levels:
+                    results[name][level]["server_ready_after"] = True
     rates = []
     for level in levels:
         for name in ("no batching", "dynamic batching"):
@@ -97,10 +137,13 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
     notes = {f"{name} c{level}": results[name][level] for name in results for level in levels}
     report("Serving the cslr ensemble (tritonserver, CPU, python backends)", "requests/s", rates,
            "no batching (same concurrency)", {"levels": list(levels), "requests": requests, "videos": len(videos),
-                                              "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint)},
+                                              "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint),
+                                              "corrupt_share": corrupt_share},
            json_out, notes=notes)
     for key, value in notes.items():
         click.echo(f"{key}: p50 {value['p50_ms']:.0f} ms, p90 {value['p90_ms']:.0f} ms, p99 {value['p99_ms']:.0f} ms, "
-                   f"wrong {value['wrong']}, lost {value['lost']}")
+                   f"wrong {value['wrong']}, lost {value['lost']} of {value['valid']} valid"
+                   + (f"; corrupt refused {value['corrupt_refused']}, answered {value['corrupt_accepted']}"
+                      if corrupt_share else ""))
     if any(v["wrong"] or v["lost"] for v in notes.values()):
         raise click.ClickException("some requests were lost or answered wrongly under load")

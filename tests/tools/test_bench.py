@@ -61,12 +61,17 @@ def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tmp_path):
 def test_bench_serve_checks_every_answer(checkpoint, tmp_path):
     out = tmp_path / "serve.json"
     result = CliRunner().invoke(cli, ["bench", "serve", "--checkpoint", str(checkpoint), "--concurrency", "1",
-                                      "--concurrency", "4", "--requests", "8", "--videos", "2", "--json-out",
-                                      str(out)])
+                                      "--concurrency", "4", "--requests", "16", "--videos", "2", "--corrupt-share",
+                                      "0.5", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert len(data["results"]) == 4
-    assert all(v["wrong"] == 0 and v["lost"] == 0 for v in data["notes"].values())
+    for run in data["notes"].values():
+        assert run["wrong"] == 0 and run["lost"] == 0 and run["valid"] == 8 and run["server_ready_after"]
+        assert sum(run["corrupt_refused"].values()) + sum(run["corrupt_accepted"].values()) == 8
+        # Bit flips may leave a decodable video; every other kind is no video at all, or a cut one.
+        assert set(run["corrupt_refused"]) >= {"random bytes", "text", "empty", "header alone",
+                                               "truncated to a seventh", "truncated to a half"}, run
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check really runs (minutes)")
