@@ -6,16 +6,19 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.atomic_output import OutputExistsError
 from pipelines.corpora import CORPORA, CorpusFormatError
-from pipelines.prepare import PreparationStopped, PrepareSettings, prepare_corpus
 from pipelines.prepared import DatasetFormatError, read_any_vocab
-from pipelines.summary import print_summary, summarise
+from pipelines.summary import print_prepare_report, print_summary, summarise
 from pipelines.synthetic.generator import generate_corpus
 from pipelines.synthetic.spec import SynthSpec, SynthSpecError
+
+if TYPE_CHECKING:
+    from pipelines.prepare import PrepareReport
 
 log = logging.getLogger(__name__)
 _DEFAULTS = SynthSpec()
@@ -75,7 +78,8 @@ def _parse_size(value: str) -> tuple[int, int]:
 @data.command("prepare")
 @click.argument("corpus", type=click.Choice(sorted(CORPORA)))
 @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The raw release (e.g. the folder holding phoenix-2014-multisigner).")
+              help="The raw release, or the folder it was unpacked into (e.g. the one holding "
+                   "phoenix-2014-multisigner, PHOENIX-2014-T-release-v3 or CSL-Daily).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--size", default="256x256", show_default=True, help="Frame size of the encoded videos (WxH).")
 @click.option("--crf", type=int, default=18, show_default=True, help="VP9 constant quality.")
@@ -84,27 +88,40 @@ def _parse_size(value: str) -> tuple[int, int]:
               help="Fix the gloss ids (a vocab.json or the original gloss_dict.npy); rows with other glosses are "
                    "refused.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad row instead of reporting and skipping it.")
+@click.option("--max-refused", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True,
+              help="Fail, leaving the dataset unmarked, when more than this share of the rows is refused.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it holds anything but this preparation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def prepare(corpus: str, root: Path, out: Path, size: str, crf: int, workers: int, vocab: Path | None, strict: bool,
-            overwrite: bool, as_json: bool) -> None:
-    """Turn a raw corpus release into a prepared dataset; a rerun resumes where a crash stopped."""
+            max_refused: float, overwrite: bool, as_json: bool) -> None:
+    """Turn a raw corpus release into a prepared dataset; a rerun resumes where a crash stopped.
+
+    Fails (exit 1) when a split ends up empty or more than --max-refused of the rows are refused.
+    """
+    # Imported here: encoding pulls in PyAV and PyTorch, which the other data commands do not all need.
+    from pipelines.prepare import PreparationFailed, PreparationStopped, PrepareSettings, prepare_corpus
+
     width, height = _parse_size(size)
-    settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite)
+    settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite, max_refused)
     try:
         glosses = read_any_vocab(vocab) if vocab else None
         report = prepare_corpus(corpus, root, out, settings, glosses)
+    except PreparationFailed as exc:
+        _show_preparation(exc.report, out, as_json, list_refusals=False)
+        raise click.ClickException(str(exc)) from None
     except (CorpusFormatError, DatasetFormatError, OutputExistsError, PreparationStopped) as exc:
         raise click.ClickException(str(exc)) from None
+    _show_preparation(report, out, as_json, list_refusals=True)
+
+
+def _show_preparation(report: PrepareReport, out: Path, as_json: bool, list_refusals: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=1))
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
         return
-    videos = ", ".join(f"{split} {count}" for split, count in report.videos.items())
-    click.echo(f"{out}: {sum(report.videos.values())} videos ({videos}), {report.frames} frames, "
-               f"{report.vocabulary} glosses, {report.disk_bytes / 2**20:.1f} MiB; {report.resumed} kept from an "
-               f"earlier run; {len(report.refused)} row(s) refused")
-    for refusal in report.refused:
-        click.echo(f"  refused {refusal.id} ({refusal.where}): {refusal.reason}")
+    if list_refusals:
+        for refusal in report.refused:
+            click.echo(f"  refused {refusal.id} ({refusal.where}): {refusal.reason}")
+    print_prepare_report(report, out)
 
 
 @data.command("summary")

@@ -2,7 +2,8 @@
 
 Parallel over videos, resumable (a video exists under its final name only once it is completely
 written, so a rerun keeps finished videos and redoes the rest), and the dataset looks complete only at
-the very end: vocab.json, the file that makes a folder a prepared dataset, is written last.
+the very end: vocab.json, the file that makes a folder a prepared dataset, is written last, and only when
+every split has videos and no more than ``max_refused`` of the rows were refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from rich.progress import Progress
 
 from pipelines.atomic_output import OutputExistsError, write_text_atomic
-from pipelines.corpora import CORPORA, RawRow, Refusal
+from pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
 from pipelines.gloss_normalisation import SENTENCE_NORMALISERS
 from pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
 from pipelines.stm import StmEntry, write_stm
@@ -34,8 +36,28 @@ MARKER = "prepare.json"
 REPORT = "prepare-report.json"
 
 
+# Causes of the refusals found here rather than by a corpus reader.
+DUPLICATE_ID = "duplicate id"
+EMPTY_ANNOTATION = "empty annotation"
+UNKNOWN_GLOSS = "gloss not in the vocabulary"
+MISSING_FRAMES = "missing frame folder"
+EMPTY_FRAMES = "empty frame folder"
+CORRUPT_FRAME = "corrupt frame"
+
+
 class PreparationStopped(RuntimeError):
     """--strict met a bad row."""
+
+
+class PreparationFailed(RuntimeError):
+    """Nothing, or too little, was prepared, so the folder is not marked complete.
+
+    The message is one line, then the refusals grouped by cause and counted; ``report`` holds every refused row.
+    """
+
+    def __init__(self, message: str, report: PrepareReport):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -46,20 +68,62 @@ class PrepareSettings:
     workers: int = 2
     strict: bool = False
     overwrite: bool = False
+    max_refused: float = 0.05  # the largest share of rows that may be refused before the preparation fails
+
+    def __post_init__(self):
+        if not 0.0 <= self.max_refused <= 1.0:
+            raise ValueError(f"max_refused must lie in [0, 1], got {self.max_refused}")
+
+
+@dataclass
+class SplitReport:
+    videos: int = 0
+    frames: int = 0
+    glosses: int = 0  # distinct glosses in the split's annotations
+    signers: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # cause -> rows
 
 
 @dataclass
 class PrepareReport:
     corpus: str
-    videos: dict[str, int] = field(default_factory=dict)
-    frames: int = 0
+    # The corpus splits, and "?" for rows refused before their split was known.
+    splits: dict[str, SplitReport] = field(default_factory=lambda: {split: SplitReport() for split in SPLITS})
     resumed: int = 0
     vocabulary: int = 0
     disk_bytes: int = 0
+    complete: bool = False  # passed every check; vocab.json is written right after the report
     refused: list[Refusal] = field(default_factory=list)
 
+    @property
+    def videos(self) -> int:
+        return sum(s.videos for s in self.splits.values())
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.splits.values())
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "refused": [asdict(r) for r in self.refused]}
+        fields = asdict(self)
+        refused = fields.pop("refused")
+        return {**fields, "videos": self.videos, "frames": self.frames,
+                "refused_by_cause": {cause: count for cause, count, _ in refusal_groups(self.refused)},
+                "refused": refused}
+
+
+def refusal_groups(refusals: list[Refusal]) -> list[tuple[str, int, Refusal]]:
+    """(cause, rows, the first such row) for each cause, the most frequent first."""
+    counts = Counter(r.cause for r in refusals)
+    first: dict[str, Refusal] = {}
+    for refusal in refusals:
+        first.setdefault(refusal.cause, refusal)
+    return [(cause, count, first[cause]) for cause, count in counts.most_common()]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    cause: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -70,12 +134,12 @@ class _Job:
     fps: float
 
 
-def _frame_files(row: RawRow) -> list[str] | str:
+def _frame_files(row: RawRow) -> list[str] | _Failed:
     folder = row.frames.parent
     if not folder.is_dir():
-        return f"missing frame folder {folder}"
+        return _Failed(MISSING_FRAMES, f"missing frame folder {folder}")
     files = sorted(glob.glob(str(row.frames)))
-    return files or f"empty frame folder: nothing matches {row.frames}"
+    return files or _Failed(EMPTY_FRAMES, f"empty frame folder: nothing matches {row.frames}")
 
 
 def _read_frame(path: str, size: tuple[int, int]):
@@ -84,15 +148,15 @@ def _read_frame(path: str, size: tuple[int, int]):
         return image.convert("RGB").resize(size, Image.LANCZOS)
 
 
-def _encode(job: _Job) -> tuple[int, bool] | str:
-    """(frames, resumed) or the reason the row is refused."""
+def _encode(job: _Job) -> tuple[int, bool] | _Failed:
+    """(frames, resumed) or why the row is refused."""
     row, target = job.row, job.target
     if target.is_file():
         with contextlib.suppress(VideoDecodeError):
             return len(read_frames(target)), True
         target.unlink()  # unreadable leftovers are redone
     files = _frame_files(row)
-    if isinstance(files, str):
+    if isinstance(files, _Failed):
         return files
     size = (job.settings.width, job.settings.height)
 
@@ -109,7 +173,7 @@ def _encode(job: _Job) -> tuple[int, bool] | str:
         count = write_vp9(partial, frames(), round(job.fps), Vp9Settings(crf=job.settings.crf))
     except _CorruptFrame as exc:
         partial.unlink(missing_ok=True)
-        return str(exc)
+        return _Failed(CORRUPT_FRAME, str(exc))
     os.replace(partial, target)
     return count, False
 
@@ -135,8 +199,11 @@ def _check_output(out: Path, corpus: str, settings: PrepareSettings) -> None:
 
 
 def _refuse(report: PrepareReport, refusal: Refusal, strict: bool) -> None:
-    log.warning("refused %s (%s): %s", refusal.id, refusal.where, refusal.reason)
+    # Each row is reported by the command and in prepare-report.json; the log holds it for -v runs.
+    log.info("refused %s (%s): %s", refusal.id, refusal.where, refusal.reason)
     report.refused.append(refusal)
+    causes = report.splits.setdefault(refusal.split, SplitReport()).refused
+    causes[refusal.cause] = causes.get(refusal.cause, 0) + 1
     if strict:
         raise PreparationStopped(f"{refusal.where}: video {refusal.id}: {refusal.reason} (--strict)")
 
@@ -149,15 +216,15 @@ def _accepted_rows(corpus: str, root: Path, vocab: dict[str, int] | None, report
         if isinstance(item, Refusal):
             _refuse(report, item, strict)
             continue
-        reason = None
+        failed = None
         if item.id in seen:
-            reason = f"duplicate id (first at {seen[item.id]})"
+            failed = _Failed(DUPLICATE_ID, f"duplicate id (first at {seen[item.id]})")
         elif not item.annotation.split():
-            reason = "empty annotation"
+            failed = _Failed(EMPTY_ANNOTATION, "empty annotation")
         elif vocab is not None and (unknown := [g for g in item.annotation.split() if g not in vocab]):
-            reason = f"gloss(es) not in the vocabulary: {', '.join(unknown)}"
-        if reason:
-            _refuse(report, Refusal(item.split, item.id, item.where, reason), strict)
+            failed = _Failed(UNKNOWN_GLOSS, f"gloss(es) not in the vocabulary: {', '.join(unknown)}")
+        if failed:
+            _refuse(report, Refusal(item.split, item.id, item.where, failed.reason, failed.cause), strict)
         else:
             seen[item.id] = item.where
             rows.append(item)
@@ -167,13 +234,19 @@ def _accepted_rows(corpus: str, root: Path, vocab: dict[str, int] | None, report
 def prepare_corpus(corpus: str, root: str | Path, out: str | Path, settings: PrepareSettings = PrepareSettings(),
                    vocab: dict[str, int] | None = None, show_progress: bool = True) -> PrepareReport:
     """Prepare ``corpus`` from its raw release at ``root`` into ``out``; ``vocab`` fixes the gloss ids
-    (for example the original's gloss_dict.npy), otherwise they are the sorted union of all splits."""
+    (for example the original's gloss_dict.npy), otherwise they are the sorted union of all splits.
+
+    Raises PreparationFailed, leaving the folder unmarked, when a split ends up empty or more than
+    ``settings.max_refused`` of the rows are refused.
+    """
     if corpus not in CORPORA:
         raise ValueError(f"unknown corpus {corpus!r} (known: {', '.join(CORPORA)})")
     root, out = Path(root), Path(out)
     report = PrepareReport(corpus)
     rows = _accepted_rows(corpus, root, vocab, report, settings.strict)
     _check_output(out, corpus, settings)
+    # Encoding can only refuse more, so a verdict already lost on the annotations saves hours of encoding.
+    _fail_unless_enough(report, rows, out, settings)
     for split in {row.split for row in rows}:
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
     jobs = [_Job(row, out / video_relpath(row.split, row.id), settings, CORPORA[corpus].fps) for row in rows]
@@ -188,23 +261,61 @@ def prepare_corpus(corpus: str, root: str | Path, out: str | Path, settings: Pre
             task = progress.add_task(f"encoding {corpus} videos", total=len(jobs))
             for job, outcome in zip(jobs, outcomes, strict=False):
                 progress.advance(task)
-                if isinstance(outcome, str):
-                    _refuse(report, Refusal(job.row.split, job.row.id, job.row.where, outcome), settings.strict)
+                if isinstance(outcome, _Failed):
+                    _refuse(report, Refusal(job.row.split, job.row.id, job.row.where, outcome.reason, outcome.cause),
+                            settings.strict)
                     continue
                 results[job.row.id], resumed = outcome
                 report.resumed += resumed
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
-    _write_annotations(corpus, out, [r for r in rows if r.id in results], results, settings, vocab, report)
+    prepared = [r for r in rows if r.id in results]
+    _count_splits(report, prepared, results)
+    _fail_unless_enough(report, prepared, out, settings)
+    _write_annotations(corpus, out, prepared, results, settings, vocab, report)
     return report
+
+
+def _count_splits(report: PrepareReport, rows: list[RawRow], frames: dict[str, int]) -> None:
+    for split in SPLITS:
+        split_rows = [r for r in rows if r.split == split]
+        counts = report.splits[split]
+        counts.videos = len(split_rows)
+        counts.frames = sum(frames[r.id] for r in split_rows)
+        counts.glosses = len({g for r in split_rows for g in r.annotation.split()})
+        counts.signers = len({r.signer for r in split_rows})
+
+
+def _fail_unless_enough(report: PrepareReport, rows: list[RawRow], out: Path, settings: PrepareSettings) -> None:
+    """Raise PreparationFailed when a split has no rows or too large a share of all rows was refused."""
+    refused, total = len(report.refused), len(rows) + len(report.refused)
+    share = refused / total if total else 1.0
+    empty = [split for split in SPLITS if not any(r.split == split for r in rows)]
+    if share <= settings.max_refused and total and not empty:
+        return
+    verdict = f"{share:.1%}" + (f", more than --max-refused {settings.max_refused:.1%}"
+                                 if share > settings.max_refused else "")
+    nothing = f", nothing left for {', '.join(empty)}" if empty and total else ""
+    report.disk_bytes = _disk_bytes(out)
+    write_text_atomic(out / REPORT, json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n")
+    summary = f"{refused} of {total} rows refused ({verdict}){nothing}" if total else "the annotations hold no rows"
+    lines = [f"{report.corpus}: {summary}; not marked complete"]
+    lines += [f"  {count:>7}  {cause} (first at {first.where}: {first.reason})"
+              for cause, count, first in refusal_groups(report.refused)]
+    lines.append(f"  every refused row, with file:line and reason: {out / REPORT}")
+    raise PreparationFailed("\n".join(lines), report)
+
+
+def _disk_bytes(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
 
 def _write_annotations(corpus: str, out: Path, rows: list[RawRow], frames: dict[str, int],
                        settings: PrepareSettings, vocab: dict[str, int] | None, report: PrepareReport) -> None:
     normalise = SENTENCE_NORMALISERS[CORPORA[corpus].normalisation]
     fps = CORPORA[corpus].fps
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         split_rows = [r for r in rows if r.split == split]
         records = [VideoRecord(r.id, video_relpath(split, r.id), frames[r.id], r.signer,
                                " ".join(r.annotation.split()), fps, settings.height, settings.width)
@@ -212,10 +323,9 @@ def _write_annotations(corpus: str, out: Path, rows: list[RawRow], frames: dict[
         write_records(out / f"{split}.jsonl", records)
         write_stm(out / f"{split}.stm", (StmEntry(r.id, r.signer, tuple(normalise(r.annotation).split()))
                                          for r in split_rows))
-        report.videos[split] = len(records)
-    report.frames = sum(frames.values())
     vocabulary = vocab if vocab is not None else build_vocab(r.annotation.split() for r in rows)
     report.vocabulary = len(vocabulary)
-    report.disk_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    write_text_atomic(out / REPORT, json.dumps(report.to_dict(), indent=1) + "\n")
+    report.complete = True
+    report.disk_bytes = _disk_bytes(out)
+    write_text_atomic(out / REPORT, json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n")
     write_vocab(out / VOCAB_FILE, vocabulary)  # last: from here on the folder is a prepared dataset

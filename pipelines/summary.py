@@ -1,15 +1,20 @@
-"""What a prepared dataset holds: videos, frames, glosses, signers per split, and its size on disk."""
+"""What a prepared dataset holds, or what a preparation made and refused: per split, and on disk."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.corpora import UNKNOWN_SPLIT
 from pipelines.prepared import PreparedDataset
+
+if TYPE_CHECKING:
+    from pipelines.prepare import PrepareReport
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,13 @@ def _size(num_bytes: int) -> str:
     return f"{value:.1f} GiB"
 
 
-def print_summary(summary: DatasetSummary, console: Console | None = None) -> None:
+def _console() -> Console:
     # Off a terminal rich assumes 80 columns, which would fold the table; logs have room for more.
-    console = console or Console(width=None if sys.stdout.isatty() else 110)
+    return Console(width=None if sys.stdout.isatty() else 110)
+
+
+def print_summary(summary: DatasetSummary, console: Console | None = None) -> None:
+    console = console or _console()
     table = Table(title=f"{summary.root}: {summary.vocabulary} glosses, {_size(summary.disk_bytes)} on disk")
     for column in ("split", "videos", "frames", "min", "mean", "max", "glosses", "distinct", "signers", "hours"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -83,3 +92,20 @@ def print_summary(summary: DatasetSummary, console: Console | None = None) -> No
     console.print("frames per video: min / mean / max; glosses: tokens in the annotations; distinct: glosses used")
     for s in summary.splits:
         console.print(f"{s.split} signers: {', '.join(s.signers)}")
+
+
+def print_prepare_report(report: PrepareReport, out: Path, console: Console | None = None) -> None:
+    """The per-split table of a preparation: what was made, and what was refused for which cause."""
+    console = console or _console()
+    state = f"complete, {report.vocabulary} glosses" if report.complete else "NOT complete, no vocab.json"
+    table = Table(title=f"{out} ({report.corpus}, {state}): {_size(report.disk_bytes)} on disk, "
+                        f"{report.resumed} videos kept from an earlier run")
+    for column in ("split", "videos", "frames", "glosses", "signers", "refused", "refused by cause"):
+        table.add_column(column, justify="left" if column in ("split", "refused by cause") else "right")
+    for split, s in report.splits.items():
+        causes = ", ".join(f"{cause} {count}" for cause, count in sorted(s.refused.items(), key=lambda c: -c[1]))
+        table.add_row(split, str(s.videos), str(s.frames), str(s.glosses), str(s.signers),
+                      str(sum(s.refused.values())), causes or "-")
+    console.print(table)
+    unknown = "; split ?: rows refused before their split was known" if UNKNOWN_SPLIT in report.splits else ""
+    console.print(f"glosses: distinct glosses in the split's annotations{unknown}")

@@ -178,8 +178,8 @@ def test_an_unrelated_output_folder_is_refused(raw_phoenix, tmp_path):
 
 
 def prepare_cli(corpus: str, root: Path, out: Path, *extra: str):
-    return CliRunner().invoke(cli, ["data", "prepare", corpus, "--root", str(root), "--out", str(out), "--size", "64x64",
-                                    "--workers", "1", *extra])
+    return CliRunner().invoke(cli, ["data", "prepare", corpus, "--root", str(root), "--out", str(out),
+                                    "--size", "64x64", "--workers", "1", *extra])
 
 
 @pytest.mark.parametrize("corpus", RELEASES)
