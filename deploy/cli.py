@@ -215,14 +215,20 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
         raise click.ClickException(str(exc)) from None
     click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
                err=True)
+    dead: list[str] = []
     try:
-        while not stop["requested"] and server.process.poll() is None:
+        while not stop["requested"] and server.process.poll() is None and not dead:
             time.sleep(0.5)
+            dead = server.dead_models()
     except KeyboardInterrupt:
         pass
     finally:
         code = server.process.poll()
         server.stop()
+    if dead:
+        # The server would go on answering every request to those models with an error while calling itself ready.
+        raise click.ClickException(f"python model {', '.join(dead)} died (its stub process exited); "
+                                   f"stopped tritonserver rather than serve errors")
     if code not in (None, 0):
         raise click.ClickException(f"tritonserver exited with code {code}")
 

@@ -139,6 +139,32 @@ def check_backends(repository: Path, binary: ServerBinary) -> None:
                           f"{TRITON_CONTAINER} (deploy/Dockerfile)")
 
 
+def python_stubs(server_pid: int) -> dict[int, str]:
+    """pid -> model name of each python-backend stub process the server started (Linux's /proc; empty elsewhere).
+
+    The server does not restart a stub that died: its model answers every request with an error while the
+    server still reports itself ready, so whoever runs the server has to watch the stubs.
+    """
+    stubs = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().split(b"\0") if parent == server_pid else []
+        except (OSError, ValueError, IndexError):
+            continue
+        if len(args) > 1 and args[0].endswith(b"triton_python_backend_stub"):
+            stubs[int(entry.name)] = Path(args[1].decode()).parent.parent.name  # <repository>/<model>/1/model.py
+    return stubs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a stub the server has not reaped yet is dead all the same
+
+
 class TritonServer:
     """A tritonserver process on 127.0.0.1 (by default); use as a context manager."""
 
@@ -150,6 +176,7 @@ class TritonServer:
         self.log_tail: deque[str] = deque(maxlen=60)
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._shm_before: set[str] = set()
+        self.stubs: dict[int, str] = {}
 
     @property
     def http_url(self) -> str:
@@ -215,11 +242,16 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting:\n{tail}")
             if self.ready():
                 log.info("tritonserver ready on %s (HTTP) and %s (gRPC)", self.http_url, self.grpc_url)
+                self.stubs = python_stubs(self.process.pid)
                 return
             time.sleep(0.3)
         tail = "\n".join(list(self.log_tail)[-15:])
         self.stop()
         raise ServerError(f"tritonserver was not ready after {self.startup_timeout:.0f} s:\n{tail}")
+
+    def dead_models(self) -> list[str]:
+        """Python models whose stub process has died since the server became ready."""
+        return sorted({model for pid, model in self.stubs.items() if not _alive(pid)})
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

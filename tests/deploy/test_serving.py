@@ -198,6 +198,57 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
     assert any((after[m][0] - before[m][0]) > (after[m][1] - before[m][1]) for m in before), (before, after)
 
 
+@pytest.mark.timeout(180)
+def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ports = [free_port() for _ in range(3)]
+    command = [sys.executable, "-m", "tools.cli", "serve", str(repository), "--http-port", str(ports[0]),
+               "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    try:
+        client = CslrClient(f"127.0.0.1:{ports[0]}", timeout=20)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                good = client.recognise_file(videos[0])
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(1)
+        else:
+            pytest.fail("qslr serve did not come up")
+        assert good.glosses
+        stubs = {model: pid for pid, model in server_module.python_stubs(_tritonserver_pid(serve.pid)).items()}
+        assert set(stubs) == {"preprocess", "visual", "ctc_decoder"}
+        os.kill(stubs["preprocess"], signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - an error, not a hang: "not healthy", or the server gone
+            client.recognise_file(videos[0])
+        assert time.monotonic() - started < 20
+        output, _ = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+    assert serve.returncode == 1
+    assert "python model preprocess died (its stub process exited)" in output.splitlines()[-1], output[-2000:]
+
+
+def _tritonserver_pid(parent: int) -> int:
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == str(parent) and "tritonserver" in stat.split(")")[0]:
+            return int(entry.name)
+    raise AssertionError(f"no tritonserver under process {parent}")
+
+
 def test_serve_fails_fast_when_the_port_is_taken(repository):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
