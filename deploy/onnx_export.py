@@ -12,14 +12,16 @@ import numpy as np
 import onnx
 import torch
 
+from deploy import tensor_names as names
 from deploy.served_model import ServedModel, fix_adaptive_pools
 from model.checkpoints import load_checkpoint
+from pipelines.atomic_output import atomic_path
 
 log = logging.getLogger(__name__)
 OPSET = 17  # within the opsets TensorRT's ONNX parser imports
-INPUTS = ("frames", "lengths")
-OUTPUTS = ("log_probs", "output_lengths")
-TOPK_OUTPUTS = ("topk_log_probs", "topk_ids")
+INPUTS = (names.FRAMES, names.LENGTHS)
+OUTPUTS = (names.LOG_PROBS, names.OUTPUT_LENGTHS)
+TOPK_OUTPUTS = (names.TOPK_LOG_PROBS, names.TOPK_IDS)
 
 
 @dataclass(frozen=True)
@@ -56,26 +58,26 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     outputs = OUTPUTS + (TOPK_OUTPUTS if top_k else ())
-    dynamic = {"frames": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "steps"},
-               "output_lengths": {0: "batch"}}
+    dynamic = {names.FRAMES: {0: "batch", 1: "time"}, names.LENGTHS: {0: "batch"},
+               names.LOG_PROBS: {0: "batch", 1: "steps"}, names.OUTPUT_LENGTHS: {0: "batch"}}
     if top_k:
         dynamic.update({name: {0: "batch", 1: "steps"} for name in TOPK_OUTPUTS})
-    tmp = out.with_name(f".{out.name}.tmp")
-    # The legacy exporter keeps the time axis dynamic through the BiLSTM's forward-only LSTM layers, which
-    # become ONNX LSTMs; the dynamo exporter traces with torch.export, which unrolls an LSTM over the frames.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(INPUTS),
-                          output_names=list(outputs), dynamic_axes=dynamic, opset_version=opset, dynamo=False)
-    graph = onnx.load(str(tmp))
-    metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
-                "qslr_height": str(height), "qslr_width": str(width), "qslr_num_classes": str(served.model.num_classes),
-                "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"])}
-    for key, value in metadata.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(tmp))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        # The legacy exporter keeps the time axis dynamic through the BiLSTM's forward-only LSTM layers, which
+        # become ONNX LSTMs; the dynamo exporter traces with torch.export, which unrolls an LSTM over the frames.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(INPUTS),
+                              output_names=list(outputs), dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+        graph = onnx.load(str(tmp))
+        metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
+                    "qslr_height": str(height), "qslr_width": str(width),
+                    "qslr_num_classes": str(served.model.num_classes),
+                    "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"])}
+        for key, value in metadata.items():
+            graph.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
     return ExportInfo(out, height, width, served.crop_size, served.model.num_classes, top_k)
 
 
@@ -98,7 +100,7 @@ def max_difference(served: ServedModel, session, frames: torch.Tensor, lengths: 
     """Largest |PyTorch - onnxruntime| over the valid steps of every sample."""
     with torch.no_grad():
         expected, expected_lengths = served(frames, lengths)[:2]
-    got, got_lengths = session.run(list(OUTPUTS), {"frames": frames.numpy(), "lengths": lengths.numpy()})[:2]
+    got, got_lengths = session.run(list(OUTPUTS), {names.FRAMES: frames.numpy(), names.LENGTHS: lengths.numpy()})[:2]
     if not np.array_equal(got_lengths, expected_lengths.numpy()):
         raise AssertionError(f"output lengths differ: onnxruntime {got_lengths}, PyTorch {expected_lengths.tolist()}")
     return max(float(np.abs(got[i, :n] - expected[i, :n].numpy()).max()) for i, n in enumerate(got_lengths))

@@ -79,6 +79,3 @@ def config_problems(config: model_config_pb2.ModelConfig, model: onnx.ModelProto
             problems.append(f"{config.name}: the graph's input {name} is missing from the config")
     return problems
 
-
-def check_config_file(config_path: str | Path, onnx_path: str | Path) -> list[str]:
-    return config_problems(read_config(config_path), onnx.load(str(onnx_path), load_external_data=False))

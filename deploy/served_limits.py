@@ -42,10 +42,6 @@ class ServedLimits:
         if problem:
             raise ClipTooLongError(problem)
 
-    def padded_frames(self, frames: int) -> int:
-        """How many frames a clip of ``frames`` is sent as."""
-        return max(frames, self.min_frames)
-
 
 def pad_to_minimum(frames: np.ndarray, minimum: int) -> np.ndarray:
     """(T, H, W, 3) -> (max(T, minimum), H, W, 3), the added frames blank; the caller keeps the true length."""

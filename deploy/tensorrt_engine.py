@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy import tensor_names as names
 from deploy.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from deploy.served_limits import ServedLimits
-from pipelines.atomic_output import write_text_atomic
+from pipelines.atomic_output import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def profile_shapes(shapes: ShapeRange, height: int, width: int) -> dict[str, tup
                                                          (shapes.opt_batch, shapes.opt_time),
                                                          (shapes.max_batch, shapes.max_time)))
     lengths = tuple((b,) for b in (shapes.min_batch, shapes.opt_batch, shapes.max_batch))
-    return {"frames": frames, "lengths": lengths}
+    return {names.FRAMES: frames, names.LENGTHS: lengths}
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     # The record first: a plan never lies in place without the facts needed to judge it.
     write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, "fp16" if fp16 else "fp32",
                                           onnx_path.name))
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(out)
+    write_bytes_atomic(out, bytes(serialized))
     if cache_path:
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     return out
 
 
@@ -230,12 +229,12 @@ class EngineRunner:
 
     def __call__(self, frames: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         torch = self.torch
-        inputs = {"frames": torch.from_numpy(frames).cuda(), "lengths": torch.from_numpy(lengths).cuda()}
+        inputs = {names.FRAMES: torch.from_numpy(frames).cuda(), names.LENGTHS: torch.from_numpy(lengths).cuda()}
         for name, tensor in inputs.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
-        dtypes = {"log_probs": torch.float32, "output_lengths": torch.int64, "topk_log_probs": torch.float32,
-                  "topk_ids": torch.int64}
+        dtypes = {names.LOG_PROBS: torch.float32, names.OUTPUT_LENGTHS: torch.int64,
+                  names.TOPK_LOG_PROBS: torch.float32, names.TOPK_IDS: torch.int64}
         results = {}
         for name in self.outputs:
             results[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtypes[name], device="cuda")
@@ -251,9 +250,10 @@ def engine_parity(plan: str | Path, onnx_path: str | Path, frames: np.ndarray, l
     """Largest |TensorRT - onnxruntime| of the log-probabilities over valid steps."""
     from deploy.onnx_export import onnx_session
 
-    expected, expected_lengths = onnx_session(onnx_path).run(["log_probs", "output_lengths"],
-                                                             {"frames": frames, "lengths": lengths})
+    expected, expected_lengths = onnx_session(onnx_path).run(
+        [names.LOG_PROBS, names.OUTPUT_LENGTHS], {names.FRAMES: frames, names.LENGTHS: lengths})
     got = EngineRunner(plan)(frames, lengths)
-    if not np.array_equal(got["output_lengths"], expected_lengths):
+    if not np.array_equal(got[names.OUTPUT_LENGTHS], expected_lengths):
         raise AssertionError("TensorRT and onnxruntime disagree on the output lengths")
-    return max(float(np.abs(got["log_probs"][i, :n] - expected[i, :n]).max()) for i, n in enumerate(expected_lengths))
+    log_probs = got[names.LOG_PROBS]
+    return max(float(np.abs(log_probs[i, :n] - expected[i, :n]).max()) for i, n in enumerate(expected_lengths))

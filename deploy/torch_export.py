@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.export import Dim, ExportedProgram
 
+from deploy import tensor_names as names
 from deploy.served_model import ServedModel
 from deploy.tensorrt_engine import ShapeRange
 from model.temporal_conv import output_lengths
@@ -15,7 +16,7 @@ def dynamic_shapes(shapes: ShapeRange) -> dict[str, dict[int, Dim]]:
     """torch.export's dims for ``frames`` and ``lengths``, over the profile's bounds; one batch dim for both."""
     batch = _dim("batch", shapes.min_batch, shapes.max_batch)
     time = _dim("time", shapes.min_time, shapes.max_time)
-    return {"frames": {0: batch, 1: time}, "lengths": {0: batch}}
+    return {names.FRAMES: {0: batch, 1: time}, names.LENGTHS: {0: batch}}
 
 
 def export_program(served: ServedModel, shapes: ShapeRange) -> ExportedProgram:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 
+from deploy import tensor_names as names
 from deploy.onnx_export import served_from_checkpoint
 from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError, profile_shapes
 from deploy.torch_export import dynamic_shapes, export_example, export_program
+from pipelines.atomic_output import atomic_path
 
 
 def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
@@ -31,7 +33,8 @@ def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRang
     program = export_program(served, shapes)
     profile = profile_shapes(shapes, height, width)
     inputs = [torch_tensorrt.Input(min_shape=low, opt_shape=mid, max_shape=high, dtype=dtype)
-              for (low, mid, high), dtype in ((profile["frames"], torch.uint8), (profile["lengths"], torch.int64))]
+              for (low, mid, high), dtype in ((profile[names.FRAMES], torch.uint8),
+                                                 (profile[names.LENGTHS], torch.int64))]
     # torch-tensorrt 2.10 to 2.14 (TensorRT 10.12 and 11): networks are strongly typed (explicit typing is the
     # default), so each layer runs in the type the graph gives it and `enabled_precisions` lowers nothing; some
     # releases refuse it outright. Half precision comes from the rule-based autocast pass, which inserts the
@@ -40,9 +43,7 @@ def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRang
                  "autocast_excluded_ops": {torch.ops.qslr.lstm.default}} if fp16 else {}
     compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, **precision)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),
-                        dynamic_shapes=dynamic_shapes(shapes))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),
+                            dynamic_shapes=dynamic_shapes(shapes))
     return out

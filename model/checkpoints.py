@@ -7,9 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ import numpy as np
 import torch
 
 from model.network import SLRModel, build_model
+from pipelines.atomic_output import atomic_path
 
 FORMAT, VERSION = "qslr", 1
 
@@ -55,18 +53,9 @@ def load_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
 
 
 def save_file(path: str | Path, data: dict[str, Any]) -> None:
-    """torch.save through a temporary file in the same folder, so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save that never leaves half a checkpoint behind a crash."""
+    with atomic_path(path) as tmp:
         torch.save(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

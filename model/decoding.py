@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BLANK = 0
+from pipelines.prepared import BLANK_ID as BLANK
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.network import ModelOutput
+from pipelines.prepared import BLANK_ID as BLANK
 
-BLANK = 0
 TERMS = ("SeqCTC", "ConvCTC", "Dist")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss came out inf or NaN; the message names the videos responsible."""
 
 
 def ctc_per_sample(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -52,11 +48,6 @@ class LossResult:
     def nonfinite_ids(self, ids: Sequence[str]) -> list[str]:
         bad = ~torch.isfinite(self.per_sample)
         return [ids[i] for i in bad.nonzero().flatten().tolist()] or list(ids)
-
-    def raise_if_nonfinite(self, ids: Sequence[str]) -> None:
-        if not self.is_finite():
-            culprits = ", ".join(self.nonfinite_ids(ids))
-            raise NonFiniteLossError(f"non-finite loss ({self.total.item()}) in videos {culprits}")
 
 
 class VACLoss(nn.Module):

@@ -32,6 +32,7 @@ def atomic_directory(destination: str | os.PathLike, overwrite: bool = False) ->
         raise OutputExistsError(f"{destination}: directory is not empty (pass --overwrite to replace it)")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should be readable as usual
     try:
         yield staging
     except BaseException:
@@ -48,16 +49,52 @@ def atomic_directory(destination: str | os.PathLike, overwrite: bool = False) ->
         os.replace(staging, destination)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``atomic_path`` builds ``path``: a hidden sibling with the same suffix, so that writers that
+    choose a format by the file name still do, and a rerun after a crash overwrites the leftover."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path for the caller to write ``path``'s content to; if the block succeeds, that file
+    is flushed to disk, given the permissions a new file has under the umask, and renamed to ``path``. If it
+    fails, the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = partial_path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        yield tmp
+        descriptor = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy in chunks, never holding the whole file in memory."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-SPLITS = ("train", "dev", "test")
+from pipelines.prepared import SPLITS
+
 UNKNOWN_SPLIT = "?"
 
 # Short causes, shared by every reader, by which refusals are grouped and counted in reports.

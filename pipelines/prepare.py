@@ -13,7 +13,6 @@ import glob
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rich.progress import Progress
 
-from pipelines.atomic_output import OutputExistsError, write_text_atomic
+from pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
 from pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
 from pipelines.gloss_normalisation import SENTENCE_NORMALISERS
 from pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
@@ -168,13 +167,11 @@ def _encode(job: _Job) -> tuple[int, bool] | _Failed:
                 raise _CorruptFrame(f"corrupt frame {path}: {exc}") from None
             yield np.asarray(image)
 
-    partial = target.with_name(f".{target.name}.partial")
     try:
-        count = write_vp9(partial, frames(), round(job.fps), Vp9Settings(crf=job.settings.crf))
+        with atomic_path(target) as partial:
+            count = write_vp9(partial, frames(), round(job.fps), Vp9Settings(crf=job.settings.crf))
     except _CorruptFrame as exc:
-        partial.unlink(missing_ok=True)
         return _Failed(CORRUPT_FRAME, str(exc))
-    os.replace(partial, target)
     return count, False
 
 

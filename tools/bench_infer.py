@@ -10,6 +10,7 @@ import click
 import numpy as np
 import torch
 
+from deploy import tensor_names as names
 from deploy.onnx_export import OUTPUTS, example_inputs, export_onnx, onnx_session, served_from_checkpoint
 from pipelines.prepared import PreparedDataset
 from tools.bench_models import checkpoint_or_quick_one
@@ -67,7 +68,7 @@ def _eager(served, clips, lengths, device) -> int:
 
 
 def _ort(session, clips, lengths) -> int:
-    session.run(list(OUTPUTS), {"frames": clips.numpy(), "lengths": lengths.numpy()})
+    session.run(list(OUTPUTS), {names.FRAMES: clips.numpy(), names.LENGTHS: lengths.numpy()})
     return len(clips)
 
 

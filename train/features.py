@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.network import SLRModel
-from pipelines.atomic_output import write_text_atomic
+from pipelines.atomic_output import atomic_path, write_text_atomic
 from train.config import ExperimentConfig
 from train.data import make_loader
 
@@ -34,10 +34,8 @@ def extract_features(model: SLRModel, config: ExperimentConfig, split: str, devi
         for row, video_id in enumerate(batch.ids):
             length = int(batch.lengths[row])
             features = np.ascontiguousarray(framewise[row, :length])
-            tmp = folder / f".{video_id}.npy.tmp"
-            with tmp.open("wb") as handle:
+            with atomic_path(folder / f"{video_id}.npy") as tmp, tmp.open("wb") as handle:
                 np.save(handle, features)
-            tmp.replace(folder / f"{video_id}.npy")
             rows.append({"id": video_id, "frames": length, "feature_dim": int(features.shape[1]),
                          "targets": batch.targets[offsets[row]:offsets[row + 1]].tolist()})
     write_text_atomic(folder / "index.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.losses import VACLoss
 from model.network import SLRModel, build_model
+from pipelines.atomic_output import copy_atomic
 from pipelines.prepared import PreparedDataset
 from train.checkpointing import (
     gather_rng_states,
@@ -295,9 +296,9 @@ class Trainer:
         if self.env.is_main:
             last = self.work_dir / "checkpoints" / "last.pt"
             if improved:
-                _copy(last, self.work_dir / "checkpoints" / "best.pt")
+                copy_atomic(last, self.work_dir / "checkpoints" / "best.pt")
             if complete and epoch % self.config.train.save_interval == 0:
-                _copy(last, self.work_dir / "checkpoints" / f"epoch{epoch}.pt")
+                copy_atomic(last, self.work_dir / "checkpoints" / f"epoch{epoch}.pt")
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -308,12 +309,6 @@ def weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(source.read_bytes())
-    tmp.replace(target)
 
 
 def train(config: ExperimentConfig, resume: str | None = None) -> TrainOutcome:

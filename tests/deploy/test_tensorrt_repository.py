@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 
 from deploy.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from deploy.onnx_export import export_onnx
-from deploy.repository_checks import check_config_file, config_problems, read_config
+from deploy.repository_checks import config_problems, read_config
 from deploy.served_limits import ServedLimits
 from deploy.server import Ports, ServerError, TritonServer, free_port, required_backends
 from deploy.tensorrt_engine import EngineMismatchError, EngineRecord, ShapeRange, write_engine_record
@@ -57,7 +57,7 @@ def test_the_tensorrt_config_describes_the_exported_graph(tensorrt_repository, e
     visual = tensorrt_repository / "visual"
     config = read_config(visual / "config.pbtxt")
     assert config.platform == "tensorrt_plan" and config.max_batch_size == LIMITS.max_batch
-    assert check_config_file(visual / "config.pbtxt", exported) == []
+    assert config_problems(config, onnx.load(str(exported))) == []
     assert sorted(p.name for p in (visual / "1").iterdir()) == ["model.plan"]
     classes = load_checkpoint(checkpoint).model.num_classes
     assert [list(o.dims) for o in config.output] == [[-1, classes], [1]]
