@@ -28,20 +28,20 @@ def _with_shapes(function):
 
 
 def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tuple[int, int]:
-    """The prepared videos' size, from the training config's dataset, unless given."""
+    """The frame size the checkpoint's input section states, unless given."""
     if height and width:
         return height, width
-    from model.checkpoints import load_checkpoint
-    from pipelines.prepared import PreparedDataset
+    from model.checkpoints import CheckpointError
+    from train.checkpointing import load_trained
 
-    config = load_checkpoint(checkpoint).config or {}
     try:
-        dataset = PreparedDataset(config["data"]["root"])
-        record = dataset.records(dataset.splits()[0])[0]
-    except Exception as exc:  # noqa: BLE001 - any failure means: ask the user
-        raise click.ClickException(f"cannot tell the frame size from the training data ({exc}); "
-                                   f"pass --height and --width") from None
-    return height or record.height, width or record.width
+        spec = load_trained(checkpoint).input
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    if spec.height is None or spec.width is None:
+        raise click.ClickException(f"{checkpoint}: states no frame size (written before checkpoints carried it, "
+                                   f"and its training data is not here); pass --height and --width")
+    return height or spec.height, width or spec.width
 
 
 @click.group("export")

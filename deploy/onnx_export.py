@@ -14,8 +14,9 @@ import torch
 
 from deploy import tensor_names as names
 from deploy.served_model import ServedModel, fix_adaptive_pools
-from model.checkpoints import load_checkpoint
+from model.checkpoints import CheckpointError
 from pipelines.atomic_output import atomic_path
+from train.checkpointing import load_trained
 
 log = logging.getLogger(__name__)
 OPSET = 17  # within the opsets TensorRT's ONNX parser imports
@@ -36,12 +37,12 @@ class ExportInfo:
 
 def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None,
                            frame_size: tuple[int, int] | None = None) -> tuple[ServedModel, dict]:
-    loaded = load_checkpoint(checkpoint)
-    if loaded.config is None or loaded.vocab is None:
-        raise ValueError(f"{checkpoint}: needs a training config and vocabulary (a checkpoint from `qslr train`)")
-    crop = loaded.config["data"]["crop_size"]
-    return ServedModel(loaded.model.float().eval(), crop, top_k, frame_size), \
-        {"vocab": loaded.vocab, "config": loaded.config}
+    try:
+        trained = load_trained(checkpoint)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
+    return ServedModel(trained.model.float().eval(), trained.input.crop_size, top_k, frame_size), \
+        {"vocab": trained.vocab, "config": trained.config.to_dict(), "input": trained.input}
 
 
 def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

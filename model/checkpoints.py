@@ -1,14 +1,19 @@
 """QSLR checkpoint files: the network's weights with everything needed to rebuild and use it.
 
-    {"format": "qslr", "version": 1, "num_classes": C, "model_sections": {frame_encoder, temporal,
-     sequence, classifier}, "model_state_dict": ..., "vocab": {gloss: id} | None, "config": dict | None,
-     "training": dict | None}
+    {"format": "qslr", "version": 2, "num_classes": C, "model_sections": {frame_encoder, temporal,
+     sequence, classifier}, "model_state_dict": ..., "vocab": {gloss: id} | None,
+     "input": {height, width, crop_size, kernels, left_padding, total_padding, fps, pixel_offset,
+               pixel_scale} | None, "config": dict | None, "training": dict | None}
+
+The input section is the model's contract with whoever feeds it: export, serving and the benchmarks take
+the frame size and everything else from it and never open a dataset. Version 1 files had none; they are
+migrated on loading (``migrate``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,29 @@ import torch
 
 from model.network import SLRModel, build_model
 from pipelines.atomic_output import atomic_path
+from pipelines.temporal_padding import VAC_KERNELS, padding_for
 
-FORMAT, VERSION = "qslr", 1
+FORMAT, VERSION = "qslr", 2
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network expects of its input: frames of height x width, a centre (or random) crop of
+    crop_size, pixels mapped by (value - pixel_offset) / pixel_scale, clips padded for the temporal kernels."""
+
+    height: int | None  # None: unknown (a migrated checkpoint whose training data is not at hand)
+    width: int | None
+    crop_size: int
+    kernels: tuple[str, ...]
+    left_padding: int
+    total_padding: int
+    fps: float | None
+    pixel_offset: float = 127.5
+    pixel_scale: float = 127.5
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(**{**data, "kernels": tuple(data["kernels"])})
 
 
 class CheckpointError(ValueError):
@@ -63,19 +89,44 @@ class LoadedModel:
     model: SLRModel
     vocab: dict[str, int] | None
     model_sections: dict[str, dict]
+    input: InputSpec | None
     config: dict | None
     training: dict | None
 
 
 def checkpoint_dict(model: SLRModel, model_sections: dict[str, dict], vocab: dict[str, int] | None,
-                    config: dict | None = None, training: dict | None = None) -> dict[str, Any]:
+                    input_spec: InputSpec | None = None, config: dict | None = None,
+                    training: dict | None = None) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "num_classes": model.num_classes, "model_sections": model_sections,
-            "model_state_dict": model.state_dict(), "vocab": vocab, "config": config, "training": training}
+            "model_state_dict": model.state_dict(), "vocab": vocab,
+            "input": asdict(input_spec) if input_spec else None, "config": config, "training": training}
 
 
 def save_checkpoint(path: str | Path, model: SLRModel, model_sections: dict[str, dict],
-                    vocab: dict[str, int] | None, config: dict | None = None, training: dict | None = None) -> None:
-    save_file(path, checkpoint_dict(model, model_sections, vocab, config, training))
+                    vocab: dict[str, int] | None, input_spec: InputSpec | None = None, config: dict | None = None,
+                    training: dict | None = None) -> None:
+    save_file(path, checkpoint_dict(model, model_sections, vocab, input_spec, config, training))
+
+
+def input_spec_for(kernels: tuple[str, ...] | list[str], crop_size: int, height: int | None, width: int | None,
+                   fps: float | None) -> InputSpec:
+    left, total = padding_for(kernels)
+    return InputSpec(height, width, crop_size, tuple(kernels), left, total, fps)
+
+
+def migrate(data: dict[str, Any], frame_source: Callable[[str], tuple[int, int, float] | None] = lambda root: None
+            ) -> dict[str, Any]:
+    """A version 1 checkpoint as version 2: its input section derived from its config (crop size) and model
+    sections (kernels); the frame size and rate from ``frame_source(data root)``, which may know none."""
+    if data.get("version") != 1:
+        return data
+    config = data.get("config") or {}
+    input_spec = None
+    if "crop_size" in config.get("data", {}):
+        frames = frame_source(config["data"].get("root", "")) or (None, None, None)
+        input_spec = asdict(input_spec_for(data["model_sections"]["temporal"].get("kernels", VAC_KERNELS),
+                                           config["data"]["crop_size"], *frames))
+    return {**data, "version": 2, "input": input_spec}
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -101,11 +152,14 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(path: str | Path) -> LoadedModel:
+def load_checkpoint(path: str | Path,
+                    frame_source: Callable[[str], tuple[int, int, float] | None] = lambda root: None) -> LoadedModel:
+    """``frame_source`` tells an old checkpoint's frame size and rate from its data root (see ``migrate``)."""
     data = load_file(path)
     if data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a QSLR checkpoint (for the original VAC code's files use "
                               f"`qslr model import-vac`)")
+    data = migrate(data, frame_source)
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {data.get('version')} is not supported (want {VERSION})")
     sections = data["model_sections"]
@@ -113,4 +167,5 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     skeleton = {**sections, "frame_encoder": {**sections["frame_encoder"], "weights": None}}
     model = build_model(data["num_classes"], **skeleton)
     load_state_dict_strict(model, data["model_state_dict"], str(path))
-    return LoadedModel(model, data.get("vocab"), sections, data.get("config"), data.get("training"))
+    spec = InputSpec.from_dict(data["input"]) if data.get("input") else None
+    return LoadedModel(model, data.get("vocab"), sections, spec, data.get("config"), data.get("training"))

@@ -12,9 +12,9 @@ import torch
 
 from deploy import tensor_names as names
 from deploy.onnx_export import OUTPUTS, example_inputs, export_onnx, onnx_session, served_from_checkpoint
-from pipelines.prepared import PreparedDataset
 from tools.bench_models import checkpoint_or_quick_one
 from tools.benchmark_report import Rate, measure, report, with_ratios
+from train.checkpointing import load_trained
 
 
 @click.command("infer")
@@ -32,9 +32,9 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
     """Served signature (uint8 frames -> log-probabilities) at several batch sizes, one run."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="qslr-bench-infer-") as tmp:
-        checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
-        record = PreparedDataset(root).records("test")[0]
-        height, width = record.height, record.width
+        checkpoint, _ = checkpoint_or_quick_one(checkpoint, Path(tmp))
+        spec = load_trained(checkpoint).input
+        height, width = spec.height, spec.width
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, onnx_path, height, width)
         served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))

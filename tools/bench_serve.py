@@ -20,6 +20,7 @@ from deploy.triton_repository import RepositorySettings, build_repository
 from pipelines.prepared import PreparedDataset
 from tools.bench_models import checkpoint_or_quick_one
 from tools.benchmark_report import Rate, report
+from train.checkpointing import load_trained
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -114,12 +115,12 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
         dataset = PreparedDataset(root)
         records = dataset.records("test")[:video_count]
         videos = [dataset.video_path(r).read_bytes() for r in records]
-        record = records[0]
+        spec = load_trained(checkpoint).input
         for batching in (False, True):
             name = "dynamic batching" if batching else "no batching"
             repository = Path(tmp) / ("batched" if batching else "unbatched")
             settings = RepositorySettings(dynamic_batching=batching, max_queue_delay_us=max_queue_delay_us)
-            build_repository(checkpoint, repository, settings, record.height, record.width)
+            build_repository(checkpoint, repository, settings, spec.height, spec.width)
             with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 single = CslrClient(server.http_url, timeout=timeout)
                 expected = [single.recognise_bytes(v).glosses for v in videos]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.checkpoints import checkpoint_dict, load_file, save_file
+from model.checkpoints import (
+    CheckpointError,
+    InputSpec,
+    checkpoint_dict,
+    input_spec_for,
+    load_checkpoint,
+    load_file,
+    save_file,
+)
 from model.network import SLRModel
-from train.config import ExperimentConfig
+from pipelines.prepared import PreparedDataset
+from train.config import ExperimentConfig, build
 from train.distributed import DistEnv
 
 
@@ -46,8 +55,45 @@ def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
 
 
 def save_training_checkpoint(path: Path, model: SLRModel, config: ExperimentConfig, vocab: dict[str, int],
-                             training: dict[str, Any]) -> None:
-    save_file(path, checkpoint_dict(model, model_sections(config), vocab, config.to_dict(), training))
+                             input_spec: InputSpec, training: dict[str, Any]) -> None:
+    save_file(path, checkpoint_dict(model, model_sections(config), vocab, input_spec, config.to_dict(), training))
+
+
+def dataset_input(config: ExperimentConfig) -> InputSpec:
+    """The input contract of a model trained on ``config``'s dataset (its training videos' size and rate)."""
+    frames = dataset_frames(config.data.root)
+    if frames is None:
+        raise ValueError(f"{config.data.root}: no prepared training videos to take the frame size from")
+    return input_spec_for(config.model.temporal.kernels, config.data.crop_size, *frames)
+
+
+def dataset_frames(root: str | Path) -> tuple[int, int, float] | None:
+    """(height, width, fps) of a prepared dataset's first video, or None where there is none: the only place a
+    checkpoint's frame size is read from data, for checkpoints written before they carried it."""
+    try:
+        dataset = PreparedDataset(root)
+        record = dataset.records(dataset.splits()[0])[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return record.height, record.width, record.fps
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint from `qslr train`, typed: the network, its config, vocabulary and input contract."""
+
+    model: SLRModel
+    config: ExperimentConfig
+    vocab: dict[str, int]
+    input: InputSpec
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    loaded = load_checkpoint(path, dataset_frames)
+    if loaded.config is None or loaded.vocab is None or loaded.input is None:
+        raise CheckpointError(f"{path}: needs a training config, vocabulary and input section (a checkpoint "
+                              f"from `qslr train`)")
+    return TrainedModel(loaded.model, build(ExperimentConfig, loaded.config, str(path)), loaded.vocab, loaded.input)
 
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:

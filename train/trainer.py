@@ -22,6 +22,7 @@ from model.network import SLRModel, build_model
 from pipelines.atomic_output import copy_atomic
 from pipelines.prepared import PreparedDataset
 from train.checkpointing import (
+    dataset_input,
     gather_rng_states,
     load_training_checkpoint,
     model_sections,
@@ -101,6 +102,7 @@ class Trainer:
         self.config, self.env = config, env
         self.work_dir = Path(config.train.work_dir)
         self.vocab = PreparedDataset(config.data.root).vocab
+        self.input_spec = dataset_input(config)
         seed_everything(config.train.seed)  # identical initial weights on every rank
         model = build_model(len(self.vocab) + 1, **model_sections(config)).to(env.device)
         self.model: SLRModel = convert_sync_batchnorm(model, env)
@@ -128,7 +130,7 @@ class Trainer:
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                     "rng": states, "world_size": self.env.world_size}
         path = self.work_dir / "checkpoints" / name
-        save_training_checkpoint(path, self.model, self.config, self.vocab, training)
+        save_training_checkpoint(path, self.model, self.config, self.vocab, self.input_spec, training)
         log.info("saved %s (epoch %d, batch %d, step %d)", path, self.epoch, self.batch_in_epoch, self.global_step)
 
     def resume(self, path: str | Path) -> None:
