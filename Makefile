@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Every extra that installs on a CPU machine; `tensorrt` needs NVIDIA's own index and a GPU.
-EXTRAS := dali,serve,bench,dev
+EXTRAS := dali,serve,bench,dev,web
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/synthetic
 DEMO_RUN ?= runs/synthetic
 # 1,000 training videos of 2-8 glosses from a 30-gloss vocabulary, 12 training signers, 4 held out.
 DEMO_VIDEOS ?= 1250
 
-.PHONY: demo test lint clean sclite
+.PHONY: demo test lint clean sclite chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,14 @@ sclite:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sctk >/dev/null; }
 
-test: $(STAMP) sclite
+# Debian's chromium is the real browser the web page's test drives (Playwright never downloads one here).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) sclite chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

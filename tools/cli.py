@@ -7,12 +7,13 @@ import logging
 import click
 
 from deploy.cli import export, infer, serve, triton
+from deploy.web.cli import web
 from model.cli import model
 from pipelines.cli import data
 from tools.bench import bench
 from train.cli import config, eval_, features, train
 
-COMMANDS = (data, train, eval_, features, model, export, triton, serve, infer, bench, config)
+COMMANDS = (data, train, eval_, features, model, export, triton, serve, infer, web, bench, config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
