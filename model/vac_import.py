@@ -1,7 +1,8 @@
 """Loading checkpoints of the original VAC code (VIPL-SLP/VAC_CSLR) into QSLR's network.
 
-The original's state dict (vac_spec.md 3.3) names the parts conv2d (ResNet-18 without fc), conv1d
-(TemporalConv, with its classifier as conv1d.fc), temporal_model (the BiLSTM) and classifier; under
+The original's state dict (docs/original_vac.md, "Checkpoints of the original") names the parts conv2d
+(ResNet-18 without fc), conv1d (TemporalConv, with its classifier as conv1d.fc), temporal_model (the BiLSTM)
+and classifier; under
 DataParallel the ResNet's keys carry an extra ``.module``. The weight-normalised classifier stores its
 weight as (in, out), the transpose of nn.Linear, and QSLR's NormLinear keeps that orientation.
 """
@@ -15,7 +16,7 @@ import torch
 from model.checkpoints import CheckpointError, load_file, load_state_dict_strict
 from model.network import SLRModel, build_model
 
-# The original architecture (vac_spec.md section 1); only the classifier differs between the presets.
+# The original architecture (docs/original_vac.md); only the classifier differs between the presets.
 ORIGINAL_SECTIONS = {
     "frame_encoder": {"arch": "resnet18", "weights": None, "options": {}},
     "temporal": {"kernels": ["K5", "P2", "K5", "P2"], "hidden_size": 1024},

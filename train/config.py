@@ -98,7 +98,7 @@ class OptimizerConfig:
     milestones: list[int] = field(default_factory=lambda: [20, 35])  # epochs where lr is multiplied by gamma
     gamma: float = 0.2
     # The original's SyncBN conversion ran after the optimizer was built, leaving BatchNorm's affine
-    # parameters untouched by training (vac_spec.md 3.6); true reproduces that.
+    # parameters untouched by training (docs/original_vac.md); true reproduces that.
     freeze_bn_affine: bool = False
 
 

@@ -1,4 +1,4 @@
-"""The raw RWTH-PHOENIX-Weather 2014 release layout (vac_spec.md section 4), for the synthetic corpus.
+"""The raw RWTH-PHOENIX-Weather 2014 release layout (docs/corpora.md), for the synthetic corpus.
 
     phoenix-2014-multisigner/annotations/manual/<split>.corpus.csv     id|folder|signer|annotation
     phoenix-2014-multisigner/features/fullFrame-210x260px/<split>/<id>/1/<id>.avi_pid0_fn000000-0.png

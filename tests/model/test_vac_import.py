@@ -28,7 +28,7 @@ def _bn(state: dict, prefix: str, size: int, g: torch.Generator) -> None:
 
 
 def original_state(weight_norm: bool, shared: bool, module: bool = False) -> dict[str, torch.Tensor]:
-    """A state dict with exactly the original code's names and shapes (vac_spec.md 3.3), random values."""
+    """A state dict with exactly the original code's names and shapes (docs/original_vac.md), random values."""
     g = torch.Generator().manual_seed(int(weight_norm) * 2 + int(shared))
     state: dict[str, torch.Tensor] = {}
     resnet = torchvision.models.resnet18().state_dict()

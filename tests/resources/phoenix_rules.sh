@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gloss rules of vac_spec.md 6.3 as the original applies them (sed, then perl four times), used by the
+# The gloss rules of docs/original_vac.md ("Scoring") as the original applies them (sed, then perl four times), used by the
 # tests as an independent oracle for train/scoring/normalisation.py. Reads lines on stdin.
 set -euo pipefail
 collapse='s,(?<![\w-])(\b[A-Z]+(?![\w-])) \1(?![\w-]),\1,g;'

@@ -17,7 +17,7 @@ from pipelines.gloss_normalisation import (
 
 RULES_SCRIPT = Path(__file__).resolve().parents[1] / "resources" / "phoenix_rules.sh"
 
-# (rule numbers of vac_spec.md 6.3, annotation, normalised reference)
+# (rule numbers of docs/original_vac.md, "Scoring", annotation, normalised reference)
 CASES = [
     ("1", "loc-NORD REGEN", "NORD REGEN"),
     ("2", "cl-KOMMEN", "KOMMEN"),
