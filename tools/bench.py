@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import click
 
-from tools.bench_data import bench_data
-from tools.bench_decode import bench_decode
-from tools.bench_infer import bench_infer
-from tools.bench_score import bench_score
-from tools.bench_serve import bench_serve
-from tools.bench_train import bench_train
-from tools.gpu_check import gpu_check
+from tools.lazy_group import LazyCommand, LazyGroup
+
+BENCHMARKS = {
+    "data": LazyCommand("tools.bench_data:bench_data",
+        "DALI against the reference loader on the same dataset, plans and..."),
+    "decode": LazyCommand("tools.bench_decode:bench_decode",
+        "Decodes/s on one CPU core, all contenders on the same..."),
+    "infer": LazyCommand("tools.bench_infer:bench_infer",
+        "Served signature (uint8 frames -> log-probabilities) at several batch..."),
+    "score": LazyCommand("tools.bench_score:bench_score",
+        "Splits scored per second (normalisation, [EMPTY] filling, alignment)..."),
+    "serve": LazyCommand("tools.bench_serve:bench_serve",
+        "Throughput and p50/p90/p99 latency of the `cslr` ensemble, dynamic..."),
+    "train": LazyCommand("tools.bench_train:bench_train",
+        "Per-process training throughput of the `synthetic` preset (OVERRIDES..."),
+    "gpu-check": LazyCommand("tools.gpu_check:gpu_check",
+        "Prove every GPU path on this machine; writes one JSON report and..."),
+}
 
 
-@click.group("bench")
+@click.group("bench", cls=LazyGroup, lazy=BENCHMARKS)
 def bench() -> None:
     """Benchmarks: each prints a table, writes JSON, and reports ratios against a baseline from the same run."""
-
-
-bench.add_command(bench_data)
-bench.add_command(bench_decode)
-bench.add_command(bench_infer)
-bench.add_command(bench_score)
-bench.add_command(bench_serve)
-bench.add_command(bench_train)
-bench.add_command(gpu_check)

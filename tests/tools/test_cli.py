@@ -11,19 +11,51 @@ import pytest
 from click.testing import CliRunner
 
 from tools.cli import cli
+from tools.lazy_group import SHORT_HELP_LIMIT, LazyGroup
 
-STAGES = {"data", "train", "eval", "model", "export", "triton", "serve", "infer", "bench"}
+STAGES = {"data", "train", "eval", "model", "export", "triton", "serve", "infer", "bench", "web"}
+HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "nvidia.dali", "av", "tritonclient")
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         yield (*prefix, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
 
 
+def lazy_groups(group: click.Group = cli):
+    if isinstance(group, LazyGroup):
+        yield group
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        if isinstance(command, click.Group):
+            yield from lazy_groups(command)
+
+
 def test_every_stage_has_its_group():
-    assert set(cli.commands) >= STAGES
+    assert set(cli.list_commands(click.Context(cli))) >= STAGES
+
+
+def test_lazy_entries_name_their_commands_and_repeat_their_help():
+    for group in lazy_groups():
+        for name, entry in group.lazy.items():
+            command = entry.load()
+            assert command.name == name, entry.target
+            assert entry.short_help == command.get_short_help_str(SHORT_HELP_LIMIT), entry.target
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["bench", "--help"], ["--version"]])
+def test_help_imports_no_heavy_library(arguments):
+    # A fresh interpreter: in this one the tests have long imported everything.
+    probe = (f"import sys; from tools.cli import cli; from click.testing import CliRunner; "
+             f"result = CliRunner().invoke(cli, {arguments!r}); assert result.exit_code == 0, result.output; "
+             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"
 
 
 @pytest.mark.parametrize("path", [(), *all_commands(cli)], ids=lambda p: " ".join(p) or "qslr")
