@@ -11,6 +11,7 @@ from deploy import tensor_names as names
 from deploy.served_limits import pad_to_minimum
 
 VISUAL_MODEL = "visual"
+DECODER_MODEL = "ctc_decoder"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class CslrClient:
         self.grpc, self.model = grpc, model
         kwargs = {} if grpc else {"connection_timeout": timeout, "network_timeout": timeout}
         self.client = self.module.InferenceServerClient(url, **kwargs)
-        self._min_frames: int | None = None
+        self._parameters: dict[tuple[str, str], int] = {}
 
     def _request(self, model: str, inputs, beam_size: int | None) -> Recognition:
         outputs = [self.module.InferRequestedOutput(n) for n in (names.GLOSSES, names.GLOSS_STEPS, names.SCORE)]
@@ -61,17 +62,25 @@ class CslrClient:
     def recognise_file(self, path: str | Path, beam_size: int | None = None) -> Recognition:
         return self.recognise_bytes(Path(path).read_bytes(), beam_size)
 
-    def served_min_frames(self) -> int:
-        """The repository's minimum clip length, from the `visual` model's config (1 if it states none)."""
-        if self._min_frames is None:
+    def served_parameter(self, model: str, key: str, default: int) -> int:
+        """An integer parameter of a served model's config (``default`` where it states none), asked once."""
+        if (model, key) not in self._parameters:
             try:
-                config = self.client.get_model_config(VISUAL_MODEL, **({"as_json": True} if self.grpc else {}))
+                config = self.client.get_model_config(model, **({"as_json": True} if self.grpc else {}))
             except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
                 raise RecognitionError(str(exc).strip()) from None
             config = config.get("config", config)
-            value = config.get("parameters", {}).get("min_frames", {}).get("string_value", "1")
-            self._min_frames = int(value)
-        return self._min_frames
+            value = config.get("parameters", {}).get(key, {}).get("string_value", str(default))
+            self._parameters[model, key] = int(value)
+        return self._parameters[model, key]
+
+    def served_min_frames(self) -> int:
+        """The repository's minimum clip length (1 for one that states none)."""
+        return self.served_parameter(VISUAL_MODEL, "min_frames", 1)
+
+    def served_frames_per_step(self) -> int:
+        """Input frames per output step of the served model, which places the glosses' steps in the video."""
+        return self.served_parameter(DECODER_MODEL, "frames_per_step", 0)
 
     def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None) -> Recognition:
         """Raw uint8 frames (T, H, W, 3) through the `cslr_frames` ensemble, padded to the served minimum

@@ -33,6 +33,7 @@ class ExportInfo:
     crop_size: int
     num_classes: int
     top_k: int | None
+    kernels: tuple[str, ...]  # the temporal CNN's, which fix how many frames one output step covers
 
 
 def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None,
@@ -79,7 +80,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-    return ExportInfo(out, height, width, served.crop_size, served.model.num_classes, top_k)
+    return ExportInfo(out, height, width, served.crop_size, served.model.num_classes, top_k,
+                      tuple(served.model.temporal.kernels))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from deploy.repository_checks import config_problems, read_config
 from deploy.served_limits import ServedLimits
 from deploy.tensorrt_engine import check_engine
 from pipelines.atomic_output import atomic_directory
+from pipelines.temporal_padding import stride
 
 SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"
 MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
@@ -92,7 +93,9 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
                   "max_batch_size": limits.max_batch, "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
-                  **_decoding(settings, json.loads(metadata["qslr_config"]).get("decode", {}))}
+                  **_decoding(settings, json.loads(metadata["qslr_config"]).get("decode", {})),
+                  # What a client needs to put the glosses' output steps back on the video's frames.
+                  "frames_per_step": stride(info.kernels)}
         graph = onnx.load(str(onnx_path), load_external_data=False)
         for name in MODELS:
             folder = root / name

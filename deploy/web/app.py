@@ -39,6 +39,8 @@ _DRAIN_FACTOR = 4  # how much of a refused upload is read to deliver the refusal
 class Recogniser(Protocol):
     def recognise_bytes(self, data: bytes, beam_size: int | None = None) -> Recognition: ...
 
+    def served_frames_per_step(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class UploadLimits:
@@ -125,11 +127,11 @@ def _beam_size(text: str | None) -> int | None:
 
 
 def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits(),
-               stride: int = 4) -> Starlette:
+               stride: int | None = None) -> Starlette:
     """The page and its endpoint. ``recogniser`` makes a client (a CslrClient): each worker thread makes its own,
     as tritonclient's HTTP client must stay on the thread that made it. ``stride``: input frames per output step
-    of the served model."""
-    if stride < 1:
+    of the served model; None takes what the served repository states."""
+    if stride is not None and stride < 1:
         raise ValueError(f"stride must be at least 1, got {stride}")
     local = threading.local()
 
@@ -148,7 +150,11 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
             timing = read_timing(data)
         except ValueError as exc:
             raise _Refused(422, f"the glosses cannot be placed in the video: {exc}") from None
-        spans = gloss_spans(result.steps, timing, stride)
+        frames_per_step = stride or local.client.served_frames_per_step()
+        if frames_per_step < 1:
+            raise _Refused(502, "the served repository does not state its frames per output step: rebuild it with "
+                                "`qslr triton build`, or give `qslr web --stride`")
+        spans = gloss_spans(result.steps, timing, frames_per_step)
         return {"glosses": [{"gloss": gloss, "start": round(start, 3), "end": round(end, 3)}
                             for gloss, (start, end) in zip(result.glosses, spans, strict=True)],
                 "score": result.score, "latency_ms": round(latency * 1000, 1), "beam_size": beam_size,

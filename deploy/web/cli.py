@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from pipelines.temporal_padding import VAC_KERNELS, stride
-
 
 @click.command("web")
 @click.option("--url", default="127.0.0.1:8000", show_default=True,
@@ -19,10 +17,10 @@ from pipelines.temporal_padding import VAC_KERNELS, stride
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True,
               help="Larger uploads are refused.")
-@click.option("--stride", "frames_per_step", type=click.IntRange(min=1), default=stride(VAC_KERNELS),
-              show_default=True, help="Input frames per output step of the served model (its temporal pooling).")
+@click.option("--stride", "frames_per_step", type=click.IntRange(min=1), default=None,
+              help="Input frames per output step of the served model [default: as its repository states].")
 def web(url: str, grpc: bool, repository: Path | None, host: str, port: int, max_upload_mb: float,
-        frames_per_step: int) -> None:
+        frames_per_step: int | None) -> None:
     """Serve a page on HOST:PORT to recognise an uploaded or recorded video and show its glosses on a timeline."""
     from deploy.server import Ports, ServerError, TritonServer, free_port, port_in_use
 
@@ -40,7 +38,8 @@ def web(url: str, grpc: bool, repository: Path | None, host: str, port: int, max
         raise click.ClickException(str(exc)) from None
 
 
-def _serve_page(url: str, grpc: bool, host: str, port: int, max_upload_mb: float, frames_per_step: int) -> None:
+def _serve_page(url: str, grpc: bool, host: str, port: int, max_upload_mb: float,
+                frames_per_step: int | None) -> None:
     import uvicorn
 
     from deploy.client import CslrClient

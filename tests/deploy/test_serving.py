@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from served_settings import MAX_FRAMES
 
 import deploy.server as server_module
 from deploy import tensor_names as names
@@ -21,31 +22,9 @@ from deploy.server import Ports, ServerError, TritonServer, free_port
 from deploy.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
 from model.decoding import CTCDecoder
 from pipelines.prepared import PreparedDataset
+from pipelines.temporal_padding import stride
 from pipelines.video_io import read_frames, write_vp9
 from tools.cli import cli
-
-MAX_FRAMES = 180
-
-
-@pytest.fixture(scope="module")
-def repository(checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("repo") / "cslr-repo"
-    settings = RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES), max_queue_delay_us=20000)
-    build_repository(checkpoint, out, settings, 72, 72)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(repository):
-    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def videos(tiny_corpus) -> list[Path]:
-    dataset = PreparedDataset(tiny_corpus[0])
-    records = [r for split in ("test", "dev", "train") for r in dataset.records(split) if r.num_frames <= MAX_FRAMES]
-    return [dataset.video_path(r) for r in records]
 
 
 def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tuple[list[str], list[int]]:
@@ -94,6 +73,7 @@ def test_the_server_answers_what_eval_run_scores(server, checkpoint, tiny_corpus
     config = build(ExperimentConfig, loaded.config)
     dataset = PreparedDataset(tiny_corpus[0])
     client = CslrClient(server.http_url)
+    assert client.served_frames_per_step() == stride(config.model.temporal.kernels)  # places steps in the video
     compared = 0
     for split in ("test", "dev"):
         evaluated, _ = decode_split(loaded.model, config, split, torch.device("cpu"), loaded.vocab)

@@ -24,18 +24,15 @@ import numpy as np
 import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
+from served_settings import MAX_FRAMES
 
 from deploy.client import CslrClient
-from deploy.served_limits import ServedLimits
-from deploy.server import Ports, TritonServer, free_port
-from deploy.triton_repository import RepositorySettings, build_repository
+from deploy.server import free_port
 from deploy.web.app import UploadLimits, create_app, readable
 from deploy.web.timeline import VideoTiming, gloss_spans, read_timing
 from pipelines.atomic_output import write_bytes_atomic
-from pipelines.prepared import PreparedDataset
 from pipelines.video_io import read_frames, write_vp9
 
-MAX_FRAMES = 180
 FPS = 25  # the synthetic corpus's frame rate
 STRIDE = 4
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,21 +41,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  # A synthetic camera, granted without asking: the page's recording path runs headless.
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-
-
-@pytest.fixture(scope="module")
-def server(checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("web-repo") / "cslr-repo"
-    build_repository(checkpoint, out, RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES)), 72, 72)
-    with TritonServer(out, Ports(free_port(), free_port(), free_port())) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def videos(tiny_corpus) -> list[Path]:
-    dataset = PreparedDataset(tiny_corpus[0])
-    records = [r for split in ("test", "dev", "train") for r in dataset.records(split) if r.num_frames <= MAX_FRAMES]
-    return [dataset.video_path(r) for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +84,8 @@ def _request(url: str, path: str, data=None, headers=None) -> Answer:
 
 @pytest.fixture(scope="module")
 def app_url(server):
-    with _page_server(create_app(lambda: CslrClient(server.http_url), UploadLimits(max_bytes=2**20), STRIDE)) as url:
+    # Frames per output step as the repository states it (the spans below are checked against STRIDE).
+    with _page_server(create_app(lambda: CslrClient(server.http_url), UploadLimits(max_bytes=2**20))) as url:
         yield url
 
 

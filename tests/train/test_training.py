@@ -168,11 +168,22 @@ def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, t
     process = torchrun(*overrides(tiny_corpus[0], tmp_path / "ddp", "train.epochs=2"))
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
-    digests = dict(re.findall(r"rank (\d) finished at step \d+ with weights digest (\w+)", output))
+    digests = _digests(output)
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
     saved = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     assert weights_digest(saved.model) == digests["0"]
     assert "gloo process group" in output
+
+
+def sigterm_inside_epoch_1(process: subprocess.Popen) -> str:
+    """Send SIGTERM once the run logs a step of its second epoch; its whole output once it has stopped."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if re.search(r"epoch 1 step \d+ loss", line):
+            process.send_signal(signal.SIGTERM)
+            break
+    return "".join(lines) + process.communicate(timeout=120)[0]
 
 
 def _digests(output: str) -> dict[str, str]:
@@ -187,14 +198,7 @@ def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_run
     assert straight.returncode == 0, output
     expected = _digests(output)
     # torchrun passes the SIGTERM on to both ranks, which agree on the step to stop at.
-    stopped = torchrun(*overrides(root, tmp_path / "split", "train.epochs=40"))
-    lines = []
-    for line in stopped.stdout:
-        lines.append(line)
-        if re.search(r"epoch 1 step \d+ loss", line):
-            stopped.send_signal(signal.SIGTERM)
-            break
-    output = "".join(lines) + stopped.communicate(timeout=120)[0]
+    output = sigterm_inside_epoch_1(torchrun(*overrides(root, tmp_path / "split", "train.epochs=40")))
     state = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=False)["training"]
     assert state["epoch"] == 1 and state["batch"] >= 1 and state["world_size"] == 2, output
     resumed = torchrun(*overrides(root, tmp_path / "split", "train.epochs=2"), "--resume", "auto")
@@ -249,13 +253,7 @@ def test_sigterm_writes_a_resumable_checkpoint(tiny_corpus, tmp_path):
     work = tmp_path / "stop"
     command = [sys.executable, "-m", "train", *overrides(tiny_corpus[0], work, "train.epochs=40")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if re.search(r"epoch 1 step \d+ loss", line):
-            process.send_signal(signal.SIGTERM)
-            break
-    output = "".join(lines) + process.communicate(timeout=120)[0]
+    output = sigterm_inside_epoch_1(process)
     assert process.returncode == 130, output
     state = torch.load(work / "checkpoints/last.pt", weights_only=False)["training"]
     assert state["epoch"] == 1 and state["batch"] >= 1

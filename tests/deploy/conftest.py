@@ -1,0 +1,34 @@
+"""A served repository of the session's small checkpoint, one real tritonserver for it, and test videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from served_settings import MAX_FRAMES
+
+from deploy.served_limits import ServedLimits
+from deploy.server import Ports, TritonServer, free_port
+from deploy.triton_repository import RepositorySettings, build_repository
+from pipelines.prepared import PreparedDataset
+
+
+@pytest.fixture(scope="session")
+def repository(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("repo") / "cslr-repo"
+    settings = RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES), max_queue_delay_us=20000)
+    build_repository(checkpoint, out, settings, 72, 72)
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(repository):
+    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def videos(tiny_corpus) -> list[Path]:
+    dataset = PreparedDataset(tiny_corpus[0])
+    records = [r for split in ("test", "dev", "train") for r in dataset.records(split) if r.num_frames <= MAX_FRAMES]
+    return [dataset.video_path(r) for r in records]
