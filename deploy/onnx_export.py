@@ -85,7 +85,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    graph = onnx.load(str(path), load_external_data=False)
+    return graph_metadata(onnx.load(str(path), load_external_data=False))
+
+
+def graph_metadata(graph: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in graph.metadata_props}
 
 

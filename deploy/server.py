@@ -145,16 +145,22 @@ def python_stubs(server_pid: int) -> dict[int, str]:
     The server does not restart a stub that died: its model answers every request with an error while the
     server still reports itself ready, so whoever runs the server has to watch the stubs.
     """
-    stubs = {}
+    return {pid: Path(args[1]).parent.parent.name  # <repository>/<model>/1/model.py
+            for pid, args in child_processes(server_pid).items()
+            if len(args) > 1 and args[0].endswith("triton_python_backend_stub")}
+
+
+def child_processes(parent_pid: int) -> dict[int, list[str]]:
+    """pid -> command line of each process whose parent is ``parent_pid`` (Linux's /proc; empty elsewhere)."""
+    children = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = (entry / "cmdline").read_bytes().split(b"\0") if parent == server_pid else []
+            if parent == parent_pid:
+                children[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except (OSError, ValueError, IndexError):
-            continue
-        if len(args) > 1 and args[0].endswith(b"triton_python_backend_stub"):
-            stubs[int(entry.name)] = Path(args[1].decode()).parent.parent.name  # <repository>/<model>/1/model.py
-    return stubs
+            continue  # a process that ended while being looked at
+    return children
 
 
 def _alive(pid: int) -> bool:

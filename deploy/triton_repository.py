@@ -16,7 +16,7 @@ from string import Template
 import onnx
 
 from deploy.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
-from deploy.onnx_export import export_onnx, read_metadata
+from deploy.onnx_export import export_onnx, graph_metadata
 from deploy.repository_checks import config_problems, read_config
 from deploy.served_limits import ServedLimits
 from deploy.tensorrt_engine import check_engine
@@ -87,7 +87,8 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         onnx_path = root / "visual" / "1" / "model.onnx"
         onnx_path.parent.mkdir(parents=True)
         info = export_onnx(checkpoint, onnx_path, height, width)
-        metadata = read_metadata(onnx_path)
+        graph = onnx.load(str(onnx_path), load_external_data=False)
+        metadata = graph_metadata(graph)
         limits = settings.limits
         values = {**vars(settings), "limits": None, "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
@@ -96,7 +97,6 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   **_decoding(settings, json.loads(metadata["qslr_config"]).get("decode", {})),
                   # What a client needs to put the glosses' output steps back on the video's frames.
                   "frames_per_step": stride(info.kernels)}
-        graph = onnx.load(str(onnx_path), load_external_data=False)
         for name in MODELS:
             folder = root / name
             (folder / "1").mkdir(parents=True, exist_ok=True)

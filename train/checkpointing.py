@@ -59,19 +59,19 @@ def save_training_checkpoint(path: Path, model: SLRModel, config: ExperimentConf
     save_file(path, checkpoint_dict(model, model_sections(config), vocab, input_spec, config.to_dict(), training))
 
 
-def dataset_input(config: ExperimentConfig) -> InputSpec:
+def dataset_input(config: ExperimentConfig, dataset: PreparedDataset) -> InputSpec:
     """The input contract of a model trained on ``config``'s dataset (its training videos' size and rate)."""
-    frames = dataset_frames(config.data.root)
+    frames = dataset_frames(dataset)
     if frames is None:
         raise ValueError(f"{config.data.root}: no prepared training videos to take the frame size from")
     return input_spec_for(config.model.temporal.kernels, config.data.crop_size, *frames)
 
 
-def dataset_frames(root: str | Path) -> tuple[int, int, float] | None:
+def dataset_frames(dataset: str | Path | PreparedDataset) -> tuple[int, int, float] | None:
     """(height, width, fps) of a prepared dataset's first video, or None where there is none: the only place a
-    checkpoint's frame size is read from data, for checkpoints written before they carried it."""
+    checkpoint's frame size is read from data (in training, and for checkpoints written before they carried it)."""
     try:
-        dataset = PreparedDataset(root)
+        dataset = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset(dataset)
         record = dataset.records(dataset.splits()[0])[0]
     except (OSError, ValueError, IndexError):
         return None

@@ -101,8 +101,9 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, env: DistEnv):
         self.config, self.env = config, env
         self.work_dir = Path(config.train.work_dir)
-        self.vocab = PreparedDataset(config.data.root).vocab
-        self.input_spec = dataset_input(config)
+        dataset = PreparedDataset(config.data.root)
+        self.vocab = dataset.vocab
+        self.input_spec = dataset_input(config, dataset)
         seed_everything(config.train.seed)  # identical initial weights on every rank
         model = build_model(len(self.vocab) + 1, **model_sections(config)).to(env.device)
         self.model: SLRModel = convert_sync_batchnorm(model, env)

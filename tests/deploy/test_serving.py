@@ -203,7 +203,9 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
         else:
             pytest.fail("qslr serve did not come up")
         assert good.glosses
-        stubs = {model: pid for pid, model in server_module.python_stubs(_tritonserver_pid(serve.pid)).items()}
+        (tritonserver,) = [pid for pid, args in server_module.child_processes(serve.pid).items()
+                           if args[0].endswith("tritonserver")]
+        stubs = {model: pid for pid, model in server_module.python_stubs(tritonserver).items()}
         assert set(stubs) == {"preprocess", "visual", "ctc_decoder"}
         os.kill(stubs["preprocess"], signal.SIGKILL)
         started = time.monotonic()
@@ -216,17 +218,6 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
             os.killpg(serve.pid, signal.SIGKILL)
     assert serve.returncode == 1
     assert "python model preprocess died (its stub process exited)" in output.splitlines()[-1], output[-2000:]
-
-
-def _tritonserver_pid(parent: int) -> int:
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[1] == str(parent) and "tritonserver" in stat.split(")")[0]:
-            return int(entry.name)
-    raise AssertionError(f"no tritonserver under process {parent}")
 
 
 def test_serve_fails_fast_when_the_port_is_taken(repository):
