@@ -102,6 +102,11 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
     A video whose frames end before its container's declared duration or frame count, or whose decoding
     fails part-way, is refused as truncated (TruncatedVideoError) rather than returned in part.
     """
+    return read_video(source)[0]
+
+
+def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
+    """As `read_frames`, with the video's frame rate (0.0 where its container states none)."""
     name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     if isinstance(source, (bytes, bytearray)) and not source:
         raise VideoDecodeError(f"{name}: empty video")
@@ -124,9 +129,10 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
                     f"{name}: the video is truncated or incomplete: decoding failed after {len(decoded)} frames "
                     f"({_seconds(decoded[-1], stream):.2f} s could be read): {exc}") from None
             _check_complete(name, container, stream, decoded)
+            fps = 1.0 / _frame_period(stream) if _frame_period(stream) else 0.0
             if decoded and decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 \
                     and decoded[0].height % 2 == 0:
-                return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded]))
+                return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded])), fps
             frames = [f.to_ndarray(format="rgb24") for f in decoded]
     except (av.FFmpegError, IndexError, ValueError) as exc:
         if isinstance(exc, VideoDecodeError):
@@ -134,7 +140,7 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
         raise VideoDecodeError(f"{name}: cannot decode video ({exc})") from None
     if not frames:
         raise VideoDecodeError(f"{name}: video has no frames")
-    return np.stack(frames)
+    return np.stack(frames), fps
 
 
 def _frame_period(stream) -> float:
