@@ -3,6 +3,7 @@
 VIDEO = "video"  # encoded video file bytes, UINT8 [N]
 FRAMES = "frames"  # decoded frames, UINT8 [T, H, W, 3]
 LENGTHS = "lengths"  # valid frames, INT64 [1]
+FPS = "fps"  # the uploaded video's frame rate, FP32 [1] (0 where its container states none)
 LOG_PROBS = "log_probs"  # FP32 [T', V]
 OUTPUT_LENGTHS = "output_lengths"  # INT64 [1]
 TOPK_LOG_PROBS = "topk_log_probs"  # FP32 [T', k]: the exported graph's optional k best classes per step

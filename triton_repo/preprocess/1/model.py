@@ -34,5 +34,6 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.FRAMES, pad_to_minimum(clip.frames, self.limits.min_frames)[None]),
                 pb_utils.Tensor(names.LENGTHS, np.array([[len(clip.frames)]], dtype=np.int64)),
+                pb_utils.Tensor(names.FPS, np.array([[clip.fps]], dtype=np.float32)),
             ]))
         return responses
