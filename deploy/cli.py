@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from deploy.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 from deploy.served_limits import ServedLimits
 from deploy.tensorrt_engine import ShapeRange
 
@@ -149,7 +150,7 @@ def triton() -> None:
 @triton.command("build")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--visual", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+@click.option("--visual", type=click.Choice(VISUAL_BACKENDS), default="onnxruntime", show_default=True,
               help="onnxruntime in a python model (CPU), or a TensorRT plan (GPU; needs --engine).")
 @click.option("--engine", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--height", type=int, default=None)
@@ -162,6 +163,11 @@ def triton() -> None:
 @click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
 @click.option("--decoder-instances", type=int, default=1, show_default=True)
 @click.option("--preprocess-instances", type=int, default=1, show_default=True)
+@click.option("--decoder", "video_decoder", type=click.Choice(VIDEO_DECODERS), default=None,
+              help="How preprocess decodes uploads: dali (DALI's CPU decoder, the training loader's), dali-gpu "
+                   "(NVDEC) or pyav (FFmpeg, any codec) [default: dali where DALI is installed, else pyav].")
+@click.option("--preprocess-threads", type=int, default=2, show_default=True,
+              help="Videos of a batch decoded at once per preprocess instance.")
 @click.option("--min-frames", type=int, default=ServedLimits.min_frames, show_default=True,
               help="Served limit: shorter clips are padded to it (a TensorRT engine's profile must start there).")
 @click.option("--max-frames", type=int, default=ServedLimits.max_frames, show_default=True,

@@ -9,13 +9,14 @@ as the error that refuses it alone, so one bad upload never fails the others.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deploy.served_limits import ServedLimits
-from pipelines.video_io import VideoDecodeError, read_video, resize_frames
+from pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
 Video = bytes | str | Path
 
@@ -27,32 +28,107 @@ class DecodedClip:
 
 
 class PyAVClipDecoder:
-    """FFmpeg through PyAV: every container and codec FFmpeg reads, one video after another."""
+    """FFmpeg through PyAV: every container and codec FFmpeg reads, the videos of a batch on ``threads``
+    threads (FFmpeg and the colour conversion release the GIL)."""
 
     name = "pyav"
 
-    def __init__(self, height: int, width: int, limits: ServedLimits):
+    def __init__(self, height: int, width: int, limits: ServedLimits, threads: int = 2):
         self.height, self.width, self.limits = height, width, limits
+        self.threads = threads
 
     def decode_one(self, video: Video) -> DecodedClip:
         frames, fps = read_video(video)
         self.limits.check_length(len(frames))
         return DecodedClip(resize_frames(frames, self.height, self.width), fps)
 
+    def decode_or_error(self, video: Video) -> DecodedClip | Exception:
+        try:
+            return self.decode_one(video)
+        except (VideoDecodeError, ValueError) as exc:
+            return exc
+
     def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
-        results: list[DecodedClip | Exception] = []
-        for video in videos:
-            try:
-                results.append(self.decode_one(video))
-            except (VideoDecodeError, ValueError) as exc:
-                results.append(exc)
+        if len(videos) < 2 or self.threads < 2:
+            return [self.decode_or_error(video) for video in videos]
+        with ThreadPoolExecutor(min(self.threads, len(videos))) as pool:
+            return list(pool.map(self.decode_or_error, videos))
+
+
+# What DALI's video decoder reads: on the CPU only these (H.264 and the rest need NVDEC); on a GPU, NVDEC's.
+DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+DALI_GPU_CODECS = frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "av1"})
+
+
+class DaliClipDecoder:
+    """DALI's video decoder, the training loader's (pipelines/dali_video.py): a batch of uploads is decoded
+    by DALI's thread pool at once on the CPU, or by NVDEC (``device="gpu"``).
+
+    Each upload is first read without decoding (`probe_video`), which refuses a truncated one exactly as
+    PyAV decoding does and tells its codec. Codecs DALI cannot decode here (H.264 on the CPU, for one) go
+    to PyAV, and so does every video of a batch that DALI fails as a whole, so that the broken upload gets
+    its own error and the others their frames.
+    """
+
+    name = "dali"
+
+    def __init__(self, height: int, width: int, limits: ServedLimits, device: str = "cpu", device_id: int = 0,
+                 threads: int = 2):
+        from pipelines.dali_video import VideoDecodePipeline
+
+        self.fallback = PyAVClipDecoder(height, width, limits, threads=1)
+        self.codecs = DALI_GPU_CODECS if device == "gpu" else DALI_CPU_CODECS
+        self.pipeline = VideoDecodePipeline(limits.max_batch, threads, device, device_id)
+
+    def _finish(self, frames: np.ndarray, probe: VideoProbe) -> DecodedClip:
+        self.fallback.limits.check_length(len(frames))
+        return DecodedClip(resize_frames(frames, self.fallback.height, self.fallback.width), probe.fps)
+
+    def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
+        results: list[DecodedClip | Exception | None] = [None] * len(videos)
+        for start in range(0, len(videos), self.pipeline.batch_size):
+            chunk = range(start, min(start + self.pipeline.batch_size, len(videos)))
+            self._decode_chunk(videos, chunk, results)
         return results
 
+    def _decode_chunk(self, videos: Sequence[Video], chunk: range, results: list) -> None:
+        probes: dict[int, VideoProbe] = {}
+        for index in chunk:
+            try:
+                probes[index] = probe_video(videos[index])
+            except VideoDecodeError as exc:
+                results[index] = exc
+        ours = [i for i, probe in probes.items() if probe.codec in self.codecs]
+        decoded = self._run(videos, ours) if ours else None
+        for index, probe in probes.items():
+            frames = decoded.get(index) if decoded is not None else None
+            # A frame count other than the container's packets means DALI read the stream differently
+            # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
+            if frames is not None and len(frames) == probe.packets:
+                try:
+                    results[index] = self._finish(frames, probe)
+                except ValueError as exc:
+                    results[index] = exc
+            else:
+                results[index] = self.fallback.decode_or_error(videos[index])
 
-DECODERS = {"pyav": PyAVClipDecoder}
+    def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray] | None:
+        encoded = [np.frombuffer(_read(videos[i]), dtype=np.uint8) for i in indices]
+        try:
+            return dict(zip(indices, self.pipeline.decode(encoded), strict=True))
+        except RuntimeError:
+            return None
 
 
-def clip_decoder(name: str, height: int, width: int, limits: ServedLimits):
+def _read(video: Video) -> bytes:
+    return video if isinstance(video, (bytes, bytearray)) else Path(video).read_bytes()
+
+
+DECODERS = {"pyav": PyAVClipDecoder, "dali": DaliClipDecoder}
+
+
+def clip_decoder(name: str, height: int, width: int, limits: ServedLimits, **options):
+    """``options``: threads for both; device ("cpu" or "gpu") and device_id for DALI."""
     if name not in DECODERS:
         raise ValueError(f"unknown video decoder {name!r} (known: {', '.join(DECODERS)})")
-    return DECODERS[name](height, width, limits)
+    return DECODERS[name](height, width, limits, **options)

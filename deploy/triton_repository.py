@@ -7,6 +7,7 @@ repository is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ import onnx
 from deploy.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from deploy.onnx_export import export_onnx, graph_metadata
 from deploy.repository_checks import config_problems, read_config
+from deploy.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
+from deploy.served_decoding import DecoderSettings
 from deploy.served_limits import ServedLimits
 from deploy.tensorrt_engine import check_engine
 from pipelines.atomic_output import atomic_directory
@@ -25,7 +28,6 @@ from pipelines.temporal_padding import stride
 
 SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"
 MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
-VISUAL_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 class RepositoryCheckError(ValueError):
@@ -41,10 +43,13 @@ class RepositorySettings:
     visual_instances: int = 1
     visual_threads: int = 2
     preprocess_instances: int = 1
+    video_decoder: str | None = None  # one of VIDEO_DECODERS; None: dali where DALI is installed, else pyav
+    preprocess_threads: int = 2
     decoder_instances: int = 1
     beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
     max_beam_size: int = 10
     beam_size_token: int | None = None
+    max_top_k: int = 10  # the most alternatives a request may ask for (at most the widest beam)
 
 
 def _dynamic_batching(settings: RepositorySettings) -> str:
@@ -53,14 +58,32 @@ def _dynamic_batching(settings: RepositorySettings) -> str:
     return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
 
 
-def _decoding(settings: RepositorySettings, trained: dict) -> dict[str, int]:
-    """The served decoder's defaults: the training config's decode section unless overridden, so that the
-    server answers what `qslr eval run` scores."""
-    beam = settings.beam_size
-    if beam is None:
-        beam = 0 if trained.get("method") == "greedy" else int(trained.get("beam_size", 10))
-    token = settings.beam_size_token or int(trained.get("beam_size_token", 40))
-    return {"beam_size": beam, "beam_size_token": token, "max_beam_size": max(settings.max_beam_size, beam)}
+def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int) -> dict[str, str]:
+    """The served decoder's parameters: the training config's decode section unless overridden, so that the
+    server answers what `qslr eval run` scores, and the checkpoint's frame rate for videos that state none."""
+    decode = json.loads(metadata["qslr_config"]).get("decode", {})
+    fps = json.loads(metadata.get("qslr_input", "{}")).get("fps")
+    return DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size, settings.max_beam_size,
+                                     settings.beam_size_token, settings.max_top_k).parameters()
+
+
+def resolve_video_decoder(requested: str | None) -> str:
+    """The decoder a repository will use: the one asked for, else DALI's (measured fastest on the CPU,
+    docs/benchmarks.md) where DALI is installed, else PyAV."""
+    if requested is not None:
+        if requested not in VIDEO_DECODERS:
+            raise ValueError(f"unknown video decoder {requested!r} (known: {', '.join(VIDEO_DECODERS)})")
+        if requested.startswith("dali") and importlib.util.find_spec("nvidia.dali") is None:
+            raise ValueError(f"--decoder {requested} needs nvidia-dali (pip install -e '.[dali]'), which is not "
+                             "installed; --decoder pyav works without it")
+        return requested
+    return "dali" if importlib.util.find_spec("nvidia.dali") is not None else "pyav"
+
+
+def _preprocess(settings: RepositorySettings) -> dict[str, object]:
+    decoder = resolve_video_decoder(settings.video_decoder)
+    return {"video_decoder": decoder.removesuffix("-gpu"), "decoder_device": "gpu" if decoder == "dali-gpu" else "cpu",
+            "preprocess_kind": "KIND_GPU" if decoder == "dali-gpu" else "KIND_CPU"}
 
 
 def render(template: Path, values: dict[str, object]) -> str:
@@ -90,13 +113,13 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         graph = onnx.load(str(onnx_path), load_external_data=False)
         metadata = graph_metadata(graph)
         limits = settings.limits
-        values = {**vars(settings), "limits": None, "dynamic_batching": _dynamic_batching(settings),
+        values = {**vars(settings), **_preprocess(settings), "limits": None,
+                  "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
                   "max_batch_size": limits.max_batch, "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
-                  **_decoding(settings, json.loads(metadata["qslr_config"]).get("decode", {})),
-                  # What a client needs to put the glosses' output steps back on the video's frames.
-                  "frames_per_step": stride(info.kernels)}
+                  # frames_per_step: what a client needs to put the glosses' output steps back on the video.
+                  **_decoding(settings, metadata, stride(info.kernels))}
         for name in MODELS:
             folder = root / name
             (folder / "1").mkdir(parents=True, exist_ok=True)
@@ -121,4 +144,39 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
              "crop_size": info.crop_size,
              "tensorrt": {"engine_version": record.tensorrt_version, "target_version": TENSORRT_VERSION,
                           "triton_container": TRITON_CONTAINER} if record else None}, indent=1) + "\n")
+        (root / "README.md").write_text(_readme(Path(checkpoint), settings, values))
     return out
+
+
+_DECODER_NOTES = {
+    "dali": "DALI's CPU video decoder, the training loader's; VP8, VP9 and MJPEG, other codecs (H.264, ...) "
+            "through PyAV",
+    "dali-gpu": "DALI with NVDEC on the GPU (an instance of kind KIND_GPU); codecs NVDEC lacks through PyAV. "
+                "Not yet run on a GPU by the project",
+    "pyav": "FFmpeg through PyAV, every codec FFmpeg reads",
+}
+
+
+def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str:
+    decoder = resolve_video_decoder(settings.video_decoder)
+    limits = settings.limits
+    batching = f"on, {settings.max_queue_delay_us} us queue delay" if settings.dynamic_batching else "off"
+    return "\n".join([
+        "# QSLR Triton model repository",
+        "",
+        f"Built by `qslr triton build` from `{checkpoint.name}`.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| video decoder (`preprocess`) | `{decoder}`: {_DECODER_NOTES[decoder]}; "
+        f"{values['preprocess_threads']} videos at a time per instance |",
+        f"| visual model | `{settings.visual}`, input {values['height']}x{values['width']} uint8 frames |",
+        f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
+        "per batch |",
+        f"| dynamic batching | {batching} |",
+        f"| default decoding | {'greedy' if values['beam_size'] == 0 else 'beam ' + str(values['beam_size'])}, "
+        f"beam widths up to {values['max_beam_size']} per request |",
+        "",
+        "Every value is also in `qslr-repository.json`; serve with `qslr serve <this folder>`.",
+        "",
+    ])

@@ -105,16 +105,30 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
     return read_video(source)[0]
 
 
-def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
-    """As `read_frames`, with the video's frame rate (0.0 where its container states none)."""
+def _open(source: str | Path | bytes):
+    """(name for messages, an open container, its first video stream)."""
     name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     if isinstance(source, (bytes, bytearray)) and not source:
         raise VideoDecodeError(f"{name}: empty video")
+    container = av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{name}: holds no video stream")
+    return name, container, container.streams.video[0]
+
+
+def _cannot_decode(name: str, exc: Exception) -> VideoDecodeError:
+    if isinstance(exc, VideoDecodeError):
+        return exc
+    return VideoDecodeError(f"{name}: cannot decode video ({exc})")
+
+
+def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
+    """As `read_frames`, with the video's frame rate (0.0 where its container states none)."""
+    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"{name}: holds no video stream")
-            stream = container.streams.video[0]
+        name, container, stream = _open(source)
+        with container:
             # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only
             # compete with their workers for the same cores.
             stream.thread_count = 1
@@ -128,19 +142,60 @@ def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
                 raise TruncatedVideoError(
                     f"{name}: the video is truncated or incomplete: decoding failed after {len(decoded)} frames "
                     f"({_seconds(decoded[-1], stream):.2f} s could be read): {exc}") from None
-            _check_complete(name, container, stream, decoded)
-            fps = 1.0 / _frame_period(stream) if _frame_period(stream) else 0.0
-            if decoded and decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 \
-                    and decoded[0].height % 2 == 0:
+            if not decoded:
+                raise VideoDecodeError(f"{name}: video has no frames")
+            _check_complete(name, container, stream, len(decoded), _seconds(decoded[-1], stream))
+            fps = _frames_per_second(stream)
+            if decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 and decoded[0].height % 2 == 0:
                 return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded])), fps
-            frames = [f.to_ndarray(format="rgb24") for f in decoded]
+            return np.stack([f.to_ndarray(format="rgb24") for f in decoded]), fps
     except (av.FFmpegError, IndexError, ValueError) as exc:
-        if isinstance(exc, VideoDecodeError):
-            raise
-        raise VideoDecodeError(f"{name}: cannot decode video ({exc})") from None
-    if not frames:
-        raise VideoDecodeError(f"{name}: video has no frames")
-    return np.stack(frames), fps
+        raise _cannot_decode(name, exc) from None
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    codec: str  # FFmpeg's codec name: vp9, vp8, mjpeg, h264, ...
+    packets: int  # coded pictures; one per shown frame for the codecs DALI decodes
+    fps: float  # 0.0 where the container states none
+    width: int
+    height: int
+
+
+def probe_video(source: str | Path | bytes) -> VideoProbe:
+    """Read a video's container without decoding it (about 1 ms for a 4 s clip), and refuse it as
+    `read_frames` would when its packets end before the duration or frame count the container declares."""
+    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        name, container, stream = _open(source)
+        with container:
+            count, last = 0, None
+            try:
+                for packet in container.demux(stream):
+                    if packet.is_corrupt:  # a demuxer's mark for a packet it could read only in part
+                        raise TruncatedVideoError(
+                            f"{name}: the video is truncated or incomplete: frame {count + 1} of it is incomplete "
+                            f"({_seconds(last, stream) if last else 0.0:.2f} s could be read)")
+                    if packet.size:
+                        count, last = count + 1, packet
+            except av.FFmpegError as exc:
+                if last is None:
+                    raise
+                raise TruncatedVideoError(
+                    f"{name}: the video is truncated or incomplete: its container breaks off after {count} frames "
+                    f"({_seconds(last, stream):.2f} s could be read): {exc}") from None
+            if last is None:
+                raise VideoDecodeError(f"{name}: video has no frames")
+            _check_complete(name, container, stream, count, _seconds(last, stream))
+            return VideoProbe(stream.codec_context.name, count, _frames_per_second(stream),
+                              stream.codec_context.width, stream.codec_context.height)
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise _cannot_decode(name, exc) from None
+
+
+def _frames_per_second(stream) -> float:
+    period = _frame_period(stream)
+    return 1.0 / period if period else 0.0
 
 
 def _frame_period(stream) -> float:
@@ -148,33 +203,32 @@ def _frame_period(stream) -> float:
     return 1.0 / float(rate) if rate else 0.0
 
 
-def _seconds(frame, stream) -> float:
-    """Where the video's content ends with ``frame``: its start plus its duration."""
-    if frame.pts is None or frame.time_base is None:
+def _seconds(item, stream) -> float:
+    """Where the video's content ends with ``item`` (a frame or a packet): its start plus its duration."""
+    if item.pts is None or item.time_base is None:
         return 0.0
-    duration = float(frame.duration * frame.time_base) if frame.duration else _frame_period(stream)
-    return float(frame.pts * frame.time_base) + duration
+    duration = float(item.duration * item.time_base) if item.duration else _frame_period(stream)
+    return float(item.pts * item.time_base) + duration
 
 
-def _check_complete(name: str, container, stream, decoded: list) -> None:
-    """Compare what was decoded with what the container declares: AVI and MP4 headers count the frames;
-    Matroska and WebM state a duration (live recordings may state none, and are then taken as they are)."""
-    if not decoded:
-        return
+def _check_complete(name: str, container, stream, count: int, end_seconds: float) -> None:
+    """Compare what could be read (``count`` frames, the last ending at ``end_seconds``) with what the
+    container declares: AVI and MP4 headers count the frames; Matroska and WebM state a duration (live
+    recordings may state none, and are then taken as they are)."""
     if stream.frames > 0:
-        missing = stream.frames - len(decoded)
+        missing = stream.frames - count
         if missing > _FRAME_COUNT_SLACK.get(container.format.name, 0):
             raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "
-                                      f"{stream.frames} frames, only {len(decoded)} could be read")
+                                      f"{stream.frames} frames, only {count} could be read")
         return
     if container.duration is None or container.duration <= 0:
         return
     start = container.start_time / av.time_base if container.start_time is not None else 0.0
     declared = container.duration / av.time_base
-    readable = _seconds(decoded[-1], stream) - start
+    readable = end_seconds - start
     if readable < declared - _frame_period(stream) / 2:
         raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "
-                                  f"{declared:.2f} s, only {readable:.2f} s ({len(decoded)} frames) could be read")
+                                  f"{declared:.2f} s, only {readable:.2f} s ({count} frames) could be read")
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:

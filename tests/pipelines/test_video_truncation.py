@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from pipelines.video_io import TruncatedVideoError, VideoDecodeError, read_frames, write_vp9
+from pipelines.video_io import TruncatedVideoError, VideoDecodeError, probe_video, read_frames, write_vp9
 
 FRAMES = 60
 
@@ -43,14 +43,20 @@ def video(request, tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+# Decoding, and reading the container without decoding (what the DALI decoder checks first), refuse the same cuts.
+READERS = pytest.mark.parametrize("read", [read_frames, probe_video], ids=["decode", "probe"])
+
+
 def test_the_whole_video_decodes(video):
     assert len(read_frames(video)) == FRAMES
+    assert probe_video(video).packets == FRAMES
 
 
+@READERS
 @pytest.mark.parametrize("share", [0.97, 0.8, 0.5, 1 / 7])
-def test_a_cut_video_is_refused_and_says_how_much_was_readable(video, share):
+def test_a_cut_video_is_refused_and_says_how_much_was_readable(video, share, read):
     with pytest.raises(VideoDecodeError) as error:
-        read_frames(video[: int(len(video) * share)])
+        read(video[: int(len(video) * share)])
     message = str(error.value)
     if isinstance(error.value, TruncatedVideoError):
         assert "truncated or incomplete" in message and "could be read" in message
@@ -58,10 +64,11 @@ def test_a_cut_video_is_refused_and_says_how_much_was_readable(video, share):
         assert "cannot decode video" in message
 
 
-def test_most_cuts_are_recognised_as_truncation_rather_than_garbage(video):
+@READERS
+def test_most_cuts_are_recognised_as_truncation_rather_than_garbage(video, read):
     truncated = 0
     for share in (0.97, 0.8, 0.5):
         with pytest.raises(VideoDecodeError) as error:
-            read_frames(video[: int(len(video) * share)])
+            read(video[: int(len(video) * share)])
         truncated += isinstance(error.value, TruncatedVideoError)
     assert truncated == 3

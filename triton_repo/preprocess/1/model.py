@@ -1,7 +1,8 @@
 """Triton python model `preprocess`: uploaded video files -> uint8 frames at the model's input size.
 
-The whole dynamic batch goes to the clip decoder at once (the DALI decoder spreads it over its threads);
-a video that cannot be served gets its own error and the others their frames.
+The whole dynamic batch goes to the clip decoder at once, which spreads it over its threads (DALI's or
+PyAV's, as the repository's README says); a video that cannot be served gets its own error and the
+others their frames.
 """
 
 import numpy as np
@@ -17,8 +18,12 @@ class TritonPythonModel:
     def initialize(self, args):
         parameters = model_parameters(args)
         self.limits = served_limits(args)
-        self.decoder = clip_decoder(parameters.get("decoder", "pyav"), int(parameters["height"]),
-                                    int(parameters["width"]), self.limits)
+        options = {"threads": int(parameters["threads"])}
+        if parameters["decoder"] == "dali":
+            # A GPU instance decodes with NVDEC on the device Triton placed it on.
+            options.update(device=parameters["decoder_device"], device_id=int(args["model_instance_device_id"]))
+        self.decoder = clip_decoder(parameters["decoder"], int(parameters["height"]), int(parameters["width"]),
+                                    self.limits, **options)
         self.logger = pb_utils.Logger
 
     def execute(self, requests):
