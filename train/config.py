@@ -7,11 +7,12 @@ the closest valid keys, and every value must have its field's type.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,114 +152,97 @@ class ExperimentConfig:
 
 # --- building typed sections from plain dicts ---------------------------------------------------
 
+# What each scalar field accepts and how an error names it. A bool is an int to Python, never here.
+_SCALARS: dict[type, tuple[str, Callable[[Any], bool]]] = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
 
 def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
     """Every dotted key of ``cls``: sections and leaves."""
     keys = []
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        key = prefix + f.name
-        keys.append(key)
-        if is_dataclass(hints[f.name]):
-            keys.extend(valid_keys(hints[f.name], key + "."))
+    for name, tp in typing.get_type_hints(cls).items():
+        keys.append(prefix + name)
+        if is_dataclass(tp):
+            keys.extend(valid_keys(tp, f"{prefix}{name}."))
     return keys
 
 
-def _unknown_key_error(key: str, cls: type, prefix: str, source: str) -> ConfigError:
-    candidates = valid_keys(ExperimentConfig)
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [c.rsplit(".", 1)[-1] for c in candidates], n=3)
-        close = [c for c in candidates if c.rsplit(".", 1)[-1] in close][:3]
-    hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
-            else f"valid keys{' in ' + repr(prefix.rstrip('.')) if prefix else ''}: "
-                 f"{', '.join(f.name for f in fields(cls))}")
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    # The key's own sections are never suggested; the same name in another section is the likeliest slip.
+    candidates = [k for k in valid_keys() if not key.startswith(k + ".")]
+    leaves = {c: c.rpartition(".")[2] for c in candidates}
+    parent, _, leaf = key.rpartition(".")
+    close = ([c for c in candidates if leaves[c] == leaf]
+             or difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+             or [c for c in candidates if leaves[c] in difflib.get_close_matches(leaf, leaves.values(), n=3)])[:3]
+    siblings = [leaves[c] for c in candidates if c.rpartition(".")[0] == parent]
+    hint = (f"did you mean {', '.join(map(repr, close))}?" if close
+            else f"valid keys{f' in {parent!r}' if parent else ''}: {', '.join(siblings)}")
     return ConfigError(f"unknown config key {key!r} ({source}); {hint}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any], source: str) -> Any:
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"config key {key!r} ({source}): expected {expected}, got {value!r}")
 
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(inner, value, key, meta, source)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `X | None`, the only unions used
+        return None if value is None else _coerce(next(a for a in args if a is not type(None)), value, key, source)
     if is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise bad(f"a mapping for section {key!r}")
         return build(tp, value, source, key + ".")
-    if tp is Any:
-        result = value
-    elif tp is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        result = value
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        result = value
-    elif tp is float:
-        # YAML 1.1 reads 1e-4 (no dot) as a string; accept any spelling float() accepts.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        result = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        result = value
-    elif origin is list:
+    if typing.get_origin(tp) is list:
         if not isinstance(value, list):
-            raise bad(f"a list of {_type_name(typing.get_args(tp)[0])}")
-        (item,) = typing.get_args(tp)
-        result = [_coerce(item, v, f"{key}[{i}]", {}, source) for i, v in enumerate(value)]
-    elif origin is dict:
+            raise bad(f"a list of {getattr(args[0], '__name__', args[0])}")
+        return [_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if typing.get_origin(tp) is dict:
         if not isinstance(value, Mapping):
             raise bad("a mapping")
-        _, item = typing.get_args(tp)
-        allowed = meta.get("keys")
-        for k in value:
-            if allowed is not None and k not in allowed:
-                raise ConfigError(
-                    f"config key '{key}.{k}' ({source}): unknown entry; valid entries: {', '.join(allowed)}"
-                )
-        result = {str(k): _coerce(item, v, f"{key}.{k}", {}, source) for k, v in value.items()}
-    else:
-        raise TypeError(f"config field {key!r} has an unsupported type {tp!r}")
-    if "choices" in meta and result not in meta["choices"]:
-        choices = ", ".join(map(str, meta["choices"]))
-        raise ConfigError(f"config key {key!r} ({source}): {result!r} is not one of {choices}")
-    if "minimum" in meta and result is not None and result < meta["minimum"]:
-        raise ConfigError(f"config key {key!r} ({source}): {result!r} is below the minimum {meta['minimum']}")
-    return result
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-4 (no dot) as a string; accept any spelling float() accepts.
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if tp not in _SCALARS:
+        raise TypeError(f"config field {key!r} has a type the loader does not check: {tp!r}")
+    expected, accepts = _SCALARS[tp]
+    if not accepts(value):
+        raise bad(expected)
+    return float(value) if tp is float else value
+
+
+def _check_limits(key: str, value: Any, limits: Mapping[str, Any], source: str) -> None:
+    """The ``choices``, ``minimum`` and allowed mapping ``keys`` a field's metadata sets."""
+    where = f"config key {key!r} ({source})"
+    if "choices" in limits and value not in limits["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, limits['choices']))}")
+    if "minimum" in limits and value is not None and value < limits["minimum"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {limits['minimum']}")
+    for entry in value if "keys" in limits else ():
+        if entry not in limits["keys"]:
+            raise ConfigError(f"config key '{key}.{entry}' ({source}): unknown entry; "
+                              f"valid entries: {', '.join(limits['keys'])}")
 
 
 def build(cls: type, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested mapping, rejecting unknown keys and wrong types."""
+    """Build dataclass ``cls`` from a nested mapping, rejecting unknown keys, wrong types and values out of
+    range. Keys left out keep their defaults: every field has one."""
     hints = typing.get_type_hints(cls)
-    by_name = {f.name: f for f in fields(cls)}
-    for key in data:
-        if key not in by_name:
-            raise _unknown_key_error(prefix + str(key), cls, prefix, source)
+    limits = {f.name: f.metadata for f in fields(cls)}
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, prefix + name, by_name[name].metadata, source)
-    missing = [f.name for f in fields(cls) if f.name not in kwargs
-               and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise ConfigError(f"{source}: missing required key(s) {', '.join(prefix + m for m in missing)}")
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise _unknown_key_error(key, source)
+        kwargs[name] = _coerce(hints[name], value, key, source)
+        _check_limits(key, kwargs[name], limits[name], source)
     return cls(**kwargs)
 
 
@@ -266,12 +250,11 @@ def build(cls: type, data: Mapping[str, Any], source: str = "config", prefix: st
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``; mappings merge entry by entry at every level, anything else is replaced."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = deep_merge(merged[key], value) if both else value
     return merged
 
 
@@ -293,8 +276,7 @@ def load_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a preset, resolving ``extends:`` (relative to the file's folder) depth first."""
     path = path.resolve()
     if path in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, path))
-        raise ConfigError(f"{path}: 'extends' forms a cycle ({cycle})")
+        raise ConfigError(f"{path}: 'extends' forms a cycle ({' -> '.join(p.name for p in (*_chain, path))})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -304,29 +286,25 @@ def load_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    base = load_yaml(resolve_preset(parent, path.parent), (*_chain, path))
-    return deep_merge(base, data)
+    return deep_merge(load_yaml(resolve_preset(parent, path.parent), (*_chain, path)), data)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """``["optim.lr=1e-3", "loss.weights.Dist=25"]`` -> nested dict; values are parsed as YAML."""
+    """``["optim.lr=1e-3", "loss.weights.Dist=25"]`` -> nested dict; values are parsed as YAML, and a later
+    override of the same key wins."""
     nested: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(p.strip() for p in parts):
+        parts = [part.strip() for part in key.split(".")]
+        if not sep or not all(parts):
             raise ConfigError(f"malformed override {item!r}: expected dotted.key=value")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: value is not valid YAML") from None
-        node = nested
-        for part in parts[:-1]:
-            child = node.setdefault(part.strip(), {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
-            node = child
-        node[parts[-1].strip()] = value
+        for part in reversed(parts):
+            value = {part: value}
+        nested = deep_merge(nested, value)
     return nested
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -10,7 +13,9 @@ from tools.cli import cli
 from train.config import (
     ConfigError,
     ExperimentConfig,
+    TrainConfig,
     available_presets,
+    build,
     load_config,
     parse_overrides,
     valid_keys,
@@ -93,13 +98,36 @@ def test_values_are_parsed_and_typed():
     ("model.classifier.shared=yes please", "expected true or false"),
     ("optim.milestones=5", "expected a list of int"),
     ("model=3", "expected a mapping for section 'model'"),
+    # Strict where a converting loader would guess: 1 is not a bool, 5 not a kernel name, '3' not an epoch count.
+    ("model.classifier.shared=1", "'model.classifier.shared' (command line): expected true or false, got 1"),
+    ("model.temporal.kernels=[K5, 5]", "'model.temporal.kernels[1]' (command line): expected a string, got 5"),
+    ("train.epochs='3'", "expected an integer, got '3'"),
+    ("train.max_steps=1e3", "'train.max_steps' (command line): expected an integer, got '1e3'"),
+    ("optim.lr=", "'optim.lr' (command line): expected a number, got None"),
+    ("train.lr=1", "unknown config key 'train.lr' (command line); did you mean 'optim.lr'?"),
+    ("foo=1", "unknown config key 'foo' (command line); valid keys: name, data, model, loss, optim, train"),
     ("optim.lr", "malformed override 'optim.lr'"),
     ("optim..lr=1", "malformed override"),
 ])
 def test_bad_overrides_are_errors_that_name_the_key(override, message):
     with pytest.raises(ConfigError) as error:
         load_config("synthetic", [override])
-    assert message in str(error.value)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_yaml_types_are_read_as_the_fields_declare(tmp_path):
+    # PyYAML follows YAML 1.1: 1e-3 (no dot) is a string, 1 an int; float fields take both as numbers.
+    preset = tmp_path / "types.yaml"
+    preset.write_text("optim:\n  lr: 1e-3\n  gamma: 1\n  milestones: [3]\nloss:\n  weights: {SeqCTC: 1, Dist: 2.5e1}\n"
+                      "model:\n  temporal:\n    kernels: [K3, P2]\n")
+    config = load_config(preset)
+    assert (config.optim.lr, config.optim.gamma, config.optim.milestones) == (0.001, 1.0, [3])
+    assert [type(v) for v in (config.optim.lr, config.optim.gamma, *config.loss.weights.values())] == [float] * 4
+    assert config.loss.weights == {"SeqCTC": 1.0, "Dist": 25.0}
+    assert config.model.temporal.kernels == ["K3", "P2"]
+    preset.write_text("optim:\n  lr: 1e-3x\n")
+    with pytest.raises(ConfigError, match=r"'optim.lr' \(.*types.yaml\): expected a number, got '1e-3x'"):
+        load_config(preset)
 
 
 def test_unknown_yaml_key_names_the_file(tmp_path):
@@ -129,6 +157,32 @@ def test_missing_preset_lists_the_known_ones():
 
 def test_parse_overrides_nests_keys():
     assert parse_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+
+
+def test_later_overrides_win_and_mappings_merge():
+    config = load_config("synthetic", ["optim.lr=1", "optim.lr=2", "loss.weights={Dist: 5}", "loss.weights.Dist=7"])
+    assert config.optim.lr == 2.0 and config.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0, "Dist": 7.0}
+    with pytest.raises(ConfigError, match=r"'optim.lr' \(command line\): expected a number, got \{'x': 2\}"):
+        load_config("synthetic", ["optim.lr=1", "optim.lr.x=2"])
+
+
+@dataclass
+class _WithPath:
+    where: Path = Path(".")
+
+
+def test_a_field_type_the_loader_cannot_check_is_a_programming_error():
+    with pytest.raises(TypeError, match="'where' has a type the loader does not check"):
+        build(_WithPath, {"where": "x"})
+
+
+def test_a_checkpoint_config_is_checked_like_a_preset():
+    stored = load_config("phoenix2014-vac").to_dict()
+    assert build(ExperimentConfig, stored, "run.pt") == load_config("phoenix2014-vac")
+    assert build(ExperimentConfig, {"train": {"epochs": 3}}).train == TrainConfig(epochs=3)  # the rest: defaults
+    stored["decode"]["method"] = "viterbi"
+    with pytest.raises(ConfigError, match=r"^config key 'decode.method' \(run.pt\): 'viterbi' is not one of beam, gr"):
+        build(ExperimentConfig, stored, "run.pt")
 
 
 def test_valid_keys_cover_sections_and_leaves():
