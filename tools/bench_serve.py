@@ -1,4 +1,5 @@
-"""`qslr bench serve`: a bounded load on a real tritonserver, with and without dynamic batching.
+"""`qslr bench serve`: a bounded load on a real tritonserver, per video decoder, with and without dynamic
+batching, and where the time goes (Triton's statistics per model against the same stages offline).
 
 Every response is checked against the glosses the same server returned for that video when asked alone.
 """
@@ -9,10 +10,13 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from deploy.client import CslrClient, RecognitionError
 from deploy.server import Ports, TritonServer, free_port
@@ -20,6 +24,15 @@ from deploy.triton_repository import RepositorySettings, build_repository
 from pipelines.prepared import PreparedDataset
 from tools.bench_models import checkpoint_or_quick_one
 from tools.benchmark_report import Rate, report
+from tools.serve_breakdown import (
+    ENSEMBLE,
+    STAGES,
+    StageTime,
+    offline_stages,
+    shares,
+    stage_times,
+    statistics_snapshot,
+)
 from train.checkpointing import load_trained
 
 
@@ -94,57 +107,101 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
             "corrupt_accepted": accepted}
 
 
+BASELINE = ("pyav", False)  # the server before the DALI decoder and the batching settings
+
+
+def _configuration_name(decoder: str, batching: bool) -> str:
+    return f"{decoder}, {'dynamic batching' if batching else 'no batching'}"
+
+
+def _breakdown_table(breakdown: dict[str, dict], offline: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="Per request: queue + compute ms of each stage (Triton's statistics) against offline")
+    for column in ("configuration", "level", *(f"{s} q+c" for s in STAGES), "request", "batch (pre/vis/dec)"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for name, levels in breakdown.items():
+        decoder = name.split(",")[0]
+        table.add_row(f"{name} (offline)", "-", *(f"{offline[decoder][s]:.1f}" for s in STAGES),
+                      f"{sum(offline[decoder].values()):.1f}", "1/1/1")
+        for level, times in levels.items():
+            table.add_row(name, f"c{level}", *(f"{times[s].queue_ms:.1f}+{times[s].compute_ms:.1f}" for s in STAGES),
+                          f"{times[ENSEMBLE].compute_ms:.1f}",
+                          "/".join(f"{times[s].mean_batch:.1f}" for s in STAGES))
+    return table
+
+
 @click.command("serve")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="[default: the demo's best.pt, else a quickly trained one]")
-@click.option("--concurrency", "levels", type=int, multiple=True, default=(1, 4, 16, 64), show_default=True)
+@click.option("--concurrency", "levels", type=int, multiple=True, default=(1, 4, 16), show_default=True)
 @click.option("--requests", type=int, default=96, show_default=True, help="Requests per concurrency level.")
 @click.option("--videos", "video_count", type=int, default=16, show_default=True, help="Distinct test videos.")
-@click.option("--max-queue-delay-us", type=int, default=20000, show_default=True)
+@click.option("--decoder", "decoders", type=click.Choice(["pyav", "dali"]), multiple=True, default=("pyav", "dali"),
+              show_default=True, help="Video decoders of `preprocess` to compare (pyav unbatched is the baseline).")
+@click.option("--max-queue-delay-us", type=int, default=RepositorySettings.max_queue_delay_us, show_default=True)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Per request, seconds.")
 @click.option("--corrupt-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of requests replaced by broken uploads (random bytes, text, truncated, bit flips...).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/serve.json"),
               show_default=True)
 def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int, video_count: int,
-                max_queue_delay_us: int, timeout: float, corrupt_share: float, json_out: Path) -> None:
-    """Throughput and p50/p90/p99 latency of the `cslr` ensemble, dynamic batching against none."""
+                decoders: tuple[str, ...], max_queue_delay_us: int, timeout: float, corrupt_share: float,
+                json_out: Path) -> None:
+    """Throughput, latency and per-stage time of the `cslr` ensemble: video decoders, with and without dynamic
+    batching, against the same stages run offline."""
+    import tritonclient.http as http
+
+    configurations = [BASELINE, *((d, b) for d in decoders for b in (False, True) if (d, b) != BASELINE)]
     results: dict[str, dict[int, dict]] = {}
+    breakdown: dict[str, dict[int, dict[str, StageTime]]] = {}
+    offline: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qslr-bench-serve-") as tmp:
         checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
         dataset = PreparedDataset(root)
         records = dataset.records("test")[:video_count]
         videos = [dataset.video_path(r).read_bytes() for r in records]
         spec = load_trained(checkpoint).input
-        for batching in (False, True):
-            name = "dynamic batching" if batching else "no batching"
-            repository = Path(tmp) / ("batched" if batching else "unbatched")
-            settings = RepositorySettings(dynamic_batching=batching, max_queue_delay_us=max_queue_delay_us)
+        for decoder, batching in configurations:
+            name = _configuration_name(decoder, batching)
+            repository = Path(tmp) / name.replace(", ", "-").replace(" ", "-")
+            settings = RepositorySettings(dynamic_batching=batching, max_queue_delay_us=max_queue_delay_us,
+                                          video_decoder=decoder)
             build_repository(checkpoint, repository, settings, spec.height, spec.width)
+            if decoder not in offline:
+                offline[decoder] = offline_stages(repository, videos, decoder)
             with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 single = CslrClient(server.http_url, timeout=timeout)
                 expected = [single.recognise_bytes(v).glosses for v in videos]
-                results[name] = {level: load_run(server.http_url, videos, expected, level, requests, timeout,
-                                                 corrupt_share) for level in levels}
+                statistics_client = http.InferenceServerClient(server.http_url)
+                results[name], breakdown[name] = {}, {}
+                for level in levels:
+                    before = statistics_snapshot(statistics_client)
+                    results[name][level] = load_run(server.http_url, videos, expected, level, requests, timeout,
+                                                    corrupt_share)
+                    breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
-                for level in levels:
-                    results[name][level]["server_ready_after"] = True
-    rates = []
-    for level in levels:
-        for name in ("no batching", "dynamic batching"):
-            rates.append(Rate(f"{name} c{level}", [results[name][level]["throughput"]],
-                              results[name][level]["throughput"] / results["no batching"][level]["throughput"]))
-    notes = {f"{name} c{level}": results[name][level] for name in results for level in levels}
+    baseline = _configuration_name(*BASELINE)
+    rates = [Rate(f"{name} c{level}", [results[name][level]["throughput"]],
+                  results[name][level]["throughput"] / results[baseline][level]["throughput"])
+             for level in levels for name in results]
+    notes = {f"{name} c{level}": {**results[name][level],
+                                  "stages": {m: {**asdict(t), "mean_batch": t.mean_batch}
+                                             for m, t in breakdown[name][level].items()},
+                                  "shares": shares(breakdown[name][level])}
+             for name in results for level in levels}
+    notes["offline_ms_per_clip"] = offline
     report("Serving the cslr ensemble (tritonserver, CPU, python backends)", "requests/s", rates,
-           "no batching (same concurrency)", {"levels": list(levels), "requests": requests, "videos": len(videos),
-                                              "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint),
-                                              "corrupt_share": corrupt_share},
+           f"{baseline} (same concurrency)",
+           {"levels": list(levels), "requests": requests, "videos": len(videos), "decoders": list(decoders),
+            "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share},
            json_out, notes=notes)
-    for key, value in notes.items():
-        click.echo(f"{key}: p50 {value['p50_ms']:.0f} ms, p90 {value['p90_ms']:.0f} ms, p99 {value['p99_ms']:.0f} ms, "
-                   f"wrong {value['wrong']}, lost {value['lost']} of {value['valid']} valid"
-                   + (f"; corrupt refused {value['corrupt_refused']}, answered {value['corrupt_accepted']}"
-                      if corrupt_share else ""))
-    if any(v["wrong"] or v["lost"] for v in notes.values()):
+    Console(width=140).print(_breakdown_table(breakdown, offline))
+    for name in results:
+        for level in levels:
+            value = results[name][level]
+            click.echo(f"{name} c{level}: p50 {value['p50_ms']:.0f} ms, p90 {value['p90_ms']:.0f} ms, "
+                       f"p99 {value['p99_ms']:.0f} ms, wrong {value['wrong']}, lost {value['lost']} of "
+                       f"{value['valid']} valid" + (f"; corrupt refused {value['corrupt_refused']}, answered "
+                                                    f"{value['corrupt_accepted']}" if corrupt_share else ""))
+    if any(results[n][lv]["wrong"] or results[n][lv]["lost"] for n in results for lv in levels):
         raise click.ClickException("some requests were lost or answered wrongly under load")

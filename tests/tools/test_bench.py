@@ -58,20 +58,35 @@ def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tmp_path):
     assert "not measured" in data["notes"]["tensorrt"]
 
 
-def test_bench_serve_checks_every_answer(checkpoint, tmp_path):
+def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp_path):
     out = tmp_path / "serve.json"
     result = CliRunner().invoke(cli, ["bench", "serve", "--checkpoint", str(checkpoint), "--concurrency", "1",
                                       "--concurrency", "4", "--requests", "16", "--videos", "2", "--corrupt-share",
-                                      "0.5", "--json-out", str(out)])
+                                      "0.5", "--decoder", "pyav", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert len(data["results"]) == 4
-    for run in data["notes"].values():
-        assert run["wrong"] == 0 and run["lost"] == 0 and run["valid"] == 8 and run["server_ready_after"]
-        assert sum(run["corrupt_refused"].values()) + sum(run["corrupt_accepted"].values()) == 8
+    assert [r["name"] for r in data["results"]] == ["pyav, no batching c1", "pyav, dynamic batching c1",
+                                                    "pyav, no batching c4", "pyav, dynamic batching c4"]
+    offline = data["notes"].pop("offline_ms_per_clip")
+    assert set(offline) == {"pyav"} and all(ms > 0 for ms in offline["pyav"].values())
+    for name, run in data["notes"].items():
+        assert run["wrong"] == 0 and run["lost"] == 0 and run["valid"] == 8
+        accepted = sum(run["corrupt_accepted"].values())
+        assert sum(run["corrupt_refused"].values()) + accepted == 8
         # Bit flips may leave a decodable video; every other kind is no video at all, or a cut one.
         assert set(run["corrupt_refused"]) >= {"random bytes", "text", "empty", "header alone",
                                                "truncated to a seventh", "truncated to a half"}, run
+        # Triton counts the requests each model answered: preprocess all 16 (a refusal is an answer of its
+        # own), the later stages the valid ones and the corrupt ones preprocess let through.
+        for model in ("preprocess", "visual", "ctc_decoder", "cslr"):
+            stage = run["stages"][model]
+            assert stage["requests"] == (16 if model == "preprocess" else 8 + accepted), (name, model, stage)
+            assert stage["compute_ms"] > 0
+            if "no batching" in name or model == "cslr":
+                assert stage["executions"] == stage["requests"], (name, model, stage)
+            else:
+                assert 1 <= stage["executions"] <= stage["requests"]
+        assert 0 < run["stages"]["visual"]["compute_ms"] < run["stages"]["cslr"]["compute_ms"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check really runs (minutes)")
