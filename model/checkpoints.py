@@ -1,13 +1,16 @@
 """QSLR checkpoint files: the network's weights with everything needed to rebuild and use it.
 
-    {"format": "qslr", "version": 2, "num_classes": C, "model_sections": {frame_encoder, temporal,
-     sequence, classifier}, "model_state_dict": ..., "vocab": {gloss: id} | None,
+    {"format": "qslr", "version": 3, "num_classes": C, "model_state_dict": ..., "vocab": {gloss: id} | None,
      "input": {height, width, crop_size, kernels, left_padding, total_padding, fps, pixel_offset,
-               pixel_scale} | None, "config": dict | None, "training": dict | None}
+               pixel_scale} | None,
+     "config": {"model": {frame_encoder, temporal, sequence, classifier}, ...}, "training": dict | None}
 
-The input section is the model's contract with whoever feeds it: export, serving and the benchmarks take
-the frame size and everything else from it and never open a dataset. Version 1 files had none; they are
-migrated on loading (``migrate``).
+The config is where the network's architecture is stated, once: its model section builds the network. A
+checkpoint from training holds the whole experiment config; one converted from elsewhere (``qslr model
+import-vac``) holds only the model section. The input section is the model's contract with whoever feeds it:
+export, serving and the benchmarks take the frame size and everything else from it and never open a dataset.
+Older files are migrated on loading (``migrate``): version 1 had no input section, version 2 held the model
+sections a second time beside the config.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from model.network import SLRModel, build_model
 from pipelines.atomic_output import atomic_path
 from pipelines.temporal_padding import VAC_KERNELS, padding_for
 
-FORMAT, VERSION = "qslr", 2
+FORMAT, VERSION = "qslr", 3
+# The model section's parts, each the keyword arguments of its builder (build_model).
+MODEL_SECTIONS = ("frame_encoder", "temporal", "sequence", "classifier")
 
 
 @dataclass(frozen=True)
@@ -88,24 +93,33 @@ def save_file(path: str | Path, data: dict[str, Any]) -> None:
 class LoadedModel:
     model: SLRModel
     vocab: dict[str, int] | None
-    model_sections: dict[str, dict]
     input: InputSpec | None
-    config: dict | None
+    config: dict  # the whole training config, or only {"model": ...} for a converted checkpoint
     training: dict | None
 
+    @property
+    def model_sections(self) -> dict[str, dict]:
+        return self.config["model"]
 
-def checkpoint_dict(model: SLRModel, model_sections: dict[str, dict], vocab: dict[str, int] | None,
-                    input_spec: InputSpec | None = None, config: dict | None = None,
+
+def _missing_sections(config: dict) -> list[str]:
+    return [f"model.{name}" for name in MODEL_SECTIONS if name not in (config.get("model") or {})]
+
+
+def checkpoint_dict(model: SLRModel, config: dict, vocab: dict[str, int] | None, input_spec: InputSpec | None = None,
                     training: dict | None = None) -> dict[str, Any]:
-    return {"format": FORMAT, "version": VERSION, "num_classes": model.num_classes, "model_sections": model_sections,
+    """``config`` holds at least the model section the network was built from (``{"model": sections}``)."""
+    missing = _missing_sections(config)
+    if missing:
+        raise ValueError(f"a checkpoint's config must state the network: it has no {', '.join(missing)}")
+    return {"format": FORMAT, "version": VERSION, "num_classes": model.num_classes,
             "model_state_dict": model.state_dict(), "vocab": vocab,
             "input": asdict(input_spec) if input_spec else None, "config": config, "training": training}
 
 
-def save_checkpoint(path: str | Path, model: SLRModel, model_sections: dict[str, dict],
-                    vocab: dict[str, int] | None, input_spec: InputSpec | None = None, config: dict | None = None,
-                    training: dict | None = None) -> None:
-    save_file(path, checkpoint_dict(model, model_sections, vocab, input_spec, config, training))
+def save_checkpoint(path: str | Path, model: SLRModel, config: dict, vocab: dict[str, int] | None,
+                    input_spec: InputSpec | None = None, training: dict | None = None) -> None:
+    save_file(path, checkpoint_dict(model, config, vocab, input_spec, training))
 
 
 def input_spec_for(kernels: tuple[str, ...] | list[str], crop_size: int, height: int | None, width: int | None,
@@ -116,17 +130,24 @@ def input_spec_for(kernels: tuple[str, ...] | list[str], crop_size: int, height:
 
 def migrate(data: dict[str, Any], frame_source: Callable[[str], tuple[int, int, float] | None] = lambda root: None
             ) -> dict[str, Any]:
-    """A version 1 checkpoint as version 2: its input section derived from its config (crop size) and model
-    sections (kernels); the frame size and rate from ``frame_source(data root)``, which may know none."""
-    if data.get("version") != 1:
-        return data
-    config = data.get("config") or {}
-    input_spec = None
-    if "crop_size" in config.get("data", {}):
-        frames = frame_source(config["data"].get("root", "")) or (None, None, None)
-        input_spec = asdict(input_spec_for(data["model_sections"]["temporal"].get("kernels", VAC_KERNELS),
-                                           config["data"]["crop_size"], *frames))
-    return {**data, "version": 2, "input": input_spec}
+    """An older checkpoint in the current layout, one version step at a time.
+
+    Version 1 to 2: the input section, derived from the config (crop size) and model sections (kernels), with
+    the frame size and rate from ``frame_source(data root)``, which may know none. Version 2 to 3: the model
+    sections, which the network was built from, become the config's model section (a converted checkpoint
+    had no config: it gets one of that section alone)."""
+    if data.get("version") == 1:
+        config = data.get("config") or {}
+        input_spec = None
+        if "crop_size" in config.get("data", {}):
+            frames = frame_source(config["data"].get("root", "")) or (None, None, None)
+            input_spec = asdict(input_spec_for(data["model_sections"]["temporal"].get("kernels", VAC_KERNELS),
+                                               config["data"]["crop_size"], *frames))
+        data = {**data, "version": 2, "input": input_spec}
+    if data.get("version") == 2:
+        rest = {key: value for key, value in data.items() if key != "model_sections"}
+        data = {**rest, "version": 3, "config": {**(data.get("config") or {}), "model": data["model_sections"]}}
+    return data
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -162,10 +183,14 @@ def load_checkpoint(path: str | Path,
     data = migrate(data, frame_source)
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {data.get('version')} is not supported (want {VERSION})")
-    sections = data["model_sections"]
+    config = data.get("config") or {}
+    missing = _missing_sections(config)
+    if missing:
+        raise CheckpointError(f"{path}: its config has no {', '.join(missing)} to build the network from")
     # The weights come from the file: never fetch pretrained ones to build the skeleton.
-    skeleton = {**sections, "frame_encoder": {**sections["frame_encoder"], "weights": None}}
+    skeleton = {name: config["model"][name] for name in MODEL_SECTIONS}
+    skeleton["frame_encoder"] = {**skeleton["frame_encoder"], "weights": None}
     model = build_model(data["num_classes"], **skeleton)
     load_state_dict_strict(model, data["model_state_dict"], str(path))
     spec = InputSpec.from_dict(data["input"]) if data.get("input") else None
-    return LoadedModel(model, data.get("vocab"), sections, spec, data.get("config"), data.get("training"))
+    return LoadedModel(model, data.get("vocab"), spec, config, data.get("training"))

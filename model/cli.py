@@ -33,7 +33,7 @@ def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: b
     if glosses is not None and len(glosses) + 1 != network.num_classes:
         raise click.ClickException(f"{vocab}: {len(glosses)} glosses + blank do not match the checkpoint's "
                                    f"{network.num_classes} classes")
-    save_checkpoint(out, network, sections, glosses)
+    save_checkpoint(out, network, {"model": sections}, glosses)
     kind = "SMKD (shared weight-normalised classifier)" if sections["classifier"]["shared"] else "baseline/VAC"
     click.echo(f"wrote {out}: {kind}, {network.num_classes} classes, "
                f"{sum(p.numel() for p in network.parameters()) / 1e6:.1f} M parameters")

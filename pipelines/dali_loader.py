@@ -2,13 +2,15 @@
 
 Python only reads the encoded bytes and draws each clip's plan (the same plans the reference loader
 executes); DALI decodes exactly the planned frames, in order and with the replicate padding, then crops,
-flips and normalises them, and pads the batch to its longest clip with zeros.
+flips and normalises them, and pads the batch to its longest clip with zeros. Each sample's index travels
+through the pipeline with its frames, and its clip length and decoded frame count come out of it too, so a
+batch is described by what DALI returns, however DALI schedules its calls to the source.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from pipelines.batch import Batch
 from pipelines.clip_source import ClipSource
+from pipelines.dali_video import decode_videos
 from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 from pipelines.video_io import VideoDecodeError
 
@@ -55,21 +58,26 @@ def _dali():
 
 
 class _Feeder:
-    """DALI's external source: one call per batch, in order; remembers what it fed for the consumer."""
+    """DALI's external source: one call per batch of the epoch; each sample's index goes with its data."""
 
     def __init__(self, source: ClipSource):
         self.source = source
         self.batches: list[list[int]] = []
         self.epoch = 0
-        self.fed: collections.deque[list[int]] = collections.deque()
+        # What each iteration of this epoch was given, kept only to name the video when DALI fails a batch as a
+        # whole: the batches themselves carry their indices.
+        self.fed: dict[int, list[int]] = {}
 
     def start(self, batches: list[list[int]], epoch: int) -> None:
-        self.batches, self.epoch = batches, epoch
-        self.fed.clear()
+        self.batches, self.epoch, self.fed = batches, epoch, {}
 
     def stop(self) -> None:
         """Feed nothing more this epoch: what DALI has already taken is all it will decode."""
         self.batches = []
+
+    def fed_from(self, iteration: int) -> list[int]:
+        """The samples of every batch fed from ``iteration`` on: those DALI may still be working on."""
+        return [i for it in sorted(self.fed) if it >= iteration for i in self.fed[it]]
 
     def __call__(self, info):
         if info.iteration >= len(self.batches):
@@ -77,9 +85,9 @@ class _Feeder:
         plans = {i: self.source.plan(i, self.epoch) for i in self.batches[info.iteration]}
         # Longest first, as the model's packed sequences and the reference loader order them.
         indices = sorted(plans, key=lambda i: -plans[i].length)
-        self.fed.append(indices)
+        self.fed[info.iteration] = indices
         crop = self.source.settings.crop_size
-        columns: tuple[list, ...] = ([], [], [], [], [])
+        columns: tuple[list, ...] = ([], [], [], [], [], [])
         for i in indices:
             record, plan = self.source.records[i], plans[i]
             try:
@@ -94,7 +102,12 @@ class _Feeder:
             columns[2].append(np.float32(plan.crop_x / spare_x if spare_x else 0.5))
             columns[3].append(np.float32(plan.crop_y / spare_y if spare_y else 0.5))
             columns[4].append(np.int32(plan.flip))
+            columns[5].append(np.int64(i))
         return columns
+
+
+# The pipeline's outputs, as DALIGenericIterator names them.
+_OUTPUTS = ("videos", "index", "length", "decoded")
 
 
 class DaliLoader(EpochReader):
@@ -103,13 +116,13 @@ class DaliLoader(EpochReader):
                  prefetch: int = 2):
         dali = _dali()
         from nvidia.dali import fn, types
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         if device != "cpu":
             check_nvdec_size(source)
 
         super().__init__(len(source), source.seed, batch_size, shuffle, drop_last, sharding)
         self.source = source
-        self.device = torch.device(device if device == "cpu" else f"cuda:{device_id}")
         self._feeder = _Feeder(source)
         gpu = device != "cpu"
         crop = source.settings.crop_size
@@ -117,35 +130,30 @@ class DaliLoader(EpochReader):
         @dali.pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id if gpu else None,
                            prefetch_queue_depth=prefetch, exec_dynamic=True)
         def clips():
-            encoded, order, crop_x, crop_y, flip = fn.external_source(
-                source=self._feeder, num_outputs=5, batch=True, batch_info=True,
-                dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
+            encoded, order, crop_x, crop_y, flip, index = fn.external_source(
+                source=self._feeder, num_outputs=6, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.INT64])
             # Decoding straight through and gathering afterwards beats asking the decoder for the planned
             # frames, whose repeats (padding, stretched clips) make it seek back.
-            frames = fn.decoders.video(encoded, device="mixed" if gpu else "cpu")
-            decoded = frames.shape(device="cpu")
+            frames = decode_videos(encoded, gpu)  # the served `preprocess` model's decoder too
+            decoded = frames.shape(device="cpu")[0]
             frames = fn.sequence_rearrange(frames, new_order=order)
             frames = fn.crop_mirror_normalize(frames, crop=(crop, crop), crop_pos_x=crop_x, crop_pos_y=crop_y,
                                               mirror=flip, mean=[127.5] * 3, std=[127.5] * 3,
                                               dtype=types.FLOAT, output_layout="FCHW")
-            return fn.pad(frames, axes=(0,), fill_value=0.0), decoded
+            return fn.pad(frames, axes=(0,), fill_value=0.0), index, frames.shape(device="cpu")[0], decoded
 
         self._pipeline = clips()
-        self._pipeline.build()
+        # DALI's own iterator hands the outputs to PyTorch (on the GPU without leaving it). Without a reader it
+        # runs until the external source raises StopIteration, so last_batch_policy and sizes do not apply:
+        # every batch, the last one short, is as the feeder made it. The epoch's batches are only known when
+        # __iter__ starts it, hence no first batch at construction and a reset of our own per epoch.
+        self._iterator = DALIGenericIterator(self._pipeline, list(_OUTPUTS), auto_reset=False,
+                                             prepare_first_batch=False)
         self._fresh = True
         # Which __iter__ owns the pipeline; an epoch left early is drained by whoever comes next.
         self._run = 0
         self._unfinished = False
-
-    def _to_torch(self, output) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return torch.from_numpy(np.array(output.as_tensor()))
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-
-        tensor = output.as_tensor()
-        result = torch.empty(tensor.shape(), dtype=torch.float32, device=self.device)
-        feed_ndarray(tensor, result, cuda_stream=torch.cuda.current_stream(self.device))
-        return result
 
     def _drain(self) -> None:
         """Finish an epoch its consumer left early: DALI has batches of it decoded or queued ahead (its
@@ -153,7 +161,7 @@ class DaliLoader(EpochReader):
         self._feeder.stop()
         with contextlib.suppress(StopIteration, RuntimeError):  # a broken video in a batch nobody will read
             while True:
-                self._pipeline.run()
+                next(self._iterator)
         self._unfinished = False
 
     def __iter__(self) -> Iterator[Batch]:
@@ -161,45 +169,45 @@ class DaliLoader(EpochReader):
             self._drain()
         self._run += 1
         run = self._run
-        batches = self.remaining_batches()
+        # The feeder must know the epoch before the reset, which prefetches its first batches.
+        self._feeder.start(self.remaining_batches(), self.epoch)
         if not self._fresh:
-            self._pipeline.reset()
+            self._iterator.reset()
         self._fresh = False
-        self._feeder.start(batches, self.epoch)
         self._unfinished = True
         try:
-            yield from self._batches(batches)
+            yield from self._batches()
             self._unfinished = False
         finally:
             if self._unfinished and self._run == run:
                 self._drain()
 
-    def _batches(self, batches: list[list[int]]) -> Iterator[Batch]:
-        for _ in batches:
+    def _batches(self) -> Iterator[Batch]:
+        for consumed in itertools.count():
             try:
-                frames, decoded = self._pipeline.run()
+                output = next(self._iterator)[0]
             except StopIteration:
                 return
             except RuntimeError as exc:
-                raise self._explain(exc) from None
-            indices = self._feeder.fed[0]
-            lengths = [self.source.plan(i, self.epoch).length for i in indices]
-            declared = [self.source.records[i].num_frames for i in indices]
-            if [int(np.array(decoded[k])[0]) for k in range(len(indices))] != declared:
-                raise self._explain(RuntimeError("a video decoded to another number of frames than declared"))
-            self._feeder.fed.popleft()
-            videos = self._to_torch(frames)
+                raise self._explain(exc, consumed) from None
+            indices = output["index"].tolist()
+            for i, frames in zip(indices, output["decoded"].tolist(), strict=True):
+                record = self.source.records[i]
+                if frames != record.num_frames:
+                    raise VideoDecodeError(f"video {record.id}: {self.source.path(i)} decoded to {frames} frames, "
+                                           f"{self.source.split}.jsonl declares {record.num_frames}")
             yield Batch(
-                videos=videos,
-                lengths=torch.tensor(lengths, dtype=torch.int64),
+                videos=output["videos"],
+                lengths=output["length"].to(torch.int64),
                 targets=torch.tensor([g for i in indices for g in self.source.targets[i]], dtype=torch.int64),
                 target_lengths=torch.tensor([len(self.source.targets[i]) for i in indices], dtype=torch.int64),
                 ids=[self.source.records[i].id for i in indices],
             )
 
-    def _explain(self, error: RuntimeError) -> Exception:
-        """DALI fails a whole batch: find and name the video responsible."""
-        suspects = [i for fed in self._feeder.fed for i in fed]
+    def _explain(self, error: RuntimeError, consumed: int) -> Exception:
+        """DALI fails a whole batch: find and name the video responsible among those it was given and had not
+        returned yet (``consumed`` batches of the epoch came out whole)."""
+        suspects = self._feeder.fed_from(consumed)
         broken = self.source.find_broken(suspects)
         if broken is not None:
             return broken

@@ -27,9 +27,8 @@ from train.distributed import DistEnv
 
 
 def model_sections(config: ExperimentConfig) -> dict[str, dict]:
-    model = config.model
-    return {"frame_encoder": asdict(model.frame_encoder), "temporal": asdict(model.temporal),
-            "sequence": asdict(model.sequence), "classifier": asdict(model.classifier)}
+    """build_model's keyword arguments: the config's model section, as a checkpoint stores it."""
+    return asdict(config.model)
 
 
 def rng_state() -> dict[str, Any]:
@@ -56,7 +55,7 @@ def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
 
 def save_training_checkpoint(path: Path, model: SLRModel, config: ExperimentConfig, vocab: dict[str, int],
                              input_spec: InputSpec, training: dict[str, Any]) -> None:
-    save_file(path, checkpoint_dict(model, model_sections(config), vocab, input_spec, config.to_dict(), training))
+    save_file(path, checkpoint_dict(model, config.to_dict(), vocab, input_spec, training))
 
 
 def dataset_input(config: ExperimentConfig, dataset: PreparedDataset) -> InputSpec:
@@ -90,7 +89,7 @@ class TrainedModel:
 
 def load_trained(path: str | Path) -> TrainedModel:
     loaded = load_checkpoint(path, dataset_frames)
-    if loaded.config is None or loaded.vocab is None or loaded.input is None:
+    if loaded.vocab is None or loaded.input is None:
         raise CheckpointError(f"{path}: needs a training config, vocabulary and input section (a checkpoint "
                               f"from `qslr train`)")
     return TrainedModel(loaded.model, build(ExperimentConfig, loaded.config, str(path)), loaded.vocab, loaded.input)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,41 @@ def test_dali_cpu_equals_the_reference_loader_on_a_prepared_phoenix_layout(raw_p
     settings = ClipSettings(crop_size=70, flip_prob=0.5, temporal_rescale=0.2, min_frames=16, max_frames=230)
     for split, train in (("train", True), ("dev", False)):
         assert_same_batches(*loaders(tmp_path / "phoenix", split, train, settings=settings), epochs=(0,))
+
+
+def test_each_dali_batch_carries_its_own_videos_ids_however_often_dali_asks_its_source(tiny_corpus, monkeypatch):
+    """The sample indices travel through the pipeline with the frames, so a batch's ids are those of the
+    frames it holds whatever the calls to the external source: here each iteration is asked for twice and
+    three batches are prefetched. Indices kept aside, one entry per call, would label batches with others'."""
+    from pipelines.dali_loader import DaliLoader, _Feeder
+
+    feed = _Feeder.__call__
+    iterations = []
+
+    def asked_twice(self, info):
+        feed(self, info)
+        iterations.append(info.iteration)
+        return feed(self, info)
+
+    monkeypatch.setattr(_Feeder, "__call__", asked_twice)
+    source = ClipSource.open(tiny_corpus[0], "train", SETTINGS, train=True, seed=5)
+    dali = DaliLoader(source, 2, shuffle=True, drop_last=False, num_threads=2, prefetch=3)
+    reference = build_loader("reference", source, 2, shuffle=True, drop_last=False, workers=0)
+    assert assert_same_batches(dali, reference) == 2 * len(source)
+    assert iterations.count(0) == 2 and len(dali) > 3  # both epochs, each longer than the prefetch
+
+
+@pytest.mark.parametrize("kind", ["dali", "reference"])
+def test_a_video_holding_more_frames_than_its_row_declares_is_an_error_naming_it(tiny_corpus, tmp_path, kind):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_corpus[0], copy)
+    rows = [json.loads(line) for line in (copy / "dev.jsonl").read_text().splitlines()]
+    rows[-1]["num_frames"] -= 3
+    (copy / "dev.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    source = ClipSource.open(copy, "dev", SETTINGS, train=False)
+    loader = build_loader(kind, source, 2, shuffle=False, drop_last=False, workers=1)
+    with pytest.raises(VideoDecodeError, match=f"video {rows[-1]['id']}: .* declares {rows[-1]['num_frames']}"):
+        list(loader)
 
 
 def test_batch_layout(tiny_corpus):
