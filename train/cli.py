@@ -128,6 +128,69 @@ def run_command(checkpoint: Path, split: str, data: Path | None, out: Path | Non
                f"WDR {result.branches.wdr:.2f} %; hypotheses in {result.ctm}")
 
 
+@eval_.group("plot")
+def plot() -> None:
+    """Draw PNG pictures: a run's training curves, or one video's CTC posteriors under its frames."""
+
+
+def _picture_size(default: str):
+    return click.option("--size", default=default, show_default=True, help="Picture size in pixels, WIDTHxHEIGHT.")
+
+
+_DPI = click.option("--dpi", type=click.IntRange(min=10), default=100, show_default=True,
+                    help="Dots per inch: the size of text and lines relative to the picture.")
+
+
+@plot.command("curves")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG file to write [default: RUN_DIR/curves.png].")
+@_picture_size("1200x380")
+@_DPI
+def plot_curves_command(run_dir: Path, out: Path | None, size: str, dpi: int) -> None:
+    """Losses (total and each term), dev WER of both branches and learning rate of the run in RUN_DIR (a work_dir
+    with metrics.csv)."""
+    from train.plots.curves import plot_curves
+    from train.plots.figure import PictureSize, save_png
+
+    try:
+        drawn = plot_curves(run_dir, PictureSize.parse(size, dpi))
+    except ValueError as exc:  # a PlotError naming the file, or a bad --size
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {save_png(drawn.figure, out or run_dir / 'curves.png')}")
+
+
+@plot.command("posteriors")
+@_CHECKPOINT
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
+@click.option("--beam-size", type=click.IntRange(min=0), default=None,
+              help="Beam width; 0 decodes greedily [default: the checkpoint's decoding settings].")
+@_picture_size("1200x600")
+@_DPI
+@_DEVICE
+def plot_posteriors_command(checkpoint: Path, video: Path, out: Path, beam_size: int | None, size: str, dpi: int,
+                            device: str) -> None:
+    """Frames of VIDEO over time and, beneath them, the CTC posteriors and segments of the glosses CHECKPOINT
+    recognises in it."""
+    import torch
+
+    from train.checkpointing import load_trained
+    from train.plots.figure import PictureSize, save_png
+    from train.plots.posteriors import draw_posteriors
+    from train.plots.video_posteriors import checkpoint_decoder, video_posteriors
+
+    target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    try:  # CheckpointError and VideoDecodeError are ValueErrors that name their file
+        picture = PictureSize.parse(size, dpi)
+        trained = load_trained(checkpoint)
+        result = video_posteriors(trained, video, checkpoint_decoder(trained, beam_size), target)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    drawn = draw_posteriors(result, picture, title=f"{video.name}: {' '.join(result.hypothesis.glosses) or '-'}")
+    click.echo(f"{' '.join(result.hypothesis.glosses)}\nwrote {save_png(drawn.figure, out)}")
+
+
 @click.command("features")
 @_CHECKPOINT
 @click.option("--split", "splits", multiple=True, default=("train", "dev", "test"), show_default=True)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.losses import VACLoss
+from model.losses import TERMS, VACLoss
 from model.network import SLRModel, build_model
 from pipelines.atomic_output import copy_atomic
 from pipelines.prepared import PreparedDataset
+from pipelines.progress import progress_bar
 from train.checkpointing import (
     dataset_input,
     gather_rng_states,
@@ -66,6 +67,7 @@ class StopRequested:
 @dataclass
 class EpochStats:
     losses: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)  # each loss term's values, unweighted
     skipped: int = 0
     clips: int = 0
     frames: int = 0
@@ -73,9 +75,11 @@ class EpochStats:
     compute: float = 0.0  # seconds in forward, backward and the optimiser
     interrupted: bool = False
 
-    def rates(self) -> dict[str, float]:
+    def rates(self) -> dict[str, float | None]:
         busy = max(self.wait + self.compute, 1e-9)
         return {"train_loss": float(np.mean(self.losses)) if self.losses else math.nan,
+                **{f"loss_{term}": float(np.mean(self.terms[term])) if self.terms.get(term) else None
+                   for term in TERMS},
                 "skipped_batches": self.skipped, "clips_per_s": self.clips / busy, "frames_per_s": self.frames / busy,
                 "data_wait_fraction": self.wait / busy}
 
@@ -118,7 +122,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.best_wer: float | None = None
         seed_everything(config.train.seed + 1000 * env.rank)  # per-rank dropout and sampling streams
-        self.metrics = MetricsLog(self.work_dir / "metrics.csv") if env.is_main else None
+        self.metrics: MetricsLog | None = None  # opened by run(), once a resume has set the step
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
@@ -163,8 +167,8 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------
 
-    def _step(self, batch, accumulate: bool) -> tuple[float, bool]:
-        """Forward and backward of one batch; returns (loss, finite on every rank)."""
+    def _step(self, batch, accumulate: bool) -> tuple[float, dict[str, float], bool]:
+        """Forward and backward of one batch; returns (loss, its terms, finite on every rank)."""
         device = self.env.device
         sync = contextlib.nullcontext() if not (accumulate and self.env.distributed) else self.network.no_sync()
         with sync:
@@ -176,9 +180,12 @@ class Trainer:
                 if not result.is_finite():
                     log.warning("skipping a batch with a non-finite loss (%s) from videos %s", result.total.item(),
                                 ", ".join(result.nonfinite_ids(batch.ids)))
-                return math.nan, False
+                return math.nan, {}, False
             self.scaler.scale(result.total / self.config.train.grad_accumulation).backward()
-        return result.total.item(), True
+        # One transfer for the total and every term (each .item() would wait for the device on its own).
+        values = torch.stack([result.total.detach().float(), *(t.detach().float() for t in result.terms.values())])
+        total, *terms = values.tolist()
+        return total, dict(zip(result.terms, terms, strict=True)), True
 
     def _optimiser_step(self) -> None:
         if self.config.train.grad_clip:
@@ -190,9 +197,8 @@ class Trainer:
         self.global_step += 1
 
     def _progress(self) -> Progress:
-        return Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"), TextColumn("loss {task.fields[loss]:.3f}"),
-                        TimeElapsedColumn(), disable=not self.env.is_main, transient=True)
+        return progress_bar("batches", TextColumn("epoch {task.fields[epoch]}"),
+                            TextColumn("loss {task.fields[loss]:.3f}"), enabled=self.env.is_main)
 
     def _train_epoch(self, stop: StopRequested) -> EpochStats:
         """Train from the current position to the end of the epoch, a stop request, or max_steps."""
@@ -208,12 +214,14 @@ class Trainer:
             for batch in self.loader:
                 ready = time.perf_counter()
                 closes_step = (self.batch_in_epoch + 1) % accumulation == 0 or self.batch_in_epoch + 1 == total
-                loss, finite = self._step(batch, accumulate=not closes_step)
+                loss, terms, finite = self._step(batch, accumulate=not closes_step)
                 if not finite:
                     stats.skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
                 else:
                     stats.losses.append(loss)
+                    for term, value in terms.items():
+                        stats.terms.setdefault(term, []).append(value)
                     if closes_step:
                         self._optimiser_step()
                         self._log_step(loss)
@@ -233,8 +241,20 @@ class Trainer:
         if self.env.is_main and self.global_step % self.config.train.log_interval == 0:
             log.info("epoch %d step %d loss %.4f lr %.2e", self.epoch, self.global_step, loss,
                      self.optimizer.param_groups[0]["lr"])
+            if self.metrics:
+                self.metrics.step_loss(self.global_step, loss)
 
     def run(self, stop: StopRequested) -> TrainOutcome:
+        """Train to the configured end; the metrics log continues from the (resumed) step and is closed after."""
+        self.metrics = MetricsLog(self.work_dir, self.global_step) if self.env.is_main else None
+        try:
+            return self._run(stop)
+        finally:
+            if self.metrics:
+                self.metrics.close()
+                self.metrics = None
+
+    def _run(self, stop: StopRequested) -> TrainOutcome:
         cfg = self.config.train
         history: list[dict] = []
         last_wer = None
@@ -263,33 +283,34 @@ class Trainer:
     def _close_run(self, epoch: int, started: float, stats: EpochStats, history: list[dict], complete: bool,
                    evaluate_now: bool = True, lr: float | None = None) -> float | None:
         """Score dev (when due), log the epoch's row and write the checkpoints; returns the dev WER."""
-        dev_wer = self._evaluate_dev(epoch) if evaluate_now else None
+        dev_wer, dev_wer_conv = self._evaluate_dev(epoch) if evaluate_now else (None, None)
         row = {"epoch": epoch, "global_step": self.global_step,
                "lr": self.optimizer.param_groups[0]["lr"] if lr is None else lr, "dev_wer": dev_wer,
-               "epoch_seconds": time.perf_counter() - started, **stats.rates()}
+               "dev_wer_conv": dev_wer_conv, "epoch_seconds": time.perf_counter() - started, **stats.rates()}
         history.append(row)
         if self.metrics:
-            self.metrics.append(**{k: ("" if v is None else v) for k, v in row.items()})
+            self.metrics.append(**row)
         self._save_epoch_checkpoints(epoch, dev_wer, complete)
         return dev_wer
 
     def _out_of_steps(self) -> bool:
         return self.config.train.max_steps is not None and self.global_step >= self.config.train.max_steps
 
-    def _evaluate_dev(self, epoch: int) -> float | None:
-        wer = None
+    def _evaluate_dev(self, epoch: int) -> tuple[float | None, float | None]:
+        """Dev WER of the BiLSTM and the conv branch, on the main rank (None on the others)."""
+        wer = wer_conv = None
         # Scoring must not move the training's random streams (a DataLoader draws its base seed from them):
         # a run scored mid-epoch, then resumed, has to continue exactly as one that was not.
         state = rng_state()
         if self.env.is_main:
             result = evaluate(self.model, self.config, self.config.data.dev_split, self.env.device, self.vocab,
                               self.work_dir / f"epoch{epoch}_result")
-            wer = result.wer
+            wer, wer_conv = result.wer, result.branches.wer_auxiliary
             log.info("epoch %d: dev WER %.2f %% (conv branch %.2f %%), %.1f s", epoch, wer,
                      result.branches.wer_auxiliary, result.seconds)
         barrier(self.env)
         set_rng_state(state)
-        return wer
+        return wer, wer_conv
 
     def _save_epoch_checkpoints(self, epoch: int, dev_wer: float | None, complete: bool = True) -> None:
         improved = dev_wer is not None and (self.best_wer is None or dev_wer < self.best_wer)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import model.losses as losses
 from model.checkpoints import load_checkpoint
@@ -40,6 +41,30 @@ def parameters(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).model.state_dict()
 
 
+# TensorBoard tag -> metrics.csv column: the epoch rows the trainer writes to both.
+EPOCH_SCALARS = {"loss/train": "train_loss", "loss/SeqCTC": "loss_SeqCTC", "loss/ConvCTC": "loss_ConvCTC",
+                 "wer/dev": "dev_wer", "wer/dev_conv": "dev_wer_conv", "optim/lr": "lr",
+                 "throughput/frames_per_s": "frames_per_s"}
+
+
+def tensorboard_scalars(work: Path) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard shows of a run: every event file of work/tensorboard, restarts purged."""
+    events = EventAccumulator(str(work / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_tensorboard_equals_metrics_csv(work: Path, steps: int) -> None:
+    rows = read_metrics(work / "metrics.csv")
+    scalars = tensorboard_scalars(work)
+    for tag, column in EPOCH_SCALARS.items():
+        expected = [(int(r["global_step"]), float(r[column])) for r in rows]
+        assert [step for step, _ in scalars[tag]] == [step for step, _ in expected], tag
+        assert [value for _, value in scalars[tag]] == pytest.approx([v for _, v in expected], rel=1e-5), tag
+    assert "loss/Dist" not in scalars and all(r["loss_Dist"] == "" for r in rows)  # not a term of this preset
+    assert [step for step, _ in scalars["loss/train_step"]] == list(range(1, steps + 1))  # log_interval=1
+
+
 def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path):
     root = tiny_corpus[0]
     straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2"))
@@ -51,9 +76,16 @@ def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = read_metrics(tmp_path / "straight/metrics.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"] and all(float(r["dev_wer"]) >= 0 for r in rows)
+    assert all(float(r["dev_wer_conv"]) >= 0 and float(r["loss_SeqCTC"]) > 0 and float(r["loss_ConvCTC"]) > 0
+               for r in rows)
     assert all(float(r["frames_per_s"]) > 0 and 0 <= float(r["data_wait_fraction"]) <= 1 for r in rows)
     for name in ("best.pt", "epoch0.pt", "epoch1.pt"):
         assert (tmp_path / "straight/checkpoints" / name).is_file()
+    # TensorBoard holds the same values; the resumed run appended to both logs (one event file per run).
+    assert_tensorboard_equals_metrics_csv(tmp_path / "straight", straight.global_step)
+    assert_tensorboard_equals_metrics_csv(tmp_path / "halves", resumed.global_step)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "halves/metrics.csv")] == ["0", "1"]
+    assert len(list((tmp_path / "halves/tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
 @pytest.mark.parametrize("loader", ["dali", "reference"])
@@ -173,6 +205,9 @@ def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, t
     saved = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
     assert weights_digest(saved.model) == digests["0"]
     assert "gloo process group" in output
+    # Rank 0 alone logs: one event file, the same epochs as metrics.csv.
+    assert len(list((tmp_path / "ddp/tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert_tensorboard_equals_metrics_csv(tmp_path / "ddp", saved.training["global_step"])
 
 
 def sigterm_inside_epoch_1(process: subprocess.Popen) -> str:

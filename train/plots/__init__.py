@@ -1,0 +1,1 @@
+"""PNG pictures of training and recognition: a run's curves, one video's CTC posteriors."""

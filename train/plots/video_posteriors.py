@@ -1,0 +1,86 @@
+"""One video file through a trained checkpoint, prepared as evaluation prepares its clips: the decoded frames,
+the CTC posteriors of every output step (the BiLSTM branch, the one that is scored), and the glosses the
+decoder recognises with the output steps each one spans."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.decoding import CTCDecoder, Hypothesis
+from pipelines.augmentation import ClipSettings, apply_plan, plan_clip
+from pipelines.temporal_padding import stride
+from pipelines.video_io import read_video, resize_frames
+from train.checkpointing import TrainedModel
+
+
+@dataclass(frozen=True)
+class GlossSpan:
+    gloss: str
+    id: int
+    start: int  # first output step labelled with the gloss on the decoded path
+    end: int  # one past its last
+
+
+@dataclass
+class VideoPosteriors:
+    frames: np.ndarray  # uint8 (T, H, W, 3), the video as decoded (before resizing to the model's frame size)
+    fps: float  # 0.0 where the container states none
+    posteriors: np.ndarray  # float32 (T', classes): each output step's probabilities; column 0 is the blank
+    stride: int  # frames per output step
+    hypothesis: Hypothesis
+    spans: list[GlossSpan]
+
+    @property
+    def recognised_ids(self) -> list[int]:
+        """The recognised gloss ids, each once, in the order they first occur."""
+        return list(dict.fromkeys(self.hypothesis.ids))
+
+
+def checkpoint_decoder(trained: TrainedModel, beam_size: int | None = None) -> CTCDecoder:
+    """The decoder of the checkpoint's config, with another beam width if given (0: greedy)."""
+    settings = asdict(trained.config.decode)
+    if beam_size == 0:
+        settings["method"] = "greedy"
+    elif beam_size is not None:
+        settings.update(method="beam", beam_size=beam_size)
+    return CTCDecoder(trained.vocab, **settings)
+
+
+@torch.no_grad()
+def video_posteriors(trained: TrainedModel, video: str | Path, decoder: CTCDecoder,
+                     device: str | torch.device = "cpu") -> VideoPosteriors:
+    frames, fps = read_video(video)
+    spec = trained.input
+    height, width = (spec.height, spec.width) if spec.height and spec.width else frames.shape[1:3]
+    resized = resize_frames(frames, height, width)
+    # The evaluation plan (centre crop, the replicate padding) as the loaders execute it; it draws nothing random.
+    plan = plan_clip(len(resized), height, width, ClipSettings(crop_size=spec.crop_size, kernels=spec.kernels),
+                     train=False, rng=np.random.default_rng())
+    clip = torch.from_numpy(apply_plan(resized, plan, spec.crop_size))[None].to(device)
+    model = trained.model.to(device).eval()
+    output = model(clip, torch.tensor([plan.length], device=device))
+    log_probs = output.sequence_logits[0, :int(output.lengths[0])].float().log_softmax(-1).cpu()
+    hypothesis = decoder.decode(log_probs[None], [len(log_probs)])[0]
+    return VideoPosteriors(frames, fps, log_probs.exp().numpy(), stride(spec.kernels), hypothesis,
+                           gloss_spans(hypothesis, log_probs.argmax(-1).tolist()))
+
+
+def gloss_spans(hypothesis: Hypothesis, best_labels: list[int]) -> list[GlossSpan]:
+    """Each recognised gloss from its start to its last step. Decoders that report where glosses end give it;
+    for those that do not, it is the last step up to the next gloss where the gloss is the most probable label
+    (the greedy path's own end), and at least the start step."""
+    ends = getattr(hypothesis, "ends", None)
+    spans = []
+    for index, (gloss, gloss_id, start) in enumerate(zip(hypothesis.glosses, hypothesis.ids, hypothesis.frames,
+                                                         strict=True)):
+        if ends is not None:
+            last = ends[index]
+        else:
+            stop = hypothesis.frames[index + 1] if index + 1 < len(hypothesis.frames) else len(best_labels)
+            last = max((step for step in range(start, stop) if best_labels[step] == gloss_id), default=start)
+        spans.append(GlossSpan(gloss, gloss_id, start, last + 1))
+    return spans
