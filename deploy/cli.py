@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -32,17 +33,24 @@ def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tupl
     """The frame size the checkpoint's input section states, unless given."""
     if height and width:
         return height, width
-    from model.checkpoints import CheckpointError
     from train.checkpointing import load_trained
 
-    try:
-        spec = load_trained(checkpoint).input
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from None
+    spec = load_trained(checkpoint).input
     if spec.height is None or spec.width is None:
         raise click.ClickException(f"{checkpoint}: states no frame size (written before checkpoints carried it, "
                                    f"and its training data is not here); pass --height and --width")
     return height or spec.height, width or spec.width
+
+
+@contextlib.contextmanager
+def _reading_graph(path: Path):
+    """Name a file that is not an ONNX graph (protobuf's own error names neither the file nor the problem)."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        yield
+    except DecodeError:
+        raise click.ClickException(f"{path}: not an ONNX graph (it does not parse as one)") from None
 
 
 @click.group("export")
@@ -95,7 +103,11 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool, minimum: str
     from deploy.onnx_export import example_inputs, read_metadata
     from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError, build_engine, engine_parity
 
-    metadata = read_metadata(onnx_path)
+    with _reading_graph(onnx_path):
+        metadata = read_metadata(onnx_path)
+    if not {"qslr_height", "qslr_width"} <= metadata.keys():
+        raise click.ClickException(f"{onnx_path}: not a graph written by `qslr export onnx` (its metadata states "
+                                   f"no frame size)")
     height, width = int(metadata["qslr_height"]), int(metadata["qslr_width"])
     try:
         shapes = ShapeRange.parse(minimum, optimum, maximum)
@@ -135,9 +147,10 @@ def check_command(onnx_path: Path) -> None:
     from deploy.graph_checks import operator_counts, tensorrt_problems, tensorrt_table
 
     version = tensorrt_table()["source"]["tensorrt_version"]
-    problems = tensorrt_problems(onnx_path)
-    click.echo(json.dumps({"tensorrt": version, "operators": dict(sorted(operator_counts(onnx_path).items())),
-                           "tensorrt_problems": problems}, indent=1))
+    with _reading_graph(onnx_path):
+        problems = tensorrt_problems(onnx_path)
+        operators = dict(sorted(operator_counts(onnx_path).items()))
+    click.echo(json.dumps({"tensorrt": version, "operators": operators, "tensorrt_problems": problems}, indent=1))
     if problems:
         raise click.ClickException(f"{onnx_path}: {len(problems)} problem(s) for TensorRT {version}'s ONNX parser")
 
@@ -158,9 +171,13 @@ def triton() -> None:
 @click.option("--max-batch-size", type=int, default=ServedLimits.max_batch, show_default=True,
               help="Served limit: requests per batch (a TensorRT engine's profile must reach it).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
-@click.option("--max-queue-delay-us", type=int, default=5000, show_default=True)
+@click.option("--max-queue-delay-us", type=int, default=0, show_default=True,
+              help="How long a request may wait for batch-mates in each model's queue.")
 @click.option("--visual-instances", type=int, default=1, show_default=True)
 @click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
+@click.option("--visual-max-padding", type=float, default=0.1, show_default=True,
+              help="onnxruntime visual model: a batched call groups clips of similar lengths, padding at most this "
+                   "share of their frames.")
 @click.option("--decoder-instances", type=int, default=1, show_default=True)
 @click.option("--preprocess-instances", type=int, default=1, show_default=True)
 @click.option("--decoder", "video_decoder", type=click.Choice(VIDEO_DECODERS), default=None,
@@ -210,15 +227,12 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     import sys
     import time
 
-    from deploy.server import ServerError, TritonServer
+    from deploy.server import TritonServer
 
     server = TritonServer(repository.resolve(), _ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-    try:
-        server.start()
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
+    server.start()
     click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
                err=True)
     dead: list[str] = []
@@ -253,14 +267,11 @@ def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None,
     if repository is None:
         _recognise(videos, url, grpc, beam_size, as_json)
         return
-    from deploy.server import Ports, ServerError, TritonServer, free_port
+    from deploy.server import Ports, TritonServer, free_port
 
-    try:
-        with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
-            click.echo(f"tritonserver ready on {server.http_url}", err=True)
-            _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, as_json)
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
+    with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
+        click.echo(f"tritonserver ready on {server.http_url}", err=True)
+        _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, as_json)
 
 
 def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, as_json: bool) -> None:

@@ -19,6 +19,26 @@ def pad_clips(clips: Sequence[np.ndarray], min_frames: int = 1) -> tuple[np.ndar
     return batch, lengths
 
 
+def length_groups(lengths: Sequence[int], max_padding: float = 0.1) -> list[list[int]]:
+    """Indices of clips grouped so that padding each group to its longest clip adds at most ``max_padding``
+    of its real frames: clips sorted by length, cut wherever the next would pad the group beyond that.
+
+    A CPU pays for padded frames as for real ones, and a batched call saves little per clip, so a dynamic
+    batch of mixed lengths is run as a few calls over similar lengths rather than one padded to the longest.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for index in order:
+        if groups:
+            group = groups[-1]
+            real = sum(lengths[i] for i in group) + lengths[index]
+            if lengths[index] * (len(group) + 1) - real <= max_padding * real:
+                group.append(index)
+                continue
+        groups.append([index])
+    return groups
+
+
 def split_steps(values: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     """(B, T', ...) -> one (T'_i, ...) array per sample, cut to its own length."""
     return [values[row, : int(n)] for row, n in enumerate(lengths)]

@@ -39,9 +39,12 @@ class RepositorySettings:
     visual: str = "onnxruntime"
     limits: ServedLimits = field(default_factory=ServedLimits)
     dynamic_batching: bool = True
-    max_queue_delay_us: int = 5000
+    # No waiting: a busy model instance batches what queued meanwhile; a delay only made each stage wait
+    # for a full batch that a light load never fills (measured in docs/benchmarks.md).
+    max_queue_delay_us: int = 0
     visual_instances: int = 1
     visual_threads: int = 2
+    visual_max_padding: float = 0.1  # python visual model: padding a batched call may add (deploy/ragged_batch.py)
     preprocess_instances: int = 1
     video_decoder: str | None = None  # one of VIDEO_DECODERS; None: dali where DALI is installed, else pyav
     preprocess_threads: int = 2
@@ -58,13 +61,13 @@ def _dynamic_batching(settings: RepositorySettings) -> str:
     return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
 
 
-def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int) -> dict[str, str]:
+def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int) -> dict[str, object]:
     """The served decoder's parameters: the training config's decode section unless overridden, so that the
     server answers what `qslr eval run` scores, and the checkpoint's frame rate for videos that state none."""
     decode = json.loads(metadata["qslr_config"]).get("decode", {})
     fps = json.loads(metadata.get("qslr_input", "{}")).get("fps")
-    return DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size, settings.max_beam_size,
-                                     settings.beam_size_token, settings.max_top_k).parameters()
+    return asdict(DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size,
+                                            settings.max_beam_size, settings.beam_size_token, settings.max_top_k))
 
 
 def resolve_video_decoder(requested: str | None) -> str:
@@ -174,7 +177,7 @@ def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str
         f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
         "per batch |",
         f"| dynamic batching | {batching} |",
-        f"| default decoding | {'greedy' if values['beam_size'] == 0 else 'beam ' + str(values['beam_size'])}, "
+        f"| default decoding | {'greedy' if int(values['beam_size']) == 0 else 'beam ' + str(values['beam_size'])}, "
         f"beam widths up to {values['max_beam_size']} per request |",
         "",
         "Every value is also in `qslr-repository.json`; serve with `qslr serve <this folder>`.",

@@ -1,11 +1,12 @@
-"""Triton python model `visual`: onnxruntime on the exported network, one call per dynamic batch."""
+"""Triton python model `visual`: onnxruntime on the exported network, one call per group of similar
+lengths in a dynamic batch (``max_padding``: the padded frames a group may add, as a share of its own)."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from deploy import tensor_names as names
 from deploy.onnx_export import onnx_session
-from deploy.ragged_batch import check_clip, pad_clips, split_steps
+from deploy.ragged_batch import check_clip, length_groups, pad_clips, split_steps
 from deploy.triton_parameters import model_parameters, served_limits, version_file
 
 
@@ -15,6 +16,7 @@ class TritonPythonModel:
         self.height, self.width = int(parameters["height"]), int(parameters["width"])
         self.limits = served_limits(args)
         self.session = onnx_session(version_file(args, "model.onnx"), threads=int(parameters["threads"]))
+        self.max_padding = float(parameters["max_padding"])
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -30,12 +32,12 @@ class TritonPythonModel:
                 continue
             clips.append(frames[:length])
             rows.append(index)
-        if clips:
-            batch, lengths = pad_clips(clips, self.limits.min_frames)
+        for group in length_groups([len(clip) for clip in clips], self.max_padding):
+            batch, lengths = pad_clips([clips[i] for i in group], self.limits.min_frames)
             log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
                                                          {names.FRAMES: batch, names.LENGTHS: lengths})
-            for index, values, n in zip(rows, split_steps(log_probs, output_lengths), output_lengths, strict=True):
-                responses[index] = pb_utils.InferenceResponse(output_tensors=[
+            for i, values, n in zip(group, split_steps(log_probs, output_lengths), output_lengths, strict=True):
+                responses[rows[i]] = pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
                     pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
                 ])
