@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from rich.progress import Progress
 
 from pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
 from pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
 from pipelines.gloss_normalisation import SENTENCE_NORMALISERS
 from pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from pipelines.progress import progress_bar
 from pipelines.stm import StmEntry, write_stm
 from pipelines.video_io import VideoDecodeError, Vp9Settings, read_frames, write_vp9
 
@@ -254,7 +254,7 @@ def prepare_corpus(corpus: str, root: str | Path, out: str | Path, settings: Pre
             if settings.workers > 1 else None)
     try:
         outcomes = pool.map(_encode, jobs, chunksize=2) if pool else map(_encode, jobs)
-        with Progress(disable=not show_progress, transient=True) as progress:
+        with progress_bar("videos", enabled=show_progress) as progress:
             task = progress.add_task(f"encoding {corpus} videos", total=len(jobs))
             for job, outcome in zip(jobs, outcomes, strict=False):
                 progress.advance(task)

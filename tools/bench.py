@@ -16,7 +16,7 @@ BENCHMARKS = {
     "score": LazyCommand("tools.bench_score:bench_score",
         "Splits scored per second (normalisation, [EMPTY] filling, alignment)..."),
     "serve": LazyCommand("tools.bench_serve:bench_serve",
-        "Throughput and p50/p90/p99 latency of the `cslr` ensemble, dynamic..."),
+        "Throughput, latency and per-stage time of the `cslr` ensemble: video..."),
     "train": LazyCommand("tools.bench_train:bench_train",
         "Per-process training throughput of the `synthetic` preset (OVERRIDES..."),
     "gpu-check": LazyCommand("tools.gpu_check:gpu_check",

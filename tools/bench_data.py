@@ -18,6 +18,7 @@ import torch
 from pipelines.augmentation import ClipSettings
 from pipelines.clip_source import ClipSource
 from pipelines.loaders import build_loader
+from pipelines.progress import progress_bar
 from pipelines.synthetic.generator import generate_corpus
 from pipelines.synthetic.spec import SynthSpec
 from tools.benchmark_report import Rate, report, with_ratios
@@ -54,22 +55,26 @@ def _run(kind: str, root: str, split: str, settings: ClipSettings, train: bool, 
     source = ClipSource.open(root, split, settings, train=train)
     loader = build_loader(kind, source, batch_size, shuffle=train, drop_last=False, workers=workers, device=device)
     frames_per_s, clips_per_s = [], []
-    for epoch in range(repeats + 1):  # epoch 0 warms up
-        loader.set_epoch(epoch)
-        frames = clips = 0
-        start = time.perf_counter()
-        for index, batch in enumerate(loader):
-            batch.videos.to(device, non_blocking=True)  # what training does first: counts for the reference loader
-            frames += batch.frames
-            clips += len(batch)
-            if max_batches and index + 1 >= max_batches:
-                break
-        if device != "cpu":
-            torch.cuda.synchronize()
-        if epoch:
-            elapsed = time.perf_counter() - start
-            frames_per_s.append(frames / elapsed)
-            clips_per_s.append(clips / elapsed)
+    per_epoch = min(len(loader), max_batches or len(loader))
+    with progress_bar("batches") as progress:
+        task = progress.add_task(f"{kind} loader", total=(repeats + 1) * per_epoch)
+        for epoch in range(repeats + 1):  # epoch 0 warms up
+            loader.set_epoch(epoch)
+            frames = clips = 0
+            start = time.perf_counter()
+            for index, batch in enumerate(loader):
+                batch.videos.to(device, non_blocking=True)  # what training does first: counts for the reference one
+                frames += batch.frames
+                clips += len(batch)
+                progress.advance(task)
+                if max_batches and index + 1 >= max_batches:
+                    break
+            if device != "cpu":
+                torch.cuda.synchronize()
+            if epoch:
+                elapsed = time.perf_counter() - start
+                frames_per_s.append(frames / elapsed)
+                clips_per_s.append(clips / elapsed)
     del loader
     # ru_maxrss is in KiB on Linux; children are the DataLoader workers (their largest, not their sum).
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + \

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from model.decoding import CTCDecoder
+from pipelines.progress import counting, progress_bar
 from tools.benchmark_report import Rate, measure, report, with_ratios
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def bench_decode(steps: int, classes: int, beam_size: int, beam_size_token: int,
         contenders["pyctcdecode beam"] = lambda: len([pyctc(s) for s in scores])
     else:
         log.warning("pyctcdecode is not installed: its row is left out")
-    rates = [Rate(name, measure(work, repeats)) for name, work in contenders.items()]
+    with progress_bar("decodes") as progress:
+        task = progress.add_task("decoding", total=len(contenders) * (1 + repeats) * utterances)  # 1: the warm-up
+        rates = [Rate(name, measure(counting(work, progress, task), repeats)) for name, work in contenders.items()]
     reference = [h.glosses for h in beam.decode(scores, lengths)]
     agreement = {"greedy": np.mean([h.glosses == r for h, r in zip(greedy.decode(scores, lengths), reference,
                                                                    strict=True)])}

@@ -12,13 +12,14 @@ import torch
 
 from deploy import tensor_names as names
 from deploy.onnx_export import OUTPUTS, example_inputs, export_onnx, onnx_session, served_from_checkpoint
+from pipelines.progress import counting, progress_bar
 from tools.bench_models import checkpoint_or_quick_one
 from tools.benchmark_report import Rate, measure, report, with_ratios
 from train.checkpointing import load_trained
 
 
 @click.command("infer")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="[default: the demo's best.pt, else a quickly trained one]")
 @click.option("--batch", "batches", type=int, multiple=True, default=(1, 4, 16), show_default=True)
 @click.option("--frames", type=int, default=120, show_default=True, help="Frames per clip.")
@@ -43,14 +44,18 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         session = onnx_session(onnx_path, threads=threads)
         engine = _engine(onnx_path, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
         rates, notes = [], {}
-        for batch in batches:
-            clips, lengths = example_inputs(batch, frames, height, width)
-            contenders = {f"eager b{batch}": lambda c=clips, n=lengths: _eager(served, c, n, target)}
-            contenders[f"onnxruntime b{batch}"] = lambda c=clips, n=lengths: _ort(session, c, n)
-            if engine is not None:
-                contenders[f"tensorrt b{batch}"] = lambda c=clips, n=lengths: _trt(engine, c, n)
-            batch_rates = [Rate(name, measure(work, repeats)) for name, work in contenders.items()]
-            rates += with_ratios(batch_rates, f"eager b{batch}")
+        with progress_bar("clips") as progress:
+            runs = (2 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
+            task = progress.add_task("inferring", total=runs * sum(batches))
+            for batch in batches:
+                clips, lengths = example_inputs(batch, frames, height, width)
+                contenders = {f"eager b{batch}": lambda c=clips, n=lengths: _eager(served, c, n, target)}
+                contenders[f"onnxruntime b{batch}"] = lambda c=clips, n=lengths: _ort(session, c, n)
+                if engine is not None:
+                    contenders[f"tensorrt b{batch}"] = lambda c=clips, n=lengths: _trt(engine, c, n)
+                batch_rates = [Rate(name, measure(counting(work, progress, task), repeats))
+                               for name, work in contenders.items()]
+                rates += with_ratios(batch_rates, f"eager b{batch}")
         notes["frames_per_s"] = {r.name: r.median * frames for r in rates}
         if engine is None:
             notes["tensorrt"] = ("not measured: needs --device cuda, TensorRT and a GPU" if device == "cpu" or

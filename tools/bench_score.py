@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.progress import counting, progress_bar
 from pipelines.stm import StmEntry, write_stm
 from tools.benchmark_report import Rate, measure, report, with_ratios
 from train.scoring.ctm import write_ctm
@@ -38,8 +39,9 @@ def write_split(folder: Path, utterances: int, vocabulary: int, seed: int) -> tu
 
 
 @click.command("score")
-@click.option("--utterances", type=int, default=600, show_default=True, help="Utterances in the split.")
-@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--utterances", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Utterances in the split.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/score.json"),
               show_default=True)
 def bench_score(utterances: int, repeats: int, json_out: Path) -> None:
@@ -52,8 +54,11 @@ def bench_score(utterances: int, repeats: int, json_out: Path) -> None:
             contenders["sclite"] = "sclite"
         except ScliteNotFoundError as exc:
             click.echo(f"{exc}: its row is left out", err=True)
-        rates = [Rate(name, measure(lambda s=scorer: score(hyp, ref, scorer=s) and 1, repeats))
-                 for name, scorer in contenders.items()]
+        with progress_bar("splits") as progress:
+            task = progress.add_task("scoring", total=len(contenders) * (1 + repeats))  # 1: the warm-up
+            works = {name: counting(lambda s=scorer: score(hyp, ref, scorer=s) and 1, progress, task)
+                     for name, scorer in contenders.items()}
+            rates = [Rate(name, measure(work, repeats)) for name, work in works.items()]
         wers = {name: score(hyp, ref, scorer=scorer).overall.wer for name, scorer in contenders.items()}
     baseline = "sclite" if "sclite" in contenders else "qslr python scorer"
     report(f"Scoring a {utterances}-utterance split", "splits/s", with_ratios(rates, baseline), baseline,

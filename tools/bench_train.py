@@ -3,6 +3,7 @@ process against several, with the share of each step spent waiting for data."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import tempfile
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import click
 
+from pipelines.progress import progress_bar
 from pipelines.synthetic.generator import generate_corpus
 from pipelines.synthetic.spec import SynthSpec
 from tools.benchmark_report import Rate, report
 from train.metrics_log import read_metrics
+
+log = logging.getLogger(__name__)
 
 
 def _train(root: Path, work: Path, loader: str, nproc: int, steps: int, device: str, extra: tuple[str, ...]) -> dict:
@@ -27,7 +31,10 @@ def _train(root: Path, work: Path, loader: str, nproc: int, steps: int, device: 
         command = [sys.executable, "-m", "train", *overrides]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
-        raise click.ClickException(f"training with {loader}, {nproc} process(es) failed: {result.stderr[-800:]}")
+        # Its last line says what went wrong (the exception, or torchrun's summary); `qslr -v` shows the rest.
+        last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), "no output")
+        log.info("training with %s, %d process(es):\n%s", loader, nproc, result.stderr)
+        raise click.ClickException(f"training with {loader}, {nproc} process(es) failed: {last.strip()}")
     rows = [r for r in read_metrics(work / "metrics.csv") if r["epoch"] != "0"] or read_metrics(work / "metrics.csv")
     # Epochs after the first (warm-up) when there are any; rank 0's rates stand for each process.
     frames = sum(float(r["frames_per_s"]) for r in rows) / len(rows)
@@ -55,11 +62,15 @@ def bench_train(root: Path | None, steps: int, process_counts: tuple[int, ...], 
         if root is None:
             root = Path(tmp) / "corpus"
             generate_corpus(SynthSpec(videos=240, vocab=30, max_glosses=8), root, show_progress=False)
-        for loader in loaders:
-            for nproc in process_counts:
+        runs = [(loader, nproc) for loader in loaders for nproc in process_counts]
+        with progress_bar("runs") as progress:
+            task = progress.add_task("training", total=len(runs))
+            for loader, nproc in runs:
                 name = f"{loader}, {nproc} process{'es' if nproc > 1 else ''}"
+                progress.update(task, description=f"training ({name})")
                 results[name] = _train(root, Path(tmp) / name.replace(", ", "-").replace(" ", ""), loader, nproc,
                                        steps, device, overrides)
+                progress.advance(task)
     baseline = next(iter(results))
     rates = [Rate(name, [r["frames_per_s"]]) for name, r in results.items()]
     for rate in rates:

@@ -11,6 +11,7 @@ import torch
 
 from model.decoding import CTCDecoder, Hypothesis
 from model.network import SLRModel
+from pipelines.progress import progress_bar
 from train.config import ExperimentConfig
 from train.data import make_loader
 from train.scoring.ctm import write_ctm
@@ -48,14 +49,16 @@ def decode_split(model: SLRModel, config: ExperimentConfig, split: str, device: 
     sequence: dict[str, Hypothesis] = {}
     conv: dict[str, Hypothesis] = {}
     try:
-        for batch in loader:
-            with autocast(device, config.train.amp):
-                output = model(batch.videos.to(device, non_blocking=True), batch.lengths.to(device))
-            lengths = output.lengths.cpu()
-            for branch, logits in ((sequence, output.sequence_logits), (conv, output.conv_logits)):
-                for video_id, hypothesis in zip(batch.ids, decoder.decode(logits.float().log_softmax(-1), lengths),
-                                                strict=True):
-                    branch[video_id] = hypothesis
+        with progress_bar("videos") as progress:
+            task = progress.add_task(f"decoding {split}", total=loader.num_samples)
+            for batch in loader:
+                with autocast(device, config.train.amp):
+                    output = model(batch.videos.to(device, non_blocking=True), batch.lengths.to(device))
+                lengths = output.lengths.cpu()
+                for branch, logits in ((sequence, output.sequence_logits), (conv, output.conv_logits)):
+                    decoded = decoder.decode(logits.float().log_softmax(-1), lengths)
+                    branch.update(zip(batch.ids, decoded, strict=True))
+                progress.advance(task, len(batch.ids))
     finally:
         model.train(was_training)
     return sequence, conv

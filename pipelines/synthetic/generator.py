@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.progress import Progress
 
 from pipelines.atomic_output import atomic_directory, write_text_atomic
 from pipelines.prepared import VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from pipelines.progress import progress_bar
 from pipelines.stm import StmEntry, write_stm
 from pipelines.synthetic import phoenix_raw
 from pipelines.synthetic.choreography import choreograph
@@ -98,7 +98,7 @@ def _run(jobs: list[_Job], workers: int, show_progress: bool) -> list[int]:
     counts: list[int] = []
     try:
         results = pool.map(_render, jobs, chunksize=4) if pool else map(_render, jobs)
-        with Progress(disable=not show_progress, transient=True) as progress:
+        with progress_bar("videos", enabled=show_progress) as progress:
             task = progress.add_task("rendering videos", total=len(jobs))
             for count in results:
                 counts.append(count)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from pipelines.stm import StmEntry, write_stm
 from tools.cli import cli
 from tools.lazy_group import SHORT_HELP_LIMIT, LazyGroup
+from train.scoring.ctm import write_ctm
 
 STAGES = {"data", "train", "eval", "model", "export", "triton", "serve", "infer", "bench", "web"}
 HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "nvidia.dali", "av", "tritonclient")
@@ -48,14 +51,31 @@ def test_lazy_entries_name_their_commands_and_repeat_their_help():
             assert entry.short_help == command.get_short_help_str(SHORT_HELP_LIMIT), entry.target
 
 
-@pytest.mark.parametrize("arguments", [["--help"], ["bench", "--help"], ["--version"]])
-def test_help_imports_no_heavy_library(arguments):
-    # A fresh interpreter: in this one the tests have long imported everything.
-    probe = (f"import sys; from tools.cli import cli; from click.testing import CliRunner; "
+def heavy_imports(arguments: list[str]) -> list[str]:
+    """The heavy libraries `qslr ARGUMENTS` imports, in a fresh interpreter (in this one the tests have long
+    imported everything)."""
+    probe = (f"import json, sys; from tools.cli import cli; from click.testing import CliRunner; "
              f"result = CliRunner().invoke(cli, {arguments!r}); assert result.exit_code == 0, result.output; "
-             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert found.strip() == "[]"
+             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    return json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+# Every group's help but `model`'s, whose module imports PyTorch to name its checkpoint types.
+LIGHT_HELP = ["data", "train", "eval", "features", "export", "triton", "serve", "infer", "web", "bench", "config"]
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--version"], *([group, "--help"] for group in LIGHT_HELP),
+                                       ["eval", "score", "--help"], ["data", "synth", "--help"]], ids=" ".join)
+def test_help_imports_no_heavy_library(arguments):
+    assert heavy_imports(arguments) == []
+
+
+def test_scoring_imports_no_heavy_library(tmp_path):
+    write_stm(tmp_path / "ref.stm", [StmEntry("utt1", "Signer01", ("HELLO", "WORLD"))])
+    write_ctm(tmp_path / "hyp.ctm", [("utt1", ["HELLO"], None)])
+    assert heavy_imports(["eval", "score", "--hyp", str(tmp_path / "hyp.ctm"), "--ref", str(tmp_path / "ref.stm"),
+                          "--normalisation", "none"]) == []
 
 
 @pytest.mark.parametrize("path", [(), *all_commands(cli)], ids=lambda p: " ".join(p) or "qslr")
