@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deploy import tensor_names as names
+from deploy.recognition import Alternative, Recognition
 from deploy.served_limits import pad_to_minimum
 
 VISUAL_MODEL = "visual"
 DECODER_MODEL = "ctc_decoder"
+OUTPUTS = (names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
+           names.ALTERNATIVES, names.ALTERNATIVE_SCORES)
+
+__all__ = ["CslrClient", "Recognition", "RecognitionError"]
 
 
-@dataclass(frozen=True)
-class Recognition:
-    glosses: list[str]
-    steps: list[int]
-    score: float
+def _strings(array: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+
+
+def _floats(array: np.ndarray) -> list[float]:
+    return [float(v) for v in array.reshape(-1)]
 
 
 class RecognitionError(RuntimeError):
@@ -41,26 +46,32 @@ class CslrClient:
         self.client = self.module.InferenceServerClient(url, **kwargs)
         self._parameters: dict[tuple[str, str], int] = {}
 
-    def _request(self, model: str, inputs, beam_size: int | None) -> Recognition:
-        outputs = [self.module.InferRequestedOutput(n) for n in (names.GLOSSES, names.GLOSS_STEPS, names.SCORE)]
-        parameters = {names.BEAM_SIZE_PARAMETER: beam_size} if beam_size is not None else None
+    def _request(self, model: str, inputs, beam_size: int | None, top_k: int | None) -> Recognition:
+        outputs = [self.module.InferRequestedOutput(n) for n in OUTPUTS]
+        parameters = {key: value for key, value in ((names.BEAM_SIZE_PARAMETER, beam_size),
+                                                     (names.TOP_K_PARAMETER, top_k)) if value is not None}
         try:
-            result = self.client.infer(model, inputs, outputs=outputs, parameters=parameters)
+            result = self.client.infer(model, inputs, outputs=outputs, parameters=parameters or None)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
             raise RecognitionError(str(exc).strip()) from None
-        glosses = result.as_numpy(names.GLOSSES).reshape(-1)
-        return Recognition([g.decode() if isinstance(g, bytes) else str(g) for g in glosses],
+        alternatives = [Alternative(text.split(), score) for text, score in
+                        zip(_strings(result.as_numpy(names.ALTERNATIVES)),
+                            _floats(result.as_numpy(names.ALTERNATIVE_SCORES)), strict=True)]
+        return Recognition(_strings(result.as_numpy(names.GLOSSES)),
                            result.as_numpy(names.GLOSS_STEPS).reshape(-1).tolist(),
-                           float(result.as_numpy(names.SCORE).reshape(-1)[0]))
+                           _floats(result.as_numpy(names.SCORE))[0], _floats(result.as_numpy(names.GLOSS_START_S)),
+                           _floats(result.as_numpy(names.GLOSS_END_S)), alternatives)
 
-    def recognise_bytes(self, data: bytes, beam_size: int | None = None) -> Recognition:
+    def recognise_bytes(self, data: bytes, beam_size: int | None = None, top_k: int | None = None) -> Recognition:
+        """``beam_size`` (0: greedy) and ``top_k`` (alternatives) for this request; None: the server's."""
         array = np.frombuffer(data, dtype=np.uint8)[None]
         tensor = self.module.InferInput(names.VIDEO, list(array.shape), "UINT8")
         tensor.set_data_from_numpy(array)
-        return self._request(self.model, [tensor], beam_size)
+        return self._request(self.model, [tensor], beam_size, top_k)
 
-    def recognise_file(self, path: str | Path, beam_size: int | None = None) -> Recognition:
-        return self.recognise_bytes(Path(path).read_bytes(), beam_size)
+    def recognise_file(self, path: str | Path, beam_size: int | None = None, top_k: int | None = None
+                       ) -> Recognition:
+        return self.recognise_bytes(Path(path).read_bytes(), beam_size, top_k)
 
     def served_parameter(self, model: str, key: str, default: int) -> int:
         """An integer parameter of a served model's config (``default`` where it states none), asked once."""
@@ -82,15 +93,20 @@ class CslrClient:
         """Input frames per output step of the served model, which places the glosses' steps in the video."""
         return self.served_parameter(DECODER_MODEL, "frames_per_step", 0)
 
-    def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None) -> Recognition:
+    def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None, top_k: int | None = None,
+                         fps: float | None = None) -> Recognition:
         """Raw uint8 frames (T, H, W, 3) through the `cslr_frames` ensemble, padded to the served minimum
-        (a TensorRT visual model has no python step in front of it to pad them)."""
+        (a TensorRT visual model has no python step in front of it to pad them). ``fps``: their frame rate,
+        where known; the server otherwise places the glosses at the model's training frame rate."""
         data = pad_to_minimum(frames, self.served_min_frames())[None] if frames.ndim == 4 else frames[None]
         tensors = [self.module.InferInput(names.FRAMES, list(data.shape), "UINT8"),
                    self.module.InferInput(names.LENGTHS, [1, 1], "INT64")]
         tensors[0].set_data_from_numpy(data)
         tensors[1].set_data_from_numpy(np.array([[len(frames)]], dtype=np.int64))
-        return self._request("cslr_frames", tensors, beam_size)
+        if fps is not None:
+            tensors.append(self.module.InferInput(names.FPS, [1, 1], "FP32"))
+            tensors[-1].set_data_from_numpy(np.array([[fps]], dtype=np.float32))
+        return self._request("cslr_frames", tensors, beam_size, top_k)
 
     def close(self) -> None:
         self.client.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
         metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
                     "qslr_height": str(height), "qslr_width": str(width),
                     "qslr_num_classes": str(served.model.num_classes),
-                    "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"])}
+                    "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"]),
+                    "qslr_input": json.dumps(asdict(extra["input"]))}
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)

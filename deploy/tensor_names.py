@@ -10,6 +10,11 @@ TOPK_LOG_PROBS = "topk_log_probs"  # FP32 [T', k]: the exported graph's optional
 TOPK_IDS = "topk_ids"  # INT64 [T', k]
 GLOSSES = "glosses"  # BYTES [G]: the recognised glosses
 GLOSS_STEPS = "gloss_steps"  # INT64 [G]: output step where each gloss starts
+GLOSS_START_S = "gloss_start_s"  # FP32 [G]: where each gloss starts in the video, in seconds
+GLOSS_END_S = "gloss_end_s"  # FP32 [G]: where it ends
 SCORE = "score"  # FP32 [1]
+ALTERNATIVES = "alternatives"  # BYTES [K]: the best distinct gloss sequences, best first, glosses space-separated
+ALTERNATIVE_SCORES = "alternative_scores"  # FP32 [K]
 
 BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy
+TOP_K_PARAMETER = "top_k"  # request parameter: how many alternatives (1 by default)

@@ -76,8 +76,13 @@ def load_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
             with torch.serialization.safe_globals(_numpy_globals()):
                 data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear message
-        hint = "" if trust else " (if you trust the file, allow full unpickling with --trust)"
-        raise CheckpointError(f"{path}: cannot read checkpoint: {str(exc).splitlines()[0]}{hint}") from None
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        if not trust and "weights only load failed" in str(exc).lower():
+            raise CheckpointError(f"{path}: the checkpoint holds Python objects other than tensors and arrays "
+                                  f"({detail[:160]}); if you trust the file, `qslr model import-vac --trust` "
+                                  "converts it") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {detail[:160]})"
+                              ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
     return data

@@ -7,10 +7,6 @@ from pathlib import Path
 
 import click
 
-from model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from model.vac_import import import_vac
-from pipelines.prepared import DatasetFormatError, read_any_vocab
-
 
 @click.group("model")
 def model() -> None:
@@ -25,6 +21,11 @@ def model() -> None:
 @click.option("--trust", is_flag=True, help="Allow arbitrary pickled objects in CHECKPOINT (only for files you trust).")
 def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: bool) -> None:
     """Convert a checkpoint of the original VAC code (baseline, VAC or SMKD) to a QSLR checkpoint."""
+    # Imported here: PyTorch takes seconds to import, and `qslr model --help` needs none of it.
+    from model.checkpoints import CheckpointError, save_checkpoint
+    from model.vac_import import import_vac
+    from pipelines.prepared import DatasetFormatError, read_any_vocab
+
     try:
         network, sections = import_vac(checkpoint, trust)
         glosses = read_any_vocab(vocab) if vocab else None
@@ -43,6 +44,8 @@ def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: b
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def describe(checkpoint: Path) -> None:
     """Print a QSLR checkpoint's architecture, classes and parameter count as JSON."""
+    from model.checkpoints import CheckpointError, load_checkpoint
+
     try:
         loaded = load_checkpoint(checkpoint)
     except CheckpointError as exc:

@@ -1,13 +1,14 @@
 """CTC decoding: greedy, and beam search with flashlight-text's lexicon-free decoder (ctcdecode optional).
 
-Every result carries the glosses, the output step where each one starts, and a score. As in the
-original, identical glosses that follow each other are merged even when a blank separates them, so the
-system never outputs the same gloss twice in a row.
+Every result carries the glosses, the output steps where each one starts and ends, and a score. As in
+the original, identical glosses that follow each other are merged even when a blank separates them, so the
+system never outputs the same gloss twice in a row. Beam search can also give its N best distinct
+labellings (``decode_alternatives``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +22,16 @@ class Hypothesis:
     glosses: list[str]
     ids: list[int]
     frames: list[int]  # output step (of T') where each gloss starts
+    ends: list[int]  # the last output step whose label on the decoded path is that gloss
     score: float  # log-probability of the best path (greedy) or the beam's score
 
 
-def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Frame-wise labels -> (ids, start steps): merge repeats, drop blanks, then merge repeats again."""
+# (ids, start steps, end steps, score) of one labelling
+Candidate = tuple[list[int], list[int], list[int], float]
+
+
+def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    """Frame-wise labels -> (ids, start steps, end steps): merge repeats, drop blanks, then merge repeats again."""
     ids: list[int] = []
     frames: list[int] = []
     previous = None
@@ -34,7 +40,18 @@ def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int]]:
             ids.append(int(label))
             frames.append(step)
         previous = label
-    return ids, frames
+    return ids, frames, gloss_ends(path, ids, frames)
+
+
+def gloss_ends(labels: Sequence[int], ids: Sequence[int], starts: Sequence[int]) -> list[int]:
+    """The last step of each gloss: within its segment (from its start to the next gloss's), the last step
+    labelled with it, so that a gloss repeated across a blank ends where its second run ends. A start the
+    labels do not confirm (a backend that reports starts only) ends where it starts."""
+    ends = []
+    for index, (gloss, start) in enumerate(zip(ids, starts, strict=True)):
+        stop = starts[index + 1] if index + 1 < len(starts) else len(labels)
+        ends.append(max((step for step in range(start, stop) if labels[step] == gloss), default=start))
+    return ends
 
 
 def merge_repeats(ids: Sequence[int], frames: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -62,11 +79,24 @@ class CTCDecoder:
         else:
             raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
 
-    def _hypothesis(self, ids: list[int], frames: list[int], score: float) -> Hypothesis:
-        return Hypothesis([self.id_to_gloss[i] for i in ids], ids, frames, float(score))
+    def _hypothesis(self, candidate: Candidate) -> Hypothesis:
+        ids, frames, ends, score = candidate
+        return Hypothesis([self.id_to_gloss[i] for i in ids], ids, frames, ends, float(score))
 
     def decode(self, log_probs: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray | Sequence[int]
                ) -> list[Hypothesis]:
+        return [alternatives[0] for alternatives in self.decode_alternatives(log_probs, lengths)]
+
+    def decode_alternatives(self, log_probs: torch.Tensor | np.ndarray,
+                            lengths: torch.Tensor | np.ndarray | Sequence[int], top_k: int = 1
+                            ) -> list[list[Hypothesis]]:
+        """Up to ``top_k`` distinct labellings per sample, best first (the first is ``decode``'s answer).
+        Labellings are compared after collapsing, so two beam paths that read the same count once; fewer than
+        ``top_k`` come back when the beam holds fewer. Greedy decoding has one answer only."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if self._beam is None and top_k > 1:
+            raise ValueError(f"greedy decoding gives one answer: top_k {top_k} needs beam search")
         scores = np.ascontiguousarray(
             log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs,
             dtype=np.float32)
@@ -76,17 +106,28 @@ class CTCDecoder:
         if len(lengths) != len(scores) or (lengths < 0).any() or (lengths > scores.shape[1]).any():
             raise ValueError(f"lengths {lengths.tolist()} do not fit log-probabilities of shape {scores.shape}")
         if self._beam is None:
-            return self._greedy(scores, lengths)
-        return [self._hypothesis(*self._beam.search(scores[i, :length])) for i, length in enumerate(lengths)]
+            return [[hypothesis] for hypothesis in self._greedy(scores, lengths)]
+        return [[self._hypothesis(c) for c in self._beam.search(scores[i, :length], top_k)]
+                for i, length in enumerate(lengths)]
 
     def _greedy(self, scores: np.ndarray, lengths: np.ndarray) -> list[Hypothesis]:
         best = scores.argmax(-1)
         best_scores = np.take_along_axis(scores, best[..., None], -1)[..., 0]
-        results = []
-        for i, length in enumerate(lengths):
-            ids, frames = collapse_path(best[i, :length].tolist())
-            results.append(self._hypothesis(ids, frames, best_scores[i, :length].sum()))
-        return results
+        return [self._hypothesis((*collapse_path(best[i, :length].tolist()), best_scores[i, :length].sum()))
+                for i, length in enumerate(lengths)]
+
+
+def distinct(candidates: Iterable[Candidate], top_k: int) -> list[Candidate]:
+    """The first ``top_k`` candidates with distinct labellings, in the given (best first) order."""
+    kept: list[Candidate] = []
+    seen: set[tuple[int, ...]] = set()
+    for candidate in candidates:
+        if tuple(candidate[0]) not in seen:
+            seen.add(tuple(candidate[0]))
+            kept.append(candidate)
+            if len(kept) == top_k:
+                break
+    return kept
 
 
 class _FlashlightBeam:
@@ -106,13 +147,15 @@ class _FlashlightBeam:
         self._decoder = LexiconFreeDecoder(options, ZeroLM(), BLANK, BLANK, [])
         self._num_classes = num_classes
 
-    def search(self, scores: np.ndarray) -> tuple[list[int], list[int], float]:
+    def search(self, scores: np.ndarray, top_k: int = 1) -> list[Candidate]:
+        """The beam's distinct labellings, best first: the decoder returns its whole final beam sorted by
+        score, one entry per path, and paths that collapse to the same labelling count once."""
         if len(scores) == 0:
-            return [], [], 0.0
+            return [([], [], [], 0.0)]
         scores = np.ascontiguousarray(scores)
-        best = self._decoder.decode(scores.ctypes.data, len(scores), self._num_classes)[0]
-        path = list(best.tokens)[1:-1]  # the decoder adds a boundary token at both ends
-        return (*collapse_path(path), best.score)
+        results = self._decoder.decode(scores.ctypes.data, len(scores), self._num_classes)
+        # The decoder adds a boundary token at both ends of each path.
+        return distinct(((*collapse_path(list(r.tokens)[1:-1]), r.score) for r in results), top_k)
 
 
 class _CtcdecodeBeam:
@@ -127,14 +170,20 @@ class _CtcdecodeBeam:
         self._decoder = ctcdecode.CTCBeamDecoder(labels, beam_width=beam_size, cutoff_top_n=beam_size_token,
                                                  blank_id=BLANK, num_processes=1, log_probs_input=True)
 
-    def search(self, scores: np.ndarray) -> tuple[list[int], list[int], float]:
+    def search(self, scores: np.ndarray, top_k: int = 1) -> list[Candidate]:
         if len(scores) == 0:
-            return [], [], 0.0
+            return [([], [], [], 0.0)]
         results, beam_scores, timesteps, out_lengths = self._decoder.decode(torch.from_numpy(scores)[None])
-        n = int(out_lengths[0, 0])
-        ids, frames = merge_repeats(results[0, 0, :n].tolist(), timesteps[0, 0, :n].tolist())
-        # ctcdecode reports negative log-likelihood-like beam scores; flip them so higher is better.
-        return ids, frames, -float(beam_scores[0, 0])
+        # ctcdecode gives each label's first step but no path: a gloss ends at the last step of its segment
+        # where it is the frame-wise best label.
+        best = scores.argmax(-1).tolist()
+        candidates = []
+        for beam in range(results.shape[1]):
+            n = int(out_lengths[0, beam])
+            ids, frames = merge_repeats(results[0, beam, :n].tolist(), timesteps[0, beam, :n].tolist())
+            # ctcdecode reports negative log-likelihood-like beam scores; flip them so higher is better.
+            candidates.append((ids, frames, gloss_ends(best, ids, frames), -float(beam_scores[0, beam])))
+        return distinct(candidates, top_k)
 
 
 _BEAM_BACKENDS = {"flashlight": _FlashlightBeam, "ctcdecode": _CtcdecodeBeam}

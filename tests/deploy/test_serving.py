@@ -20,11 +20,12 @@ from deploy.onnx_export import served_from_checkpoint
 from deploy.served_limits import ServedLimits
 from deploy.server import Ports, ServerError, TritonServer, free_port
 from deploy.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
-from model.decoding import CTCDecoder
+from model.decoding import CTCDecoder, Hypothesis
 from pipelines.prepared import PreparedDataset
 from pipelines.temporal_padding import stride
-from pipelines.video_io import read_frames, write_vp9
+from pipelines.video_io import read_frames, read_video, write_vp9
 from tools.cli import cli
+from train.checkpointing import load_trained
 
 
 def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tuple[list[str], list[int]]:
@@ -107,6 +108,96 @@ def _raw_infer(server, model: str, inputs: dict[str, np.ndarray], datatypes: dic
     return client.infer(model, tensors)
 
 
+def served_log_probs(server, video: Path) -> tuple[np.ndarray, int, int, float]:
+    """The served `preprocess` and `visual` models one after the other, as the ensemble runs them: (log-probs
+    (T', V), valid steps, the video's frame count, its frame rate)."""
+    data = np.frombuffer(video.read_bytes(), dtype=np.uint8)[None]
+    clip = _raw_infer(server, "preprocess", {names.VIDEO: data}, {names.VIDEO: "UINT8"})
+    frames, lengths = clip.as_numpy(names.FRAMES), clip.as_numpy(names.LENGTHS)
+    visual = _raw_infer(server, "visual", {names.FRAMES: frames, names.LENGTHS: lengths},
+                        {names.FRAMES: "UINT8", names.LENGTHS: "INT64"})
+    return (visual.as_numpy(names.LOG_PROBS)[0], int(visual.as_numpy(names.OUTPUT_LENGTHS).reshape(-1)[0]),
+            int(lengths.reshape(-1)[0]), float(clip.as_numpy(names.FPS).reshape(-1)[0]))
+
+
+def expected_seconds(hypothesis: Hypothesis, frames: int, fps: float, frames_per_step: int = 4) -> list[float]:
+    """Start and end of each gloss, flattened: step s covers frames [4s, 4s + 4), cut at the video's end."""
+    return [value for start, end in zip(hypothesis.frames, hypothesis.ends, strict=True)
+            for value in (start * frames_per_step / fps, min((end + 1) * frames_per_step, frames) / fps)]
+
+
+def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server, checkpoint, videos):
+    vocab = load_trained(checkpoint).vocab
+    client = CslrClient(server.http_url)
+    compared_spans = 0
+    for video in videos[:4]:
+        log_probs, steps, frames, fps = served_log_probs(server, video)
+        assert fps == pytest.approx(25.0)  # the tiny corpus's rate, as the container states it
+        for beam_size in (0, 1, 4, 10):
+            decoder = CTCDecoder(vocab, "beam", beam_size=beam_size) if beam_size else CTCDecoder(vocab, "greedy")
+            top_k = min(max(beam_size, 1), 3)
+            (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], top_k)
+            expected = alternatives[0]
+            served = client.recognise_file(video, beam_size, top_k)
+            assert (served.glosses, served.steps) == (expected.glosses, expected.frames), (video, beam_size)
+            assert served.score == pytest.approx(expected.score, abs=1e-3)
+            assert [v for span in served.spans for v in span[1:]] == pytest.approx(
+                expected_seconds(expected, frames, fps), abs=1e-5)
+            assert [a.glosses for a in served.alternatives] == [h.glosses for h in alternatives]
+            assert [a.score for a in served.alternatives] == pytest.approx([h.score for h in alternatives], abs=1e-3)
+            compared_spans += len(served.glosses)
+    assert compared_spans > 0
+
+
+def test_top_k_gives_distinct_sequences_best_first_the_first_the_beam_answer(server, videos):
+    client = CslrClient(server.http_url)
+    several = 0
+    for video in videos[:4]:
+        beam = client.recognise_file(video, 10)
+        result = client.recognise_file(video, 10, 5)
+        texts = [" ".join(a.glosses) for a in result.alternatives]
+        assert 1 <= len(texts) <= 5 and len(set(texts)) == len(texts)
+        scores = [a.score for a in result.alternatives]
+        assert scores == sorted(scores, reverse=True)
+        assert result.alternatives[0].glosses == beam.glosses == result.glosses
+        assert result.alternatives[0].score == pytest.approx(beam.score, abs=1e-3)
+        several += len(texts) > 1
+        over_grpc = CslrClient(server.grpc_url, grpc=True).recognise_file(video, 10, 5)
+        assert [" ".join(a.glosses) for a in over_grpc.alternatives] == texts
+        assert [a.glosses for a in client.recognise_file(video, 10).alternatives] == [beam.glosses]  # top_k 1
+    assert several  # the one-epoch model is unsure enough for its beam to hold several labellings
+
+
+def test_spans_lie_in_order_inside_the_video(server, videos):
+    client = CslrClient(server.http_url)
+    checked = 0
+    for video in videos:
+        frames, fps = read_video(video)
+        duration = len(frames) / fps
+        for beam_size in (0, 10):
+            result = client.recognise_file(video, beam_size)
+            assert len(result.start_s) == len(result.end_s) == len(result.glosses)
+            for start, end in zip(result.start_s, result.end_s, strict=True):
+                assert 0 <= start < end <= duration + 1e-5
+            for end, start in zip(result.end_s, result.start_s[1:], strict=False):
+                assert end <= start + 1e-6
+            checked += len(result.glosses)
+    assert checked > 0
+
+
+def test_raw_frames_take_their_rate_or_the_checkpoints(server, checkpoint, videos):
+    assert load_trained(checkpoint).input.fps == 25.0
+    client = CslrClient(server.http_url)
+    frames, fps = read_video(videos[0])
+    from_file = client.recognise_file(videos[0])
+    unstated = client.recognise_frames(frames)  # the checkpoint's rate, which is this video's
+    assert unstated.glosses == from_file.glosses
+    assert unstated.start_s == pytest.approx(from_file.start_s) and unstated.end_s == pytest.approx(from_file.end_s)
+    doubled = client.recognise_frames(frames, fps=2 * fps)
+    assert doubled.start_s == pytest.approx([s / 2 for s in from_file.start_s])
+    assert doubled.end_s == pytest.approx([e / 2 for e in from_file.end_s])
+
+
 def _cut(video: Path, share: float) -> bytes:
     data = video.read_bytes()
     return data[: int(len(data) * share)]
@@ -125,6 +216,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tm
          f"video too long: {MAX_FRAMES + 20} frames, the served maximum is {MAX_FRAMES}"),
         (lambda: client.recognise_frames(np.zeros((10, 50, 72, 3), np.uint8)), "shape"),
         (lambda: client.recognise_file(videos[0], beam_size=99), "beam_size must be an integer in 0..10"),
+        (lambda: client.recognise_file(videos[0], beam_size=10, top_k=11), "top_k must be an integer in 1..10"),
+        (lambda: client.recognise_file(videos[0], beam_size=0, top_k=2), "top_k 2 needs a beam .*greedy"),
         (lambda: _raw_infer(server, "cslr", {names.VIDEO: np.zeros((1, 8), np.float32)}, {names.VIDEO: "FP32"}),
          "FP32"),
         (lambda: _raw_infer(server, "cslr", {names.VIDEO: np.zeros((1, 0), np.uint8)}, {names.VIDEO: "UINT8"}),
@@ -150,22 +243,28 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
     expected = {video: client.recognise_file(video).glosses for video in videos[:4]}
     long_video = tmp_path / "long.webm"
     write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 5)), 25)
-    bad = [(lambda: long_video.read_bytes(), None, "video too long"),
-           (lambda: b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4, None, "cannot decode video"),
-           (lambda: _cut(videos[0], 0.6), None, "truncated or incomplete"),
-           (lambda: videos[1].read_bytes(), -1, "beam_size must be an integer"),
-           (lambda: videos[1].read_bytes(), 2.5, "beam_size must be an integer")]
-    jobs = [("good", video, None, None) for video in expected] * 3 + [("bad", data, beam, message)
-                                                                      for data, beam, message in bad] * 2
+    bad = [(lambda: long_video.read_bytes(), {}, "video too long"),
+           (lambda: b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4, {}, "cannot decode video"),
+           (lambda: _cut(videos[0], 0.6), {}, "truncated or incomplete"),
+           (lambda: videos[1].read_bytes(), {"beam_size": -1}, "beam_size must be an integer"),
+           (lambda: videos[1].read_bytes(), {"beam_size": 2.5}, "beam_size must be an integer"),
+           (lambda: videos[1].read_bytes(), {"top_k": 0}, "top_k must be an integer in 1..10"),
+           (lambda: videos[1].read_bytes(), {"top_k": True}, "top_k must be an integer"),
+           (lambda: videos[1].read_bytes(), {"top_k": "3"}, "top_k must be an integer"),
+           (lambda: videos[1].read_bytes(), {"beam_size": 0, "top_k": 3}, "top_k 3 needs a beam")]
+    jobs = [("good", video, {}, None) for video in expected] * 3 + [("bad", data, options, message)
+                                                                    for data, options, message in bad] * 2
+    jobs += [("good", video, {"top_k": 3}, None) for video in expected]
     before = {model: _batched_share(server, model) for model in ("preprocess", "ctc_decoder")}
 
     def run(job):
-        kind, source, beam, message = job
+        kind, source, options, message = job
         one = CslrClient(server.http_url)
         try:
             if kind == "good":
-                return one.recognise_file(source).glosses == expected[source]
-            one.recognise_bytes(source(), beam)
+                result = one.recognise_file(source, **options)
+                return result.glosses == expected[source] and len(result.alternatives) <= options.get("top_k", 1)
+            one.recognise_bytes(source(), **options)
             return False
         except Exception as exc:  # noqa: BLE001 - RecognitionError or tritonclient's own
             return kind == "bad" and re.search(message, str(exc)) is not None
@@ -242,7 +341,7 @@ def test_the_repository_is_complete_and_names_tensors_consistently(repository):
         config = (repository / name / "config.pbtxt").read_text()
         assert "${" not in config and f'name: "{name}"' in config
         assert (repository / name / "1").is_dir()
-    declared = {v for k, v in vars(names).items() if k.isupper() and k != "BEAM_SIZE_PARAMETER"}
+    declared = {v for k, v in vars(names).items() if k.isupper() and not k.endswith("_PARAMETER")}
     used = set()
     for path in SOURCES.rglob("config*.pbtxt.template"):
         used |= set(re.findall(r'name: "(\w+)"', path.read_text())) - set(MODELS)

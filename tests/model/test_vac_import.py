@@ -151,3 +151,19 @@ def test_cli_writes_a_loadable_qslr_checkpoint(tmp_path):
     assert not (tmp_path / "r.pt").exists()
     original = runner.invoke(cli, ["model", "describe", str(tmp_path / "smkd.pt")])
     assert original.exit_code == 1 and "not a QSLR checkpoint" in original.output
+
+
+class _Pickled:  # an arbitrary object, which a weights-only load refuses
+    pass
+
+
+def test_unreadable_and_untrusted_checkpoints_are_told_apart(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointError, match=r"notes.pt: not a readable PyTorch checkpoint") as error:
+        load_checkpoint(text)
+    assert "--trust" not in str(error.value)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"state_dict": {}, "extra": _Pickled()}, pickled)
+    with pytest.raises(CheckpointError, match=r"pickled.pt: the checkpoint holds Python objects .* --trust"):
+        load_checkpoint(pickled)

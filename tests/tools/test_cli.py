@@ -61,8 +61,8 @@ def heavy_imports(arguments: list[str]) -> list[str]:
                                      check=True).stdout)
 
 
-# Every group's help but `model`'s, whose module imports PyTorch to name its checkpoint types.
-LIGHT_HELP = ["data", "train", "eval", "features", "export", "triton", "serve", "infer", "web", "bench", "config"]
+LIGHT_HELP = ["data", "train", "eval", "features", "model", "export", "triton", "serve", "infer", "web", "bench",
+              "config", "recognise"]
 
 
 @pytest.mark.parametrize("arguments", [["--help"], ["--version"], *([group, "--help"] for group in LIGHT_HELP),

@@ -209,7 +209,7 @@ def test_posteriors_refuse_a_bad_checkpoint_or_an_unreadable_video_in_one_line(t
     not_a_checkpoint.write_text("not a checkpoint")
     not_a_video = tmp_path / "clip.webm"
     not_a_video.write_bytes(b"\x1a\x45\xdf\xa3 this is no video")
-    for arguments, message in (([str(not_a_checkpoint), str(video)], "notes.pt: cannot read checkpoint"),
+    for arguments, message in (([str(not_a_checkpoint), str(video)], "notes.pt: not a readable PyTorch checkpoint"),
                                ([str(checkpoint), str(not_a_video)], "clip.webm: cannot decode video")):
         result = CliRunner().invoke(cli, ["eval", "plot", "posteriors", "--checkpoint", arguments[0], arguments[1],
                                           "--out", str(tmp_path / "p.png")])

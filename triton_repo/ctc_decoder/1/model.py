@@ -1,4 +1,8 @@
-"""Triton python model `ctc_decoder`: flashlight-text beam search (or greedy) over a dynamic batch."""
+"""Triton python model `ctc_decoder`: flashlight-text beam search (or greedy) over a dynamic batch.
+
+Each request may ask for its own beam width and number of alternatives; a bad request gets its own error.
+The glosses' spans in seconds use the video's frame rate (the optional `fps` input) or the model's.
+"""
 
 import json
 
@@ -6,46 +10,44 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from deploy import tensor_names as names
+from deploy.served_decoding import DecoderSettings, ServedDecoder
 from deploy.triton_parameters import model_parameters, version_file
-from model.decoding import CTCDecoder
+
+
+def _row(values, dtype):
+    return np.array(values, dtype=dtype).reshape(1, -1)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        parameters = model_parameters(args)
         with open(version_file(args, "vocab.json")) as handle:
             vocab = json.load(handle)
-        self.default_beam = int(parameters["beam_size"])
-        self.max_beam = int(parameters["max_beam_size"])
-        token_budget = int(parameters["beam_size_token"])
-        self.greedy = CTCDecoder(vocab, "greedy")
-        # One decoder per beam width, built at load time so that a bad setting fails here, not at a request.
-        self.beams = {width: CTCDecoder(vocab, "beam", beam_size=width, beam_size_token=token_budget)
-                      for width in range(1, self.max_beam + 1)}
-
-    def _beam_size(self, request):
-        raw = json.loads(request.parameters() or "{}").get(names.BEAM_SIZE_PARAMETER, self.default_beam)
-        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= self.max_beam:
-            raise ValueError(f"beam_size must be an integer in 0..{self.max_beam} (0: greedy), got {raw!r}")
-        return raw
+        self.decoder = ServedDecoder(vocab, DecoderSettings.from_parameters(model_parameters(args)))
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                width = self._beam_size(request)
+                options = self.decoder.options(json.loads(request.parameters() or "{}"))
             except ValueError as exc:
                 error = pb_utils.TritonError(f"ctc_decoder: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             log_probs = pb_utils.get_input_tensor_by_name(request, names.LOG_PROBS).as_numpy()
-            length = pb_utils.get_input_tensor_by_name(request, names.OUTPUT_LENGTHS).as_numpy().reshape(-1)
-            decoder = self.greedy if width == 0 else self.beams[width]
-            (hypothesis,) = decoder.decode(log_probs.reshape(1, -1, log_probs.shape[-1]), length[:1])
+            steps = pb_utils.get_input_tensor_by_name(request, names.OUTPUT_LENGTHS).as_numpy().reshape(-1)[0]
+            frames = pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0]
+            fps = pb_utils.get_input_tensor_by_name(request, names.FPS)  # optional
+            fps = None if fps is None else float(fps.as_numpy().reshape(-1)[0])
+            result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps), int(frames),
+                                            fps, options)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(names.GLOSSES, np.array([[g.encode() for g in hypothesis.glosses]], dtype=object)
-                                .reshape(1, -1)),
-                pb_utils.Tensor(names.GLOSS_STEPS, np.array([hypothesis.frames], dtype=np.int64).reshape(1, -1)),
-                pb_utils.Tensor(names.SCORE, np.array([[hypothesis.score]], dtype=np.float32)),
+                pb_utils.Tensor(names.GLOSSES, _row([g.encode() for g in result.glosses], object)),
+                pb_utils.Tensor(names.GLOSS_STEPS, _row(result.steps, np.int64)),
+                pb_utils.Tensor(names.GLOSS_START_S, _row(result.start_s, np.float32)),
+                pb_utils.Tensor(names.GLOSS_END_S, _row(result.end_s, np.float32)),
+                pb_utils.Tensor(names.SCORE, _row([result.score], np.float32)),
+                pb_utils.Tensor(names.ALTERNATIVES, _row([" ".join(a.glosses).encode() for a in result.alternatives],
+                                                         object)),
+                pb_utils.Tensor(names.ALTERNATIVE_SCORES, _row([a.score for a in result.alternatives], np.float32)),
             ]))
         return responses
