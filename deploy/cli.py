@@ -258,39 +258,40 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 @click.option("--url", default="127.0.0.1:8000", show_default=True, help="HTTP (or, with --grpc, gRPC) address.")
 @click.option("--grpc", is_flag=True)
 @click.option("--beam-size", type=int, default=None, help="Beam width for these requests (0: greedy).")
+@click.option("--top-k", type=int, default=None, help="Also the K best distinct gloss sequences, with scores.")
 @click.option("--serve", "repository", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Start a server on REPOSITORY (free local ports) for these videos, and stop it afterwards.")
 @click.option("--json", "as_json", is_flag=True)
-def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, repository: Path | None,
-          as_json: bool) -> None:
-    """Recognise VIDEOS through a server; prints the glosses of each."""
+def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, top_k: int | None,
+          repository: Path | None, as_json: bool) -> None:
+    """Recognise VIDEOS through a server; prints the glosses of each with their time spans."""
     if repository is None:
-        _recognise(videos, url, grpc, beam_size, as_json)
+        _recognise(videos, url, grpc, beam_size, top_k, as_json)
         return
     from deploy.server import Ports, TritonServer, free_port
 
     with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
         click.echo(f"tritonserver ready on {server.http_url}", err=True)
-        _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, as_json)
+        _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, top_k, as_json)
 
 
-def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, as_json: bool) -> None:
+def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, top_k: int | None,
+               as_json: bool) -> None:
     from deploy.client import CslrClient, RecognitionError
+    from deploy.recognise_cli import as_json as json_record
+    from deploy.recognise_cli import as_text
 
     client = CslrClient(url, grpc)
     failures = 0
     for video in videos:
         try:
-            result = client.recognise_file(video, beam_size)
+            result = client.recognise_file(video, beam_size, top_k=top_k)
         except RecognitionError as exc:
             failures += 1
             click.echo(f"{video}: error: {exc}", err=True)
             continue
-        if as_json:
-            click.echo(json.dumps({"video": str(video), "glosses": result.glosses, "steps": result.steps,
-                                   "score": result.score}))
-        else:
-            click.echo(f"{video}: {' '.join(result.glosses)}")
+        # The same output as `qslr recognise`, so that tools read a local and a served answer alike.
+        click.echo(json.dumps(json_record(video, result, None)) if as_json else as_text(video, result, None))
     client.close()
     if failures:
         raise SystemExit(1)

@@ -97,7 +97,7 @@ def ctm_lines(utterance: str, result) -> list[str]:
               help="A checkpoint from `qslr train`, run in PyTorch.")
 @click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A graph from `qslr export onnx` (or a repository's visual/1/model.onnx), run in onnxruntime.")
-@click.option("--beam", "beam_size", type=int, default=None,
+@click.option("--beam-size", "--beam", "beam_size", type=int, default=None,
               help="Beam width (0: greedy) [default: the model's decode settings].")
 @click.option("--top-k", type=int, default=None, help="Also list the K best distinct gloss sequences (beam only).")
 @click.option("--height", type=int, default=None, help="Frame height [default: as the model states].")

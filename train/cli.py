@@ -86,9 +86,12 @@ def _load_for_inference(checkpoint: Path, data: Path | None, overrides: tuple[st
 
     try:
         loaded = load_checkpoint(checkpoint)
-        if loaded.config is None or loaded.vocab is None:
-            raise click.ClickException(f"{checkpoint}: holds no training config and vocabulary (an imported "
-                                       f"original checkpoint?); evaluate it with a config that names its data")
+        if loaded.vocab is None:
+            raise click.ClickException(f"{checkpoint}: holds no vocabulary (an original checkpoint imported "
+                                       f"without --vocab?); import it again with the dataset's vocabulary")
+        if "data" not in loaded.config and data is None:
+            raise click.ClickException(f"{checkpoint}: holds no training config naming its data (an imported "
+                                       f"original checkpoint?); pass --data DATASET")
         values = deep_merge(loaded.config, parse_overrides([*overrides, *([f"data.root={data}"] if data else [])]))
         config = build(ExperimentConfig, values, f"{checkpoint} + command line")
     except (CheckpointError, ConfigError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -356,9 +357,18 @@ def test_the_builder_refuses_what_it_cannot_build(checkpoint, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_infer_command(server, videos):
-    result = CliRunner().invoke(cli, ["infer", str(videos[0]), "--url", server.http_url, "--json"])
+def test_infer_command_answers_as_qslr_recognise_does(server, videos, checkpoint):
+    result = CliRunner().invoke(cli, ["infer", str(videos[0]), "--url", server.http_url, "--json", "--beam-size",
+                                      "4", "--top-k", "3"])
     assert result.exit_code == 0, result.output
+    served = json.loads(result.output)
+    local = CliRunner().invoke(cli, ["recognise", str(videos[0]), "--checkpoint", str(checkpoint), "--json",
+                                     "--beam", "4", "--top-k", "3"])
+    assert local.exit_code == 0, local.output
+    recognised = json.loads(local.output)
+    assert [g["gloss"] for g in served["glosses"]] == [g["gloss"] for g in recognised["glosses"]]
+    assert [a["glosses"] for a in served["alternatives"]] == [a["glosses"] for a in recognised["alternatives"]]
+    assert len(served["alternatives"]) <= 3 and all(g["end"] > g["start"] for g in served["glosses"])
     bad = CliRunner().invoke(cli, ["infer", __file__, "--url", server.http_url])
     assert bad.exit_code == 1 and "error" in bad.output
 

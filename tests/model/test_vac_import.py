@@ -151,6 +151,9 @@ def test_cli_writes_a_loadable_qslr_checkpoint(tmp_path):
     assert not (tmp_path / "r.pt").exists()
     original = runner.invoke(cli, ["model", "describe", str(tmp_path / "smkd.pt")])
     assert original.exit_code == 1 and "not a QSLR checkpoint" in original.output
+    # An imported checkpoint knows its network, not its data: evaluating it needs --data.
+    unnamed = runner.invoke(cli, ["eval", "run", "--checkpoint", str(tmp_path / "q.pt"), "--split", "test"])
+    assert unnamed.exit_code == 1 and "q.pt: holds no training config naming its data" in unnamed.output
 
 
 class _Pickled:  # an arbitrary object, which a weights-only load refuses
