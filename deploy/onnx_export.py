@@ -100,6 +100,9 @@ def onnx_session(path: str | Path, threads: int = 1):
     # One thread per session: several sessions (and PyTorch) share the machine's cores.
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle workers sleep instead of spinning: in a server the cores they would spin on decode and search
+    # for the other models (measured in docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

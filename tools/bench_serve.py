@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.client import CslrClient, RecognitionError
+from deploy.served_limits import ServedLimits
 from deploy.server import Ports, TritonServer, free_port
 from deploy.triton_repository import RepositorySettings, build_repository
 from pipelines.prepared import PreparedDataset
@@ -28,6 +29,7 @@ from tools.serve_breakdown import (
     ENSEMBLE,
     STAGES,
     StageTime,
+    offline_decoding,
     offline_stages,
     shares,
     stage_times,
@@ -129,6 +131,16 @@ def _breakdown_table(breakdown: dict[str, dict], offline: dict[str, dict[str, fl
     return table
 
 
+def _decoding_table(decoding: dict[str, float]) -> Table:
+    table = Table(title="Video decoding offline, same videos, passes alternating (median ms per clip)")
+    for column in ("decoder", "ms per clip", "x pyav, one at a time"):
+        table.add_column(column, justify="left" if column == "decoder" else "right")
+    reference = decoding["pyav, one at a time"]
+    for name, ms in decoding.items():
+        table.add_row(name, f"{ms:.1f}", f"{reference / ms:.2f}")
+    return table
+
+
 @click.command("serve")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="[default: the demo's best.pt, else a quickly trained one]")
@@ -180,6 +192,8 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                     breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
+        decoding = offline_decoding(videos, list(dict.fromkeys(("pyav", *decoders))), spec.height, spec.width,
+                                    ServedLimits())
     baseline = _configuration_name(*BASELINE)
     rates = [Rate(f"{name} c{level}", [results[name][level]["throughput"]],
                   results[name][level]["throughput"] / results[baseline][level]["throughput"])
@@ -190,12 +204,14 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                                   "shares": shares(breakdown[name][level])}
              for name in results for level in levels}
     notes["offline_ms_per_clip"] = offline
+    notes["offline_decoding_ms_per_clip"] = decoding
     report("Serving the cslr ensemble (tritonserver, CPU, python backends)", "requests/s", rates,
            f"{baseline} (same concurrency)",
            {"levels": list(levels), "requests": requests, "videos": len(videos), "decoders": list(decoders),
             "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share},
            json_out, notes=notes)
     Console(width=140).print(_breakdown_table(breakdown, offline))
+    Console(width=140).print(_decoding_table(decoding))
     for name in results:
         for level in levels:
             value = results[name][level]

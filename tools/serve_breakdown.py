@@ -77,6 +77,43 @@ def shares(times: dict[str, StageTime]) -> dict[str, float]:
     return result
 
 
+def _interleaved_ms(contenders: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median milliseconds per item of each contender (a pass returns how many items it did), passes
+    alternating between contenders so that a machine's drift weighs on all of them alike."""
+    for work in contenders.values():
+        work()
+    runs: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, work in contenders.items():
+            start = time.perf_counter()
+            items = work()
+            runs[name].append((time.perf_counter() - start) / items)
+    return {name: 1000 * statistics.median(values) for name, values in runs.items()}
+
+
+def offline_decoding(videos: Sequence[bytes], decoders: Sequence[str], height: int, width: int,
+                     limits: ServedLimits, batch: int = 8, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds per clip of each video decoder, one clip per call and ``batch`` clips per call (how
+    `preprocess` gets them under load)."""
+    contenders = {}
+    for name in decoders:
+        decoder = clip_decoder(name, height, width, limits)
+
+        def one_at_a_time(decoder=decoder) -> int:
+            for video in videos:
+                decoder.decode([video])
+            return len(videos)
+
+        def batched(decoder=decoder) -> int:
+            for start in range(0, len(videos), batch):
+                decoder.decode(videos[start:start + batch])
+            return len(videos)
+
+        contenders[f"{name}, one at a time"] = one_at_a_time
+        contenders[f"{name}, batches of {batch}"] = batched
+    return _interleaved_ms(contenders, repeats)
+
+
 def _median_ms(work: Callable[[object], object], items: Sequence, repeats: int) -> float:
     """Median over ``repeats`` passes of the mean time per item, after one pass of warm-up."""
     for item in items:

@@ -69,6 +69,8 @@ def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp
                                                     "pyav, no batching c4", "pyav, dynamic batching c4"]
     offline = data["notes"].pop("offline_ms_per_clip")
     assert set(offline) == {"pyav"} and all(ms > 0 for ms in offline["pyav"].values())
+    decoding = data["notes"].pop("offline_decoding_ms_per_clip")
+    assert set(decoding) == {"pyav, one at a time", "pyav, batches of 8"} and min(decoding.values()) > 0
     for name, run in data["notes"].items():
         assert run["wrong"] == 0 and run["lost"] == 0 and run["valid"] == 8
         accepted = sum(run["corrupt_accepted"].values())
