@@ -8,6 +8,7 @@ as the error that refuses it alone, so one bad upload never fails the others.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.served_limits import ServedLimits
+from deploy.served_limits import ClipTooLongError, ServedLimits
 from pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
 Video = bytes | str | Path
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,10 @@ class PyAVClipDecoder:
 
     def decode_or_error(self, video: Video) -> DecodedClip | Exception:
         try:
+            # Refused before decoding: a long upload would otherwise be decoded whole, at full size.
+            self.limits.check_length(probe_video(video).packets)
             return self.decode_one(video)
-        except (VideoDecodeError, ValueError) as exc:
+        except (VideoDecodeError, ClipTooLongError) as exc:
             return exc
 
     def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
@@ -76,7 +80,7 @@ class DaliClipDecoder:
                  threads: int = 2):
         from pipelines.dali_video import VideoDecodePipeline
 
-        self.fallback = PyAVClipDecoder(height, width, limits, threads=1)
+        self.fallback = PyAVClipDecoder(height, width, limits, threads=threads)
         self.codecs = DALI_GPU_CODECS if device == "gpu" else DALI_CPU_CODECS
         self.pipeline = VideoDecodePipeline(limits.max_batch, threads, device, device_id)
 
@@ -95,29 +99,37 @@ class DaliClipDecoder:
         probes: dict[int, VideoProbe] = {}
         for index in chunk:
             try:
-                probes[index] = probe_video(videos[index])
-            except VideoDecodeError as exc:
+                probe = probe_video(videos[index])
+                self.fallback.limits.check_length(probe.packets)
+                probes[index] = probe
+            except (VideoDecodeError, ClipTooLongError) as exc:
                 results[index] = exc
         ours = [i for i, probe in probes.items() if probe.codec in self.codecs]
-        decoded = self._run(videos, ours) if ours else None
+        decoded = self._run(videos, ours) if ours else {}
+        to_pyav = []
         for index, probe in probes.items():
-            frames = decoded.get(index) if decoded is not None else None
+            frames = decoded.get(index)
             # A frame count other than the container's packets means DALI read the stream differently
             # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
             if frames is not None and len(frames) == probe.packets:
                 try:
                     results[index] = self._finish(frames, probe)
-                except ValueError as exc:
+                except ClipTooLongError as exc:
                     results[index] = exc
             else:
-                results[index] = self.fallback.decode_or_error(videos[index])
+                to_pyav.append(index)
+        if to_pyav:
+            for index, result in zip(to_pyav, self.fallback.decode([videos[i] for i in to_pyav]), strict=True):
+                results[index] = result
 
-    def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray] | None:
+    def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray]:
         encoded = [np.frombuffer(_read(videos[i]), dtype=np.uint8) for i in indices]
         try:
             return dict(zip(indices, self.pipeline.decode(encoded), strict=True))
-        except RuntimeError:
-            return None
+        except RuntimeError as exc:
+            log.warning("DALI failed a batch of %d videos, PyAV decodes them one by one: %s", len(indices),
+                        str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+            return {}
 
 
 def _read(video: Video) -> bytes:

@@ -169,24 +169,26 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
     try:
         name, container, stream = _open(source)
         with container:
-            count, last = 0, None
+            # Packets come in decoding order; with B-frames the last one is not the last shown, so the
+            # readable end is the latest any packet reaches.
+            count, end = 0, 0.0
             try:
                 for packet in container.demux(stream):
                     if packet.is_corrupt:  # a demuxer's mark for a packet it could read only in part
                         raise TruncatedVideoError(
                             f"{name}: the video is truncated or incomplete: frame {count + 1} of it is incomplete "
-                            f"({_seconds(last, stream) if last else 0.0:.2f} s could be read)")
+                            f"({end:.2f} s could be read)")
                     if packet.size:
-                        count, last = count + 1, packet
+                        count, end = count + 1, max(end, _seconds(packet, stream))
             except av.FFmpegError as exc:
-                if last is None:
+                if not count:
                     raise
                 raise TruncatedVideoError(
                     f"{name}: the video is truncated or incomplete: its container breaks off after {count} frames "
-                    f"({_seconds(last, stream):.2f} s could be read): {exc}") from None
-            if last is None:
+                    f"({end:.2f} s could be read): {exc}") from None
+            if not count:
                 raise VideoDecodeError(f"{name}: video has no frames")
-            _check_complete(name, container, stream, count, _seconds(last, stream))
+            _check_complete(name, container, stream, count, end)
             return VideoProbe(stream.codec_context.name, count, _frames_per_second(stream),
                               stream.codec_context.width, stream.codec_context.height)
     except (av.FFmpegError, IndexError, ValueError) as exc:

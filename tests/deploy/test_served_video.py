@@ -131,3 +131,33 @@ def test_a_video_that_fails_dalis_batch_fails_alone(decoders, videos):
     for result, upload in zip((results[0], results[2]), good, strict=True):
         assert isinstance(result, DecodedClip)
         assert np.abs(result.frames.astype(int) - read_video(upload)[0]).max() <= ONE_LEVEL
+
+
+def test_dali_decodes_again_after_a_failed_batch(decoders, videos, monkeypatch):
+    _, dali = decoders
+    frames, _ = read_video(videos[0])
+    assert isinstance(dali.decode([_mjpeg_avi_with_a_broken_frame(frames, broken=3)])[0], TruncatedVideoError)
+
+    def no_pyav(videos):
+        raise AssertionError(f"{len(videos)} videos went to PyAV: DALI did not decode them")
+
+    monkeypatch.setattr(dali.fallback, "decode", no_pyav)
+    good = [Path(v).read_bytes() for v in videos[:3]]
+    assert all(isinstance(r, DecodedClip) for r in dali.decode(good))
+
+
+def test_a_long_upload_is_refused_before_it_is_decoded(decoders, videos, tmp_path, monkeypatch):
+    frames, _ = read_video(videos[0])
+    long_video = tmp_path / "long.webm"
+    write_vp9(long_video, np.concatenate([frames] * (181 // len(frames) + 1)), 25)
+
+    def no_decoding(video):
+        raise AssertionError("the long upload was decoded")
+
+    pyav, dali = decoders
+    monkeypatch.setattr(pyav, "decode_one", no_decoding)
+    monkeypatch.setattr(dali.fallback, "decode_one", no_decoding)
+    monkeypatch.setattr(dali.pipeline, "decode", no_decoding)
+    for decoder in decoders:
+        (result,) = decoder.decode([long_video.read_bytes()])
+        assert isinstance(result, ClipTooLongError) and "video too long" in str(result), decoder.name

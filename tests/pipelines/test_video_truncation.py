@@ -72,3 +72,23 @@ def test_most_cuts_are_recognised_as_truncation_rather_than_garbage(video, read)
             read(video[: int(len(video) * share)])
         truncated += isinstance(error.value, TruncatedVideoError)
     assert truncated == 3
+
+
+def test_b_frames_do_not_make_a_whole_video_look_cut(tmp_path):
+    """H.264 with B-frames (x264's default) in Matroska: packets come in decoding order, so the last packet
+    is not the last frame shown, and only the whole stream tells where the video ends."""
+    path = tmp_path / "phone.mkv"
+    shown = FRAMES - 1  # x264 then ends on B-frames: the last packet decoded is not the last one shown
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in list(_frames())[:shown]:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    with av.open(str(path)) as container:
+        timestamps = [p.pts for p in container.demux(video=0) if p.size]
+    assert timestamps[-1] < max(timestamps)
+    assert probe_video(data).packets == len(read_frames(data)) == shown
+    with pytest.raises(TruncatedVideoError):
+        probe_video(data[: int(len(data) * 0.8)])
