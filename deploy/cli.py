@@ -283,15 +283,17 @@ def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | 
 
     client = CslrClient(url, grpc)
     failures = 0
-    for video in videos:
-        try:
-            result = client.recognise_file(video, beam_size, top_k=top_k)
-        except RecognitionError as exc:
-            failures += 1
-            click.echo(f"{video}: error: {exc}", err=True)
-            continue
-        # The same output as `qslr recognise`, so that tools read a local and a served answer alike.
-        click.echo(json.dumps(json_record(video, result, None)) if as_json else as_text(video, result, None))
-    client.close()
+    try:
+        for video in videos:
+            try:
+                result = client.recognise_file(video, beam_size, top_k=top_k)
+            except (RecognitionError, OSError) as exc:
+                failures += 1
+                click.echo(f"{video}: error: {exc}", err=True)
+                continue
+            # The same output as `qslr recognise`, so that tools read a local and a served answer alike.
+            click.echo(json.dumps(json_record(video, result, None)) if as_json else as_text(video, result, None))
+    finally:
+        client.close()
     if failures:
         raise SystemExit(1)

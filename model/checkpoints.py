@@ -76,11 +76,13 @@ def load_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
             with torch.serialization.safe_globals(_numpy_globals()):
                 data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear message
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        if not trust and "weights only load failed" in str(exc).lower():
+        # PyTorch's weights-only refusal is many lines long; the line worth showing names what it refused.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = next((line[line.index("Unsupported"):] for line in lines if "Unsupported" in line), lines[0])
+        if not trust and "Unsupported global" in detail:
             raise CheckpointError(f"{path}: the checkpoint holds Python objects other than tensors and arrays "
-                                  f"({detail[:160]}); if you trust the file, `qslr model import-vac --trust` "
-                                  "converts it") from None
+                                  f"({detail.split(' by default')[0]}); if you trust the file, "
+                                  "`qslr model import-vac --trust` converts it") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {detail[:160]})"
                               ) from None
     if not isinstance(data, dict):

@@ -6,6 +6,7 @@ Every response is checked against the glosses the same server returned for that 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -39,6 +40,8 @@ from train.checkpointing import load_trained
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
@@ -70,13 +73,17 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
     refused: dict[str, int] = {}
     accepted: dict[str, int] = {}
     broken = list(corrupt_uploads(videos[0]).items())
+    valid = 0
     lock = threading.Lock()
     local = threading.local()
+    clients: list[CslrClient] = []
 
     def one(index: int) -> None:
-        nonlocal wrong, lost
+        nonlocal wrong, lost, valid
         if not hasattr(local, "client"):
             local.client = CslrClient(url, timeout=timeout)
+            with lock:
+                clients.append(local.client)
         if is_corrupt(index, corrupt_share):
             kind, data = broken[index % len(broken)]
             try:
@@ -95,17 +102,23 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
             ok = None
         elapsed = time.perf_counter() - start
         with lock:
-            latencies.append(elapsed)
+            valid += 1
+            if ok is not None:  # a lost request is no throughput and has no latency
+                latencies.append(elapsed)
             wrong += ok is False
             lost += ok is None
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(requests)))
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(requests)))
+    finally:
+        for client in clients:
+            client.close()
     wall = time.perf_counter() - started
     return {"throughput": len(latencies) / wall, "p50_ms": 1000 * percentile(latencies, 0.5),
             "p90_ms": 1000 * percentile(latencies, 0.9), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "wrong": wrong, "lost": lost, "valid": len(latencies), "corrupt_refused": refused,
+            "wrong": wrong, "lost": lost, "valid": valid, "corrupt_refused": refused,
             "corrupt_accepted": accepted}
 
 
@@ -181,8 +194,8 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             if decoder not in offline:
                 offline[decoder] = offline_stages(repository, videos, decoder)
             with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
-                single = CslrClient(server.http_url, timeout=timeout)
-                expected = [single.recognise_bytes(v).glosses for v in videos]
+                with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
+                    expected = [single.recognise_bytes(v).glosses for v in videos]
                 statistics_client = http.InferenceServerClient(server.http_url)
                 results[name], breakdown[name] = {}, {}
                 for level in levels:
@@ -190,6 +203,7 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                     results[name][level] = load_run(server.http_url, videos, expected, level, requests, timeout,
                                                     corrupt_share)
                     breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
+                statistics_client.close()
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
         decoding = offline_decoding(videos, list(dict.fromkeys(("pyav", *decoders))), spec.height, spec.width,

@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,9 @@ import numpy as np
 from deploy import tensor_names as names
 from deploy.onnx_export import onnx_session
 from deploy.ragged_batch import pad_clips
+from deploy.served_decoding import DecoderSettings, ServedDecoder
 from deploy.served_limits import ServedLimits
 from deploy.served_video import clip_decoder
-from model.decoding import CTCDecoder
 
 STAGES = ("preprocess", "visual", "ctc_decoder")
 ENSEMBLE = "cslr"
@@ -141,11 +141,17 @@ def offline_stages(repository: Path, videos: Sequence[bytes], decoder: str, repe
         batch, lengths = pad_clips([clip], limits.min_frames)
         return session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS], {names.FRAMES: batch, names.LENGTHS: lengths})
 
-    outputs = [visual(clip) for clip in clips]
+    outputs = [(visual(clip), len(clip)) for clip in clips]
+    # The served decoder itself, with the repository's parameters and a request's default options.
     vocab = json.loads((repository / "ctc_decoder" / "1" / "vocab.json").read_text())
-    beam = int(settings["beam_size"])
-    search = CTCDecoder(vocab, "greedy") if beam == 0 else CTCDecoder(
-        vocab, "beam", beam_size=beam, beam_size_token=int(settings["beam_size_token"]))
+    search = ServedDecoder(vocab, DecoderSettings.from_parameters(
+        {f.name: str(settings[f.name]) for f in fields(DecoderSettings)}))
+    options = search.options({})
+
+    def decode(output) -> None:
+        (log_probs, steps), frames = output
+        search.recognise(log_probs[0], int(steps[0]), frames, None, options)
+
     return {"preprocess": _median_ms(lambda v: video_decoder.decode([v]), videos, repeats),
             "visual": _median_ms(visual, clips, repeats),
-            "ctc_decoder": _median_ms(lambda out: search.decode(out[0], out[1]), outputs, repeats)}
+            "ctc_decoder": _median_ms(decode, outputs, repeats)}

@@ -259,9 +259,13 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def resolve_preset(name_or_path: str | Path, relative_to: Path = CONFIG_DIR) -> Path:
-    """A YAML path, or the name of a preset in ``configs/`` (``phoenix2014-vac``)."""
+    """A YAML path, or the name of a preset in ``configs/`` (``phoenix2014-vac``). An ``extends`` names a
+    file next to the one that extends it (``relative_to``) or a preset."""
     candidate = Path(name_or_path)
-    for path in (candidate, relative_to / candidate, relative_to / f"{candidate}.yaml"):
+    # From the command line a path is the working directory's; inside a file, that file's folder's.
+    first = [candidate] if relative_to == CONFIG_DIR or candidate.is_absolute() else []
+    folders = dict.fromkeys((relative_to, CONFIG_DIR))
+    for path in (*first, *(folder / name for folder in folders for name in (candidate, f"{candidate}.yaml"))):
         if path.suffix in (".yaml", ".yml") and path.is_file():
             return path
     known = ", ".join(available_presets())

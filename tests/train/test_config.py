@@ -138,6 +138,15 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
         load_config(preset)
 
 
+def test_extends_names_a_file_beside_it_or_a_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # neither is looked up in the working directory
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "base.yaml").write_text("extends: synthetic\ntrain:\n  seed: 5\n")
+    (tmp_path / "mine" / "run.yaml").write_text("extends: base\ntrain:\n  epochs: 2\n")
+    config = load_config(str(tmp_path / "mine" / "run.yaml"))
+    assert (config.train.epochs, config.train.seed, config.model.frame_encoder.arch) == (2, 5, "tiny_cnn")
+
+
 def test_extends_chains_and_cycles(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: b\ntrain:\n  epochs: 3\n")
     (tmp_path / "b.yaml").write_text("extends: phoenix2014-vac.yaml\ntrain:\n  seed: 7\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from model.checkpoints import load_file, save_file
-from model.decoding import CTCDecoder
+from model.decoding import CTCDecoder, Hypothesis
 from pipelines.prepared import PreparedDataset
 from pipelines.video_io import read_frames
 from tools.cli import cli
@@ -218,10 +217,7 @@ def test_posteriors_refuse_a_bad_checkpoint_or_an_unreadable_video_in_one_line(t
         assert not (tmp_path / "p.png").exists()
 
 
-def test_gloss_spans_come_from_the_decoders_ends_or_else_from_the_best_labels():
-    best_labels = [0, 1, 1, 0, 2, 0, 2, 2, 0, 1, 0]
-    starts_only = SimpleNamespace(glosses=["A", "B", "A"], ids=[1, 2, 1], frames=[1, 4, 9])
-    assert [(s.gloss, s.id, s.start, s.end) for s in gloss_spans(starts_only, best_labels)] == [
-        ("A", 1, 1, 3), ("B", 2, 4, 8), ("A", 1, 9, 10)]
-    with_ends = SimpleNamespace(**vars(starts_only), ends=[1, 5, 9])
-    assert [(s.start, s.end) for s in gloss_spans(with_ends, best_labels)] == [(1, 2), (4, 6), (9, 10)]
+def test_gloss_spans_run_from_each_glosss_start_to_its_last_step():
+    hypothesis = Hypothesis(["A", "B", "A"], [1, 2, 1], [1, 4, 9], [1, 5, 9], 0.0)
+    assert [(s.gloss, s.id, s.start, s.end) for s in gloss_spans(hypothesis)] == [
+        ("A", 1, 1, 2), ("B", 2, 4, 6), ("A", 1, 9, 10)]

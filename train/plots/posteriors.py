@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from pipelines.prepared import BLANK_ID
 from train.plots.figure import PictureSize, new_figure
 from train.plots.video_posteriors import VideoPosteriors
 
-BLANK = 0
 # Margins in figure fractions; the right one leaves room for the legend beside the posteriors.
 _LEFT, _RIGHT, _BOTTOM, _TOP = 0.08, 0.86, 0.09, 0.90
 _HEIGHTS = (1.3, 3.0, 0.8)  # frames, posteriors, segments
@@ -51,7 +51,7 @@ def draw_posteriors(result: VideoPosteriors, size: PictureSize, title: str = "")
     thumbnails = _draw_strip(strip, result.frames, covered, per_unit)
     colours = {gloss: f"C{i % 10}" for i, gloss in enumerate(result.recognised_ids)}
     centres = [(t + 0.5) * result.stride / per_unit for t in range(steps)]
-    curves.plot(centres, result.posteriors[:, BLANK], color="0.55", alpha=0.45, linewidth=1.0, label="blank")
+    curves.plot(centres, result.posteriors[:, BLANK_ID], color="0.55", alpha=0.45, linewidth=1.0, label="blank")
     names = dict(zip(result.hypothesis.ids, result.hypothesis.glosses, strict=True))
     for gloss, colour in colours.items():
         curves.plot(centres, result.posteriors[:, gloss], color=colour, linewidth=1.6, label=names[gloss])

@@ -66,21 +66,10 @@ def video_posteriors(trained: TrainedModel, video: str | Path, decoder: CTCDecod
     log_probs = output.sequence_logits[0, :int(output.lengths[0])].float().log_softmax(-1).cpu()
     hypothesis = decoder.decode(log_probs[None], [len(log_probs)])[0]
     return VideoPosteriors(frames, fps, log_probs.exp().numpy(), stride(spec.kernels), hypothesis,
-                           gloss_spans(hypothesis, log_probs.argmax(-1).tolist()))
+                           gloss_spans(hypothesis))
 
 
-def gloss_spans(hypothesis: Hypothesis, best_labels: list[int]) -> list[GlossSpan]:
-    """Each recognised gloss from its start to its last step. Decoders that report where glosses end give it;
-    for those that do not, it is the last step up to the next gloss where the gloss is the most probable label
-    (the greedy path's own end), and at least the start step."""
-    ends = getattr(hypothesis, "ends", None)
-    spans = []
-    for index, (gloss, gloss_id, start) in enumerate(zip(hypothesis.glosses, hypothesis.ids, hypothesis.frames,
-                                                         strict=True)):
-        if ends is not None:
-            last = ends[index]
-        else:
-            stop = hypothesis.frames[index + 1] if index + 1 < len(hypothesis.frames) else len(best_labels)
-            last = max((step for step in range(start, stop) if best_labels[step] == gloss_id), default=start)
-        spans.append(GlossSpan(gloss, gloss_id, start, last + 1))
-    return spans
+def gloss_spans(hypothesis: Hypothesis) -> list[GlossSpan]:
+    """Each recognised gloss from its start step to its last (the decoder's path gives both), end exclusive."""
+    return [GlossSpan(gloss, gloss_id, start, last + 1) for gloss, gloss_id, start, last in
+            zip(hypothesis.glosses, hypothesis.ids, hypothesis.frames, hypothesis.ends, strict=True)]

@@ -27,19 +27,20 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            try:
-                options = self.decoder.options(json.loads(request.parameters() or "{}"))
-            except ValueError as exc:
-                error = pb_utils.TritonError(f"ctc_decoder: {exc}", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
             log_probs = pb_utils.get_input_tensor_by_name(request, names.LOG_PROBS).as_numpy()
             steps = pb_utils.get_input_tensor_by_name(request, names.OUTPUT_LENGTHS).as_numpy().reshape(-1)[0]
             frames = pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0]
             fps = pb_utils.get_input_tensor_by_name(request, names.FPS)  # optional
             fps = None if fps is None else float(fps.as_numpy().reshape(-1)[0])
-            result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps), int(frames),
-                                            fps, options)
+            try:
+                options = self.decoder.options(json.loads(request.parameters() or "{}"))
+                # Lengths that do not fit the log-probabilities (a direct request) fail this request alone.
+                result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps),
+                                                int(frames), fps, options)
+            except ValueError as exc:
+                error = pb_utils.TritonError(f"ctc_decoder: {exc}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+                continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.GLOSSES, _row([g.encode() for g in result.glosses], object)),
                 pb_utils.Tensor(names.GLOSS_STEPS, _row(result.steps, np.int64)),
