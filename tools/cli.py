@@ -34,7 +34,7 @@ COMMANDS = {
     "serve": LazyCommand("deploy.cli:serve",
         "Run tritonserver on REPOSITORY until Ctrl-C, forwarding its log."),
     "infer": LazyCommand("deploy.cli:infer",
-        "Recognise VIDEOS through a server; prints the glosses of each."),
+        "Recognise VIDEOS through a server; prints the glosses of each with..."),
     "recognise": LazyCommand("deploy.recognise_cli:recognise",
         "Recognise VIDEOS locally (no server): the glosses of each, with their..."),
     "web": LazyCommand("deploy.web.cli:web",
