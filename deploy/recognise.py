@@ -98,6 +98,9 @@ def load_onnx_model(path: str | Path, height: int | None = None, width: int | No
     stated = tuple(int(metadata[key]) if key in metadata else (dim if isinstance(dim, int) else None)
                    for key, dim in (("qslr_height", shape[2]), ("qslr_width", shape[3])))
     size = _frame_size(path, stated, height, width)
+    if all(stated) and size != stated:
+        raise ModelLoadError(f"{path}: the graph takes {stated[0]}x{stated[1]} frames (its crop is fixed), "
+                             f"not {size[0]}x{size[1]}; leave --height and --width out")
 
     def run(frames: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         log_probs, steps = session.run(list(OUTPUTS), dict(zip(INPUTS, (frames, lengths), strict=True)))[:2]

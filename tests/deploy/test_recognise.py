@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy.client import CslrClient
-from deploy.recognise import LocalRecogniser, load_checkpoint_model, load_onnx_model
+from deploy.recognise import LocalRecogniser, ModelLoadError, load_checkpoint_model, load_onnx_model
 from deploy.recognition import Recognition
 from pipelines.video_io import read_video
 from tools.cli import cli
@@ -50,6 +50,9 @@ def test_onnx_equals_the_checkpoint(repository, local, videos):
     for video in videos[:4]:
         options = local.options(10, 3)
         assert_same(onnx.recognise(video, options), local.recognise(video, options))
+    # The graph's crop offsets are constants: another frame size is refused at load, not at the first video.
+    with pytest.raises(ModelLoadError, match="takes 72x72 frames"):
+        load_onnx_model(repository / "visual" / "1" / "model.onnx", height=96, width=96)
 
 
 def write_h264(path: Path, frames: np.ndarray, fps: int) -> None:
