@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import math
+import time
 from pathlib import Path
 
 from model.losses import TERMS
@@ -49,8 +50,10 @@ class MetricsLog:
 
         self.path = Path(work_dir) / "metrics.csv"
         _continue_csv(self.path, start_step)
+        directory = Path(work_dir) / TENSORBOARD_DIR
+        _wait_for_a_later_second(directory)
         # purge_step writes a restart marker: TensorBoard hides the older events from that step on.
-        self._writer = SummaryWriter(str(Path(work_dir) / TENSORBOARD_DIR), purge_step=start_step + 1)
+        self._writer = SummaryWriter(str(directory), purge_step=start_step + 1)
 
     def append(self, **values) -> None:
         """One row: every column of COLUMNS that is given (the others stay empty); global_step is required."""
@@ -118,3 +121,16 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
 def read_metrics(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _wait_for_a_later_second(directory: Path) -> None:
+    """TensorBoard reads a run's event files in the order of their names, which start with the second the
+    file was made, then host, process and a counter compared as text (".10" before ".9"). A run resumed
+    within the second of the previous file could be read before it, and its restart marker lost; so a new
+    file is made only once the clock has passed every existing file's second (at most a second's wait)."""
+    seconds = [int(part) for path in directory.glob("events.out.tfevents.*")
+               if (part := path.name.split(".")[3]).isdigit()]
+    if seconds:
+        wait = max(seconds) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -57,3 +58,21 @@ def test_unknown_columns_are_refused(tmp_path):
     with pytest.raises(KeyError, match="dev_cer"):
         log.append(global_step=1, dev_cer=3.0)
     log.close()
+
+
+def test_a_run_resumed_within_the_same_second_is_still_read_after_the_one_before(tmp_path):
+    """Event files are read in name order: the second a file was made, then host, process and a counter
+    compared as text, so a file numbered 10 made in the same second as one numbered 9 would be read first.
+    Here the earlier run's file is named as if made in the coming second by a process that sorts last."""
+    first = MetricsLog(tmp_path, 0)
+    first.append(epoch=0, global_step=4, train_loss=3.0, dev_wer=90.0, lr=1e-3)
+    first.close()
+    (earlier,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    host = earlier.name.split(".")[4]
+    earlier.rename(earlier.with_name(f"events.out.tfevents.{int(time.time()) + 1}.{host}.99999999.9"))
+    second = MetricsLog(tmp_path, 4)
+    second.append(epoch=1, global_step=8, train_loss=2.0, dev_wer=80.0, lr=1e-3)
+    second.close()
+    names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert names[0].endswith(".99999999.9")  # the earlier run's file comes first in the order TensorBoard reads
+    assert scalars(tmp_path, "wer/dev") == [(4, 90.0), (8, 80.0)]
