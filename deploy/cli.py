@@ -178,7 +178,8 @@ def triton() -> None:
 @click.option("--visual-max-padding", type=float, default=0.1, show_default=True,
               help="onnxruntime visual model: a batched call groups clips of similar lengths, padding at most this "
                    "share of their frames.")
-@click.option("--decoder-instances", type=int, default=1, show_default=True)
+@click.option("--decoder-instances", type=int, default=1, show_default=True,
+              help="Instances of the ctc_decoder model (the CTC search; --decoder is the video decoder).")
 @click.option("--preprocess-instances", type=int, default=1, show_default=True)
 @click.option("--decoder", "video_decoder", type=click.Choice(VIDEO_DECODERS), default=None,
               help="How preprocess decodes uploads: dali (DALI's CPU decoder, the training loader's), dali-gpu "
