@@ -33,13 +33,11 @@ def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tupl
     """The frame size the checkpoint's input section states, unless given."""
     if height and width:
         return height, width
+    from deploy.recognise import frame_size
     from train.checkpointing import load_trained
 
     spec = load_trained(checkpoint).input
-    if spec.height is None or spec.width is None:
-        raise click.ClickException(f"{checkpoint}: states no frame size (written before checkpoints carried it, "
-                                   f"and its training data is not here); pass --height and --width")
-    return height or spec.height, width or spec.width
+    return frame_size(checkpoint, (spec.height, spec.width), height, width)
 
 
 @contextlib.contextmanager

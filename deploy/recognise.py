@@ -52,8 +52,9 @@ def _decoder_settings(config: Mapping, kernels, fps: float | None) -> DecoderSet
     return DecoderSettings.for_model(config.get("decode", {}), stride(kernels), fps)
 
 
-def _frame_size(source: Path, stated: tuple[int | None, int | None], height: int | None,
-                width: int | None) -> tuple[int, int]:
+def frame_size(source: Path, stated: tuple[int | None, int | None], height: int | None,
+               width: int | None) -> tuple[int, int]:
+    """The frame size asked for, else the one a checkpoint or graph states (height, width)."""
     height, width = height or stated[0], width or stated[1]
     if not height or not width:
         raise ModelLoadError(f"{source}: states no frame size (written before checkpoints carried it); "
@@ -69,7 +70,7 @@ def load_checkpoint_model(path: str | Path, height: int | None = None, width: in
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     spec = extra["input"]
-    size = _frame_size(path, (spec.height, spec.width), height, width)
+    size = frame_size(path, (spec.height, spec.width), height, width)
 
     def run(frames: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
@@ -97,7 +98,7 @@ def load_onnx_model(path: str | Path, height: int | None = None, width: int | No
     shape = session.get_inputs()[0].shape
     stated = tuple(int(metadata[key]) if key in metadata else (dim if isinstance(dim, int) else None)
                    for key, dim in (("qslr_height", shape[2]), ("qslr_width", shape[3])))
-    size = _frame_size(path, stated, height, width)
+    size = frame_size(path, stated, height, width)
     if all(stated) and size != stated:
         raise ModelLoadError(f"{path}: the graph takes {stated[0]}x{stated[1]} frames (its crop is fixed), "
                              f"not {size[0]}x{size[1]}; leave --height and --width out")

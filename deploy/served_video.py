@@ -8,6 +8,7 @@ as the error that refuses it alone, so one bad upload never fails the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,19 +45,22 @@ class PyAVClipDecoder:
         self.limits.check_length(len(frames))
         return DecodedClip(resize_frames(frames, self.height, self.width), fps)
 
-    def decode_or_error(self, video: Video) -> DecodedClip | Exception:
+    def _decode_or_error(self, video: Video, probe_first: bool) -> DecodedClip | Exception:
         try:
-            # Refused before decoding: a long upload would otherwise be decoded whole, at full size.
-            self.limits.check_length(probe_video(video).packets)
+            if probe_first:
+                # Refused before decoding: a long upload would otherwise be decoded whole, at full size.
+                self.limits.check_length(probe_video(video).packets)
             return self.decode_one(video)
         except (VideoDecodeError, ClipTooLongError) as exc:
             return exc
 
-    def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
+    def decode(self, videos: Sequence[Video], probed: bool = False) -> list[DecodedClip | Exception]:
+        """``probed``: the caller has already read each container (`probe_video`) and checked its length."""
+        work = functools.partial(self._decode_or_error, probe_first=not probed)
         if len(videos) < 2 or self.threads < 2:
-            return [self.decode_or_error(video) for video in videos]
+            return [work(video) for video in videos]
         with ThreadPoolExecutor(min(self.threads, len(videos))) as pool:
-            return list(pool.map(self.decode_or_error, videos))
+            return list(pool.map(work, videos))
 
 
 # What DALI's video decoder reads: on the CPU only these (H.264 and the rest need NVDEC); on a GPU, NVDEC's.
@@ -80,13 +84,14 @@ class DaliClipDecoder:
                  threads: int = 2):
         from pipelines.dali_video import VideoDecodePipeline
 
+        self.height, self.width, self.limits = height, width, limits
         self.fallback = PyAVClipDecoder(height, width, limits, threads=threads)
         self.codecs = DALI_GPU_CODECS if device == "gpu" else DALI_CPU_CODECS
         self.pipeline = VideoDecodePipeline(limits.max_batch, threads, device, device_id)
 
     def _finish(self, frames: np.ndarray, probe: VideoProbe) -> DecodedClip:
-        self.fallback.limits.check_length(len(frames))
-        return DecodedClip(resize_frames(frames, self.fallback.height, self.fallback.width), probe.fps)
+        self.limits.check_length(len(frames))
+        return DecodedClip(resize_frames(frames, self.height, self.width), probe.fps)
 
     def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
         results: list[DecodedClip | Exception | None] = [None] * len(videos)
@@ -100,7 +105,7 @@ class DaliClipDecoder:
         for index in chunk:
             try:
                 probe = probe_video(videos[index])
-                self.fallback.limits.check_length(probe.packets)
+                self.limits.check_length(probe.packets)
                 probes[index] = probe
             except (VideoDecodeError, ClipTooLongError) as exc:
                 results[index] = exc
@@ -119,7 +124,8 @@ class DaliClipDecoder:
             else:
                 to_pyav.append(index)
         if to_pyav:
-            for index, result in zip(to_pyav, self.fallback.decode([videos[i] for i in to_pyav]), strict=True):
+            decoded_by_pyav = self.fallback.decode([videos[i] for i in to_pyav], probed=True)
+            for index, result in zip(to_pyav, decoded_by_pyav, strict=True):
                 results[index] = result
 
     def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray]:

@@ -85,8 +85,9 @@ def resolve_video_decoder(requested: str | None) -> str:
 
 def _preprocess(settings: RepositorySettings) -> dict[str, object]:
     decoder = resolve_video_decoder(settings.video_decoder)
-    return {"video_decoder": decoder.removesuffix("-gpu"), "decoder_device": "gpu" if decoder == "dali-gpu" else "cpu",
-            "preprocess_kind": "KIND_GPU" if decoder == "dali-gpu" else "KIND_CPU"}
+    gpu = decoder == "dali-gpu"
+    return {"decoder_choice": decoder, "video_decoder": decoder.removesuffix("-gpu"),
+            "decoder_device": "gpu" if gpu else "cpu", "preprocess_kind": "KIND_GPU" if gpu else "KIND_CPU"}
 
 
 def render(template: Path, values: dict[str, object]) -> str:
@@ -161,7 +162,7 @@ _DECODER_NOTES = {
 
 
 def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str:
-    decoder = resolve_video_decoder(settings.video_decoder)
+    decoder = values["decoder_choice"]
     limits = settings.limits
     batching = f"on, {settings.max_queue_delay_us} us queue delay" if settings.dynamic_batching else "off"
     return "\n".join([

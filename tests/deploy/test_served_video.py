@@ -138,7 +138,7 @@ def test_dali_decodes_again_after_a_failed_batch(decoders, videos, monkeypatch):
     frames, _ = read_video(videos[0])
     assert isinstance(dali.decode([_mjpeg_avi_with_a_broken_frame(frames, broken=3)])[0], TruncatedVideoError)
 
-    def no_pyav(videos):
+    def no_pyav(videos, probed=False):
         raise AssertionError(f"{len(videos)} videos went to PyAV: DALI did not decode them")
 
     monkeypatch.setattr(dali.fallback, "decode", no_pyav)

@@ -165,3 +165,9 @@ def build_csl_daily(parent: Path, frames: str = "sentence/frames_512x512") -> Pa
     # The real split_1.txt ends without a final newline.
     (base / "sentence_label" / "split_1.txt").write_text("\n".join(["name|split", *listed]), encoding="utf-8")
     return base
+
+
+# Each release's builder and the rows it writes, for tests that run over all three.
+RELEASES = {"phoenix2014": (build_phoenix2014, PHOENIX2014_ROWS),
+            "phoenix2014t": (build_phoenix2014t, PHOENIX2014T_ROWS),
+            "csl-daily": (build_csl_daily, CSL_DAILY_ROWS)}

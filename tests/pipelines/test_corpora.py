@@ -7,21 +7,18 @@ from pathlib import Path
 import pytest
 from release_layouts import (
     CSL_DAILY_NOT_IN_SPLIT,
-    CSL_DAILY_ROWS,
     CSL_DAILY_SPLIT_ONLY,
     FRAMES_PER_VIDEO,
-    PHOENIX2014_ROWS,
-    PHOENIX2014T_ROWS,
+    RELEASES,
     build_csl_daily,
-    build_phoenix2014,
     build_phoenix2014t,
     phoenix2014t_frame_folder,
 )
 
 from pipelines.corpora import CORPORA, NO_ANNOTATION, NOT_IN_SPLIT_FILE, CorpusFormatError, RawRow, Refusal
 
-BUILDERS = {"phoenix2014": build_phoenix2014, "phoenix2014t": build_phoenix2014t, "csl-daily": build_csl_daily}
-ROWS = {"phoenix2014": PHOENIX2014_ROWS, "phoenix2014t": PHOENIX2014T_ROWS, "csl-daily": CSL_DAILY_ROWS}
+BUILDERS = {name: build for name, (build, _) in RELEASES.items()}
+ROWS = {name: rows for name, (_, rows) in RELEASES.items()}
 
 
 def read(corpus: str, root: Path) -> tuple[list[RawRow], list[Refusal]]:
