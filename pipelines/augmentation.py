@@ -1,8 +1,9 @@
 """Per-clip augmentation plans, shared by the DALI pipeline and the reference loader.
 
 One plan per clip and epoch fixes everything random: which frames in which order (temporal rescale and
-the replicate padding), the crop offset and the flip. Both loaders execute the same plan, so they give
-the same tensors; the plan depends only on (seed, epoch, sample index), never on worker scheduling.
+the replicate padding), the crop offset, the flip and the photometric gain and offset. Both loaders execute
+the same plan, so they give the same tensors; the plan depends only on (seed, epoch, sample index), never
+on worker scheduling.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class ClipSettings:
     min_frames: int = 32
     max_frames: int = 230
     kernels: tuple[str, ...] = VAC_KERNELS
+    # Per clip, on the normalised [-1, 1] values: x * U(1 - c, 1 + c) + U(-b, b), not clamped (one affine map,
+    # which DALI folds into its normalisation). Not in the original (0 keeps its augmentation); it stands in
+    # for signers whose skin, clothes and lighting contrast differently from every training signer's.
+    contrast_jitter: float = 0.0
+    brightness_jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class ClipPlan:
     crop_y: int
     crop_x: int
     flip: bool
+    gain: float = 1.0
+    offset: float = 0.0
 
     @property
     def length(self) -> int:
@@ -60,10 +68,17 @@ def plan_clip(num_frames: int, height: int, width: int, settings: ClipSettings, 
         indices = rescaled_indices(num_frames, settings, rng)
         crop_y, crop_x = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
         flip = bool(rng.random() < settings.flip_prob)
+        # Drawn last and only when asked for, so that plans without it stay those of earlier releases.
+        gain = float(rng.uniform(1 - settings.contrast_jitter, 1 + settings.contrast_jitter)) \
+            if settings.contrast_jitter > 0 else 1.0
+        offset = float(rng.uniform(-settings.brightness_jitter, settings.brightness_jitter)) \
+            if settings.brightness_jitter > 0 else 0.0
     else:
         indices = list(range(num_frames))
         crop_y, crop_x, flip = (height - crop) // 2, (width - crop) // 2, False
-    return ClipPlan(np.asarray(padded_order(indices, settings.kernels), dtype=np.int32), crop_y, crop_x, flip)
+        gain, offset = 1.0, 0.0
+    return ClipPlan(np.asarray(padded_order(indices, settings.kernels), dtype=np.int32), crop_y, crop_x, flip,
+                    gain, offset)
 
 
 def clip_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -75,5 +90,8 @@ def apply_plan(frames: np.ndarray, plan: ClipPlan, crop: int) -> np.ndarray:
     clip = frames[plan.order, plan.crop_y:plan.crop_y + crop, plan.crop_x:plan.crop_x + crop]
     if plan.flip:
         clip = clip[:, :, ::-1]
-    return np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
+    clip = np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
+    if plan.gain != 1.0 or plan.offset != 0.0:
+        clip = clip * np.float32(plan.gain) + np.float32(plan.offset)
+    return clip
 

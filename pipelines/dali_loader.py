@@ -2,9 +2,10 @@
 
 Python only reads the encoded bytes and draws each clip's plan (the same plans the reference loader
 executes); DALI decodes exactly the planned frames, in order and with the replicate padding, then crops,
-flips and normalises them, and pads the batch to its longest clip with zeros. Each sample's index travels
-through the pipeline with its frames, and its clip length and decoded frame count come out of it too, so a
-batch is described by what DALI returns, however DALI schedules its calls to the source.
+flips and normalises them, applies the plan's gain and offset, and pads the batch to its longest clip with
+zeros. Each sample's index travels through the pipeline with its frames, and its clip length and decoded
+frame count come out of it too, so a batch is described by what DALI returns, however DALI schedules its
+calls to the source.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class _Feeder:
         indices = sorted(plans, key=lambda i: -plans[i].length)
         self.fed[info.iteration] = indices
         crop = self.source.settings.crop_size
-        columns: tuple[list, ...] = ([], [], [], [], [], [])
+        columns: tuple[list, ...] = ([], [], [], [], [], [], [], [])
         for i in indices:
             record, plan = self.source.records[i], plans[i]
             try:
@@ -103,6 +104,10 @@ class _Feeder:
             columns[3].append(np.float32(plan.crop_y / spare_y if spare_y else 0.5))
             columns[4].append(np.int32(plan.flip))
             columns[5].append(np.int64(i))
+            # gain * (x / 127.5 - 1) + offset as one normalisation, (x - mean) / std, in the crop's pass.
+            std = 127.5 / plan.gain
+            columns[6].append(np.full(3, 127.5 - plan.offset * std, dtype=np.float32))
+            columns[7].append(np.full(3, std, dtype=np.float32))
         return columns
 
 
@@ -130,17 +135,18 @@ class DaliLoader(EpochReader):
         @dali.pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id if gpu else None,
                            prefetch_queue_depth=prefetch, exec_dynamic=True)
         def clips():
-            encoded, order, crop_x, crop_y, flip, index = fn.external_source(
-                source=self._feeder, num_outputs=6, batch=True, batch_info=True,
-                dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.INT64])
+            encoded, order, crop_x, crop_y, flip, index, mean, std = fn.external_source(
+                source=self._feeder, num_outputs=8, batch=True, batch_info=True,
+                dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.INT64, types.FLOAT,
+                       types.FLOAT])
             # Decoding straight through and gathering afterwards beats asking the decoder for the planned
             # frames, whose repeats (padding, stretched clips) make it seek back.
             frames = decode_videos(encoded, gpu)  # the served `preprocess` model's decoder too
             decoded = frames.shape(device="cpu")[0]
             frames = fn.sequence_rearrange(frames, new_order=order)
             frames = fn.crop_mirror_normalize(frames, crop=(crop, crop), crop_pos_x=crop_x, crop_pos_y=crop_y,
-                                              mirror=flip, mean=[127.5] * 3, std=[127.5] * 3,
-                                              dtype=types.FLOAT, output_layout="FCHW")
+                                              mirror=flip, mean=mean, std=std, dtype=types.FLOAT,
+                                              output_layout="FCHW")
             return fn.pad(frames, axes=(0,), fill_value=0.0), index, frames.shape(device="cpu")[0], decoded
 
         self._pipeline = clips()

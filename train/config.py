@@ -47,6 +47,8 @@ class DataConfig:
     crop_size: int = _at_least(224, 1)  # random crop in training, centre crop otherwise
     flip_prob: float = 0.5
     temporal_rescale: float = 0.2  # training clips are resampled to L * U(1 - r, 1 + r) frames
+    contrast_jitter: float = _at_least(0.0, 0.0)  # training clips: x * U(1 - c, 1 + c) + U(-b, b) in [-1, 1]
+    brightness_jitter: float = _at_least(0.0, 0.0)
     min_frames: int = _at_least(32, 1)
     max_frames: int = _at_least(230, 1)
 

@@ -12,7 +12,7 @@ from train.config import ExperimentConfig
 def clip_settings(config: ExperimentConfig) -> ClipSettings:
     data = config.data
     return ClipSettings(data.crop_size, data.flip_prob, data.temporal_rescale, data.min_frames, data.max_frames,
-                        tuple(config.model.temporal.kernels))
+                        tuple(config.model.temporal.kernels), data.contrast_jitter, data.brightness_jitter)
 
 
 def make_loader(config: ExperimentConfig, split: str, train: bool, device: str = "cpu",

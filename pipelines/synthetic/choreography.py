@@ -12,8 +12,8 @@ from pipelines.synthetic.vocabulary import ANCHORS, HANDSHAPES, SignDefinition, 
 REST = {"dominant": (0.36, 0.93), "passive": (0.64, 0.93)}
 REST_SHAPE = HANDSHAPES.index("fist")
 REST_ANGLE = -math.pi / 2
-TRANSITION_FRAMES = 5
-REST_FRAMES = (4, 8)  # lead-in and lead-out, drawn per video
+TRANSITION_FRAMES = 3
+REST_FRAMES = (2, 5)  # lead-in and lead-out, drawn per video
 TREMOR = 0.003
 
 

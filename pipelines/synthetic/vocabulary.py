@@ -107,7 +107,7 @@ def make_vocabulary(size: int, rng: np.random.Generator) -> list[SignDefinition]
             seen.add(key)
             signs.append(key)
     names = gloss_names(size, rng)
-    durations = rng.integers(9, 15, size=size)
+    durations = rng.integers(5, 10, size=size)
     return [
         SignDefinition(name, anchor, motion, HANDSHAPES[shape], ORIENTATIONS[orientation], two_handed, int(frames))
         for name, (anchor, motion, shape, orientation, two_handed), frames in zip(names, signs, durations, strict=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.augmentation import ClipSettings, apply_plan, clip_rng, plan_clip, rescaled_indices
+from pipelines.augmentation import ClipPlan, ClipSettings, apply_plan, clip_rng, plan_clip, rescaled_indices
 from pipelines.temporal_padding import padded_length
 
 SETTINGS = ClipSettings(crop_size=224, flip_prob=0.5, temporal_rescale=0.2, min_frames=32, max_frames=230)
@@ -49,6 +49,31 @@ def test_apply_plan_crops_flips_and_normalises():
     np.testing.assert_allclose(clip, expected, atol=1e-6)
     flipped = apply_plan(frames, type(plan)(plan.order, plan.crop_y, plan.crop_x, True), 4)
     np.testing.assert_allclose(flipped, expected[..., ::-1], atol=1e-6)
+
+
+def test_photometric_jitter_is_drawn_within_bounds_after_everything_else():
+    jittered = ClipSettings(crop_size=224, contrast_jitter=0.3, brightness_jitter=0.2)
+    plans = [plan_clip(100, 256, 256, jittered, True, clip_rng(0, 0, i)) for i in range(200)]
+    gains, offsets = np.array([p.gain for p in plans]), np.array([p.offset for p in plans])
+    assert gains.min() >= 0.7 and gains.max() <= 1.3 and gains.max() - gains.min() > 0.5
+    assert offsets.min() >= -0.2 and offsets.max() <= 0.2 and offsets.max() - offsets.min() > 0.3
+    # The frames, crop and flip are those the same clip gets without the jitter, so turning it on changes
+    # nothing else of a run.
+    for i, plan in enumerate(plans[:20]):
+        plain = plan_clip(100, 256, 256, ClipSettings(crop_size=224), True, clip_rng(0, 0, i))
+        assert np.array_equal(plan.order, plain.order)
+        assert (plan.crop_y, plan.crop_x, plan.flip) == (plain.crop_y, plain.crop_x, plain.flip)
+        assert (plain.gain, plain.offset) == (1.0, 0.0)
+    centre = plan_clip(100, 256, 256, jittered, False, clip_rng(0, 0, 0))
+    assert (centre.gain, centre.offset) == (1.0, 0.0)
+
+
+def test_apply_plan_scales_and_shifts():
+    frames = np.array([0, 64, 128, 191, 255], dtype=np.uint8).reshape(5, 1, 1, 1).repeat(3, axis=3)
+    plan = ClipPlan(np.arange(5, dtype=np.int32), 0, 0, False, gain=1.25, offset=-0.1)
+    clip = apply_plan(frames, plan, 1)[:, 0, 0, 0]
+    # Normalised values -1, -0.498, 0.004, 0.498, 1: times 1.25 minus 0.1.
+    np.testing.assert_allclose(clip, [-1.35, -0.72255, -0.09510, 0.52255, 1.15], atol=1e-4)
 
 
 def test_frames_smaller_than_the_crop_are_refused():

@@ -14,7 +14,8 @@ from PIL import Image
 from pipelines.prepared import PreparedDataset, build_vocab
 from pipelines.stm import read_stm
 from pipelines.synthetic import phoenix_raw
-from pipelines.synthetic.corpus import plan_corpus
+from pipelines.synthetic.choreography import choreograph
+from pipelines.synthetic.corpus import plan_corpus, video_rng
 from pipelines.synthetic.generator import MANIFEST, generate_corpus, rendered_frames
 from pipelines.synthetic.spec import SynthSpec, SynthSpecError
 from pipelines.synthetic.vocabulary import ANCHORS, MOTIONS, make_vocabulary, max_vocabulary_size
@@ -94,6 +95,19 @@ def test_the_hands_move_and_the_rest_of_the_frame_does_not(tiny_spec):
     # Hands and arms sweep part of the frame; the head and background corners stay still.
     assert 0.02 < moving.mean() < 0.6
     assert not moving[:4, :4].any() and not moving[:4, -4:].any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_signing_pace_is_that_of_the_real_corpora(seed):
+    """About 12 frames per running gloss, as in Phoenix-2014's training set: slower signing costs the demo's
+    rendering, decoding and training time in proportion, and lengthens CTC's all-blank stage."""
+    spec = SynthSpec(videos=300, vocab=40, seed=seed)
+    plan = plan_corpus(spec)
+    frames = glosses = 0
+    for utterance in plan.utterances:
+        frames += choreograph(list(utterance.signs), utterance.signer.speed, video_rng(spec, utterance, 0)).num_frames
+        glosses += len(utterance.signs)
+    assert 10.0 <= frames / glosses <= 15.0
 
 
 def test_raw_phoenix_layout(tiny_corpus):
