@@ -106,7 +106,8 @@ def test_curves_refuse_a_missing_or_broken_run_in_one_line(tmp_path, make, messa
 def recognising_checkpoint(checkpoint, tiny_corpus, tmp_path_factory) -> Path:
     """The session's one-epoch model with its BiLSTM classifier redrawn at random around what the BiLSTM outputs
     for the first test video: a real network whose answer changes over that video, glosses with blanks between
-    them (after one epoch the model gives the same label throughout)."""
+    them (after one epoch the model gives the same label throughout). The redrawn classifiers are plain Linear
+    layers, whatever the preset's are: centring needs a bias, which SMKD's weight-normalised one lacks."""
     trained = load_trained(checkpoint)
     features: list[torch.Tensor] = []
     trained.model.classifier.register_forward_hook(lambda module, inputs, output: features.append(inputs[0][0]))
@@ -116,8 +117,13 @@ def recognising_checkpoint(checkpoint, tiny_corpus, tmp_path_factory) -> Path:
     data = load_file(checkpoint, trust=True)
     weights = data["model_state_dict"]
     generator = torch.Generator().manual_seed(8)
-    weight = torch.randn(weights["classifier.weight"].shape, generator=generator) / spread * 5 / len(spread) ** 0.5
+    classes = data["num_classes"]
+    weight = torch.randn(classes, len(spread), generator=generator) / spread * 5 / len(spread) ** 0.5
     weights["classifier.weight"], weights["classifier.bias"] = weight, -(weight @ steps.mean(0))
+    conv_width = data["config"]["model"]["temporal"]["hidden_size"]
+    weights["conv_classifier.weight"] = torch.randn(classes, conv_width, generator=generator)
+    weights["conv_classifier.bias"] = torch.zeros(classes)
+    data["config"]["model"]["classifier"] = {"weight_norm": False, "shared": False}
     path = tmp_path_factory.mktemp("plots") / "recognising.pt"
     save_file(path, data)
     return path
