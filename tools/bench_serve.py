@@ -196,14 +196,13 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
                     expected = [single.recognise_bytes(v).glosses for v in videos]
-                statistics_client = http.InferenceServerClient(server.http_url)
                 results[name], breakdown[name] = {}, {}
-                for level in levels:
-                    before = statistics_snapshot(statistics_client)
-                    results[name][level] = load_run(server.http_url, videos, expected, level, requests, timeout,
-                                                    corrupt_share)
-                    breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
-                statistics_client.close()
+                with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
+                    for level in levels:
+                        before = statistics_snapshot(statistics_client)
+                        results[name][level] = load_run(server.http_url, videos, expected, level, requests,
+                                                        timeout, corrupt_share)
+                        breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
         decoding = offline_decoding(videos, list(dict.fromkeys(("pyav", *decoders))), spec.height, spec.width,

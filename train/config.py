@@ -34,6 +34,11 @@ def _at_least(default: Any, minimum: float) -> Any:
     return field(default=default, metadata={"minimum": minimum})
 
 
+def _from_below(default: Any, minimum: float, below: float) -> Any:
+    """A value in [minimum, below)."""
+    return field(default=default, metadata={"minimum": minimum, "below": below})
+
+
 @dataclass
 class DataConfig:
     root: str = "data/phoenix2014"  # a prepared dataset (see pipelines/prepared.py)
@@ -47,7 +52,8 @@ class DataConfig:
     crop_size: int = _at_least(224, 1)  # random crop in training, centre crop otherwise
     flip_prob: float = 0.5
     temporal_rescale: float = 0.2  # training clips are resampled to L * U(1 - r, 1 + r) frames
-    contrast_jitter: float = _at_least(0.0, 0.0)  # training clips: x * U(1 - c, 1 + c) + U(-b, b) in [-1, 1]
+    # Training clips, normalised to [-1, 1]: x * U(1 - c, 1 + c) + U(-b, b); a gain must stay positive.
+    contrast_jitter: float = _from_below(0.0, 0.0, 1.0)
     brightness_jitter: float = _at_least(0.0, 0.0)
     min_frames: int = _at_least(32, 1)
     max_frames: int = _at_least(230, 1)
@@ -221,12 +227,15 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
 
 
 def _check_limits(key: str, value: Any, limits: Mapping[str, Any], source: str) -> None:
-    """The ``choices``, ``minimum`` and allowed mapping ``keys`` a field's metadata sets."""
+    """The ``choices``, ``minimum``, exclusive maximum (``below``) and allowed mapping ``keys`` a field's
+    metadata sets."""
     where = f"config key {key!r} ({source})"
     if "choices" in limits and value not in limits["choices"]:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, limits['choices']))}")
     if "minimum" in limits and value is not None and value < limits["minimum"]:
         raise ConfigError(f"{where}: {value!r} is below the minimum {limits['minimum']}")
+    if "below" in limits and value is not None and value >= limits["below"]:
+        raise ConfigError(f"{where}: {value!r} must be below {limits['below']}")
     for entry in value if "keys" in limits else ():
         if entry not in limits["keys"]:
             raise ConfigError(f"config key '{key}.{entry}' ({source}): unknown entry; "

@@ -94,6 +94,8 @@ def test_values_are_parsed_and_typed():
     ("train.epochs=ten", "'train.epochs' (command line): expected an integer, got 'ten'"),
     ("train.epochs=2.5", "expected an integer"),
     ("train.epochs=0", "below the minimum 1"),
+    ("data.contrast_jitter=1.0", "'data.contrast_jitter' (command line): 1.0 must be below 1.0"),
+    ("data.brightness_jitter=-0.1", "below the minimum 0.0"),
     ("data.loader=opencv", "'opencv' is not one of dali, reference"),
     ("model.classifier.shared=yes please", "expected true or false"),
     ("optim.milestones=5", "expected a list of int"),
