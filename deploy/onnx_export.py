@@ -34,15 +34,17 @@ class ExportInfo:
     num_classes: int
     top_k: int | None
     kernels: tuple[str, ...]  # the temporal CNN's, which fix how many frames one output step covers
+    precision: str = "fp32"
 
 
 def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None,
-                           frame_size: tuple[int, int] | None = None) -> tuple[ServedModel, dict]:
+                           frame_size: tuple[int, int] | None = None,
+                           precision: str = "fp32") -> tuple[ServedModel, dict]:
     try:
         trained = load_trained(checkpoint)
     except CheckpointError as exc:
         raise ValueError(str(exc)) from None
-    return ServedModel(trained.model.float().eval(), trained.input.crop_size, top_k, frame_size), \
+    return ServedModel(trained.model.float().eval(), trained.input.crop_size, top_k, frame_size, precision), \
         {"vocab": trained.vocab, "config": trained.config.to_dict(), "input": trained.input}
 
 
@@ -54,8 +56,10 @@ def example_inputs(batch: int, time: int, height: int, width: int, seed: int = 0
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int, top_k: int | None = None,
-                opset: int = OPSET) -> ExportInfo:
-    served, extra = served_from_checkpoint(checkpoint, top_k, (height, width))
+                opset: int = OPSET, precision: str = "fp32") -> ExportInfo:
+    """The served signature as an ONNX graph; at ``fp16`` the graph's own types say what runs in half
+    precision (see ServedModel), so onnxruntime and TensorRT's strongly typed networks run it as written."""
+    served, extra = served_from_checkpoint(checkpoint, top_k, (height, width), precision)
     fix_adaptive_pools(served.model, served.crop_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +79,23 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
         metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
                     "qslr_height": str(height), "qslr_width": str(width),
                     "qslr_num_classes": str(served.model.num_classes),
-                    "qslr_top_k": str(top_k or 0), "qslr_config": json.dumps(extra["config"]),
+                    "qslr_top_k": str(top_k or 0), "qslr_precision": precision,
+                    "qslr_config": json.dumps(extra["config"]),
                     "qslr_input": json.dumps(asdict(extra["input"]))}
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(graph)
+        # full_check also infers every node's types: a Cast whose output is labelled with another type than it
+        # produces, or an operator given mixed float types, is refused here rather than by a runtime.
+        onnx.checker.check_model(graph, full_check=True)
         onnx.save(graph, str(tmp))
     return ExportInfo(out, height, width, served.crop_size, served.model.num_classes, top_k,
-                      tuple(served.model.temporal.kernels))
+                      tuple(served.model.temporal.kernels), precision)
+
+
+def graph_precision(metadata: dict[str, str]) -> str:
+    """What a graph written by `qslr export onnx` runs its frame encoder, temporal CNN and classifier in
+    (graphs written before precision was recorded are fp32)."""
+    return metadata.get("qslr_precision", "fp32")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

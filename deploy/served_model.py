@@ -3,6 +3,12 @@
 Everything the loaders do at evaluation time happens inside the graph, so a client sends decoded frames
 as they are: the centre crop, the scaling to [-1, 1], and the original's replicate padding (6 copies of
 the first frame, the last frame repeated up to a multiple of the temporal stride plus the margin).
+
+The precision is stated here, not guessed by a converter or a compiler's autocast pass: at ``fp16`` the frame
+encoder, the temporal convolution and the classifier hold and compute half-precision tensors, while the
+BiLSTM keeps its float32 weights and recurrence (as in training), the length and index arithmetic stays
+integer, and the log-probabilities leave in float32. Every graph exported from it (ONNX, torch.export) says
+so in its own types.
 """
 
 from __future__ import annotations
@@ -12,16 +18,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploy.unpacked_bilstm import bilstm_unpacked
+from model.classifier import NormLinear
 from model.network import SLRModel
 from model.temporal_conv import output_lengths
 from pipelines.temporal_padding import padding_for, stride
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
 
 class ServedModel(nn.Module):
     def __init__(self, model: SLRModel, crop_size: int, top_k: int | None = None,
-                 frame_size: tuple[int, int] | None = None):
+                 frame_size: tuple[int, int] | None = None, precision: str = "fp32"):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        self.compute_dtype = PRECISIONS[precision]
         self.model = model.eval()
+        if isinstance(model.classifier, NormLinear):
+            # Its class vectors are normalised once here, in float32, rather than on every call (and in half
+            # precision) in the graph.
+            model.classifier = _fixed_linear(model.classifier)
+        # The parts that run in the served precision; model.sequence (the BiLSTM) is not among them.
+        for part in (model.frame_encoder, model.temporal, model.classifier):
+            part.to(self.compute_dtype)
         self.crop_size = crop_size
         # Given for an export: constant crop offsets keep the graph's shapes static.
         self.frame_size = frame_size
@@ -32,7 +52,7 @@ class ServedModel(nn.Module):
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor):
         """frames (B, T, H, W, 3) uint8, lengths (B,) int64 -> log_probs (B, T', V), output_lengths (B,)."""
-        images = self.padded_images(frames, lengths)
+        images = _cast(self.padded_images(frames, lengths), self.compute_dtype)
         padded_lengths = _round_up(lengths, self.stride) + self.margin
         # In eval mode BatchNorm uses its running statistics, so encoding every frame and zeroing those past
         # each clip equals encoding only the valid ones, without the data-dependent shapes of a boolean mask.
@@ -43,8 +63,8 @@ class ServedModel(nn.Module):
         visual, steps = self.temporal_features(features.transpose(1, 2), padded_lengths)
         # The trained BiLSTM packs its sequences, which neither torch.export nor TensorRT can take with a
         # dynamic time axis; this form with the same weights equals it.
-        contextual = bilstm_unpacked(self.model.sequence.rnn, visual.transpose(1, 2), steps)
-        log_probs = self.model.classifier(contextual).float().log_softmax(-1)
+        contextual = bilstm_unpacked(self.model.sequence.rnn, _cast(visual, torch.float32).transpose(1, 2), steps)
+        log_probs = self.model.classifier(_cast(contextual, self.compute_dtype)).float().log_softmax(-1)
         if self.top_k:
             top_values, top_ids = log_probs.topk(self.top_k, dim=-1)
             return log_probs, steps, top_values, top_ids
@@ -85,6 +105,19 @@ class ServedModel(nn.Module):
         return clips.permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def _fixed_linear(classifier: NormLinear) -> nn.Linear:
+    """A bias-free Linear whose weight is the NormLinear's weight normalised per class: the same logits."""
+    weight = F.normalize(classifier.weight.detach().float(), dim=0).t()
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device)
+    linear.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+    return linear
+
+
+def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype``; no cast at all where it is already, so an fp32 graph carries no Cast to float."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 def _single(value: int | tuple[int]) -> int:
     return value if isinstance(value, int) else value[0]
 
@@ -112,7 +145,7 @@ def fix_adaptive_pools(model: nn.Module, crop_size: int) -> None:
     hooks = [module.register_forward_hook(lambda m, args, out, name=name: sizes.__setitem__(name, args[0].shape[-2:]))
              for name, module in encoder.named_modules() if isinstance(module, nn.AdaptiveAvgPool2d)]
     with torch.no_grad():
-        encoder(torch.zeros(1, 3, crop_size, crop_size))
+        encoder(torch.zeros(1, 3, crop_size, crop_size, dtype=next(encoder.parameters()).dtype))
     for hook in hooks:
         hook.remove()
     for name, (height, width) in sizes.items():

@@ -1,5 +1,5 @@
 """TensorRT engines from the exported ONNX: optimisation profiles over (batch, time), a timing cache,
-FP16 or FP32, and a parity check against onnxruntime after the build.
+the graph's own precision (FP16 or FP32), and a parity check against onnxruntime after the build.
 
 TensorRT cannot be installed on the CPU machines this project's CI runs on; everything here that needs
 it says so clearly, and the profile arithmetic is plain Python that is tested everywhere.
@@ -161,19 +161,28 @@ def require_tensorrt():
     return trt
 
 
-def _half_precision_onnx(onnx_path: Path) -> Path:
-    """TensorRT 11 builds strongly typed networks only: FP16 has to be in the graph itself."""
-    import onnx
-    from onnxconverter_common import float16
+def graph_precision_for(onnx_path: Path, expected: str | None) -> str:
+    """The precision the graph states (`qslr export onnx --fp16` or not), refused if it is not ``expected``.
 
-    model = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    target = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
-    onnx.save(model, str(target))
-    return target
+    TensorRT 11 builds strongly typed networks only: every layer runs in the type the graph gives it, and
+    no builder flag lowers a float32 graph. An FP16 engine therefore needs the FP16 graph, whose program
+    keeps the BiLSTM and the length arithmetic out of half precision; a converter run over the float32
+    graph would guess instead, and it guesses wrong (mislabelled Casts, an FP16 LSTM).
+    """
+    from deploy.onnx_export import graph_precision, read_metadata
+
+    precision = graph_precision(read_metadata(onnx_path))
+    if expected is not None and precision != expected:
+        raise ValueError(f"{onnx_path} is a {precision} graph, and TensorRT runs a graph in its own types: for a "
+                         f"{expected} engine, export it with `qslr export onnx --{expected}`")
+    return precision
 
 
 def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
-                 fp16: bool = True, timing_cache: str | Path | None = None, workspace_gib: float = 4.0) -> Path:
+                 precision: str | None = None, timing_cache: str | Path | None = None,
+                 workspace_gib: float = 4.0) -> Path:
+    """An engine in the graph's own precision (``precision``, if given, must be it)."""
+    precision = graph_precision_for(Path(onnx_path), precision)
     trt = require_tensorrt()
     if not same_release(trt.__version__, TENSORRT_VERSION):
         log.warning("TensorRT %s is building %s, but QSLR serves with TensorRT %s (%s): `qslr triton build` "
@@ -182,8 +191,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     weakly_typed = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 10; 11 removed the precision flags
-    if fp16 and not weakly_typed:
-        onnx_path = _half_precision_onnx(onnx_path)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -191,8 +198,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if fp16 and weakly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "fp16" and weakly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)  # lets TensorRT 10 keep the graph's FP16 layers in FP16
     profile = builder.create_optimization_profile()
     for name, (low, mid, high) in profile_shapes(shapes, height, width).items():
         profile.set_shape(name, low, mid, high)
@@ -205,8 +212,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     # The record first: a plan never lies in place without the facts needed to judge it.
-    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, "fp16" if fp16 else "fp32",
-                                          onnx_path.name))
+    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, precision, onnx_path.name))
     write_bytes_atomic(out, bytes(serialized))
     if cache_path:
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))

@@ -28,20 +28,18 @@ def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRang
                                        f"pip install -e '.[tensorrt]'") from None
     if not torch.cuda.is_available():
         raise TensorRTUnavailableError("torch-tensorrt needs a CUDA GPU, and none is available here")
-    served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))
+    served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width), precision="fp16" if fp16 else "fp32")
     served = served.cuda().eval()
     program = export_program(served, shapes)
     profile = profile_shapes(shapes, height, width)
     inputs = [torch_tensorrt.Input(min_shape=low, opt_shape=mid, max_shape=high, dtype=dtype)
               for (low, mid, high), dtype in ((profile[names.FRAMES], torch.uint8),
                                                  (profile[names.LENGTHS], torch.int64))]
-    # torch-tensorrt 2.10 to 2.14 (TensorRT 10.12 and 11): networks are strongly typed (explicit typing is the
-    # default), so each layer runs in the type the graph gives it and `enabled_precisions` lowers nothing; some
-    # releases refuse it outright. Half precision comes from the rule-based autocast pass, which inserts the
-    # casts; the BiLSTM's layers stay float32, as in training.
-    precision = {"enable_autocast": True, "autocast_low_precision_type": torch.float16,
-                 "autocast_excluded_ops": {torch.ops.qslr.lstm.default}} if fp16 else {}
-    compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, **precision)
+    # torch-tensorrt 2.10 to 2.14 (TensorRT 10.12 and 11): networks are strongly typed, so each layer runs in the
+    # type the program gives it. The program states its precision (ServedModel): no autocast pass is asked for.
+    # Its rule-based autocast would cast every node's value, SymInt sizes and integer indices included, and
+    # matches excluded operators by name, not by the OpOverload this module would pass.
+    compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs)
     out = Path(out)
     with atomic_path(out) as tmp:
         torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),

@@ -42,7 +42,7 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         target = torch.device(device)
         served = served.to(target)
         session = onnx_session(onnx_path, threads=threads)
-        engine = _engine(onnx_path, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
+        engine = _engine(checkpoint, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
         rates, notes = [], {}
         with progress_bar("clips") as progress:
             runs = (2 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
@@ -77,13 +77,15 @@ def _ort(session, clips, lengths) -> int:
     return len(clips)
 
 
-def _engine(onnx_path: Path, folder: Path, height: int, width: int, max_batch: int, frames: int):
+def _engine(checkpoint: Path, folder: Path, height: int, width: int, max_batch: int, frames: int):
+    """An FP16 engine, built from the FP16 graph as `qslr export tensorrt` builds it."""
     if importlib.util.find_spec("tensorrt") is None:
         return None
     from deploy.tensorrt_engine import EngineRunner, ShapeRange, build_engine
 
+    onnx_path = export_onnx(checkpoint, folder / "model.fp16.onnx", height, width, precision="fp16").path
     shapes = ShapeRange(1, max(1, max_batch // 2), max_batch, frames, frames, frames)
-    return EngineRunner(build_engine(onnx_path, folder / "model.plan", shapes, height, width, fp16=True))
+    return EngineRunner(build_engine(onnx_path, folder / "model.plan", shapes, height, width, "fp16"))
 
 
 def _trt(engine, clips, lengths) -> int:

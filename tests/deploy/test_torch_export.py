@@ -70,3 +70,29 @@ def test_without_torch_tensorrt_the_compile_says_so(checkpoint, tmp_path):
     with pytest.raises(TensorRTUnavailableError, match="torch-tensorrt|CUDA GPU"):
         compile_torch_trt(checkpoint, tmp_path / "m.ep", SHAPES, 72, 72)
     assert not (tmp_path / "m.ep").exists()
+
+
+def test_the_fp16_program_states_its_precision(checkpoint):
+    """What torch-tensorrt compiles at --fp16: half-precision convolutions and classifier, float32 LSTM layers,
+    integer sizes, with no autocast pass left to guess (its casts reached SymInt sizes and integer indices)."""
+    served = served_from_checkpoint(checkpoint, frame_size=(72, 72), precision="fp16")[0]
+    program = export_program(served, SHAPES)
+    calls = [node for node in program.graph.nodes if node.op == "call_function"]
+    convolutions = [n for n in calls if n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default)]
+    lstms = [n for n in calls if n.target == torch.ops.qslr.lstm.default]
+    assert len(convolutions) >= 5 and len(lstms) == 4
+    assert {n.meta["val"].dtype for n in convolutions} == {torch.float16}
+    for node in lstms:
+        assert {arg.meta["val"].dtype for arg in node.args} == {torch.float32}
+    linears = [n for n in calls if n.target == torch.ops.aten.linear.default]  # the encoder's and the classifier
+    assert linears and {n.meta["val"].dtype for n in linears} == {torch.float16}
+    outputs = [node for node in program.graph.nodes if node.op == "output"][0].args[0]
+    assert [o.meta["val"].dtype for o in outputs] == [torch.float32, torch.int64]
+    frames, _ = example_inputs(3, 57, 72, 72, seed=1)
+    # fp16 kernels on both sides, in possibly different orders: well within fp16's step on these log-probabilities.
+    with torch.no_grad():
+        expected, expected_lengths = served(frames, torch.tensor([57, 20, 33]))
+        got, got_lengths = program.module()(frames, torch.tensor([57, 20, 33]))
+    assert torch.equal(got_lengths, expected_lengths)
+    for row, steps in enumerate(expected_lengths.tolist()):
+        torch.testing.assert_close(got[row, :steps], expected[row, :steps], atol=5e-3, rtol=0)
