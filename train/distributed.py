@@ -14,8 +14,18 @@ from torch import nn
 from pipelines.epoch_plan import Sharding
 
 log = logging.getLogger(__name__)
+
+
+def _minutes(variable: str, default: float) -> timedelta:
+    return timedelta(minutes=float(os.environ.get(variable, default)))
+
+
 # A rank that dies mid-collective makes the others fail after this long instead of waiting forever.
-COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+COLLECTIVE_TIMEOUT = _minutes("QSLR_COLLECTIVE_TIMEOUT_MIN", 10)
+# The other ranks wait this long while the main rank scores dev: a beam search over Phoenix's dev split on one
+# process can outlast the collective timeout, which is meant for a dead rank, not a slow one.
+EVALUATION_TIMEOUT = _minutes("QSLR_EVALUATION_TIMEOUT_MIN", 180)
+_evaluation_group = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,16 @@ def setup(device: str = "auto") -> DistEnv:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT,
                                 device_id=target if cuda else None)
         log.info("rank %d of %d joined the %s process group", rank, world_size, dist.get_backend())
+    if world_size > 1:
+        global _evaluation_group
+        # Its own group, so its own timeout; gloo waits on the CPU, whatever backend trains.
+        _evaluation_group = dist.new_group(backend="gloo", timeout=EVALUATION_TIMEOUT)
     return DistEnv(rank, local_rank, world_size, target)
 
 
 def teardown() -> None:
+    global _evaluation_group
+    _evaluation_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -78,6 +94,7 @@ def all_agree(flag: bool, env: DistEnv) -> bool:
     return value.item() == 0.0
 
 
-def barrier(env: DistEnv) -> None:
+def wait_for_evaluation(env: DistEnv) -> None:
+    """Every rank waits here until the main rank has scored dev, for up to EVALUATION_TIMEOUT."""
     if env.distributed:
-        dist.barrier()
+        dist.barrier(group=_evaluation_group)

@@ -33,8 +33,9 @@ from train.checkpointing import (
 )
 from train.config import ExperimentConfig
 from train.data import make_loader
-from train.distributed import DistEnv, all_agree, barrier, convert_sync_batchnorm, setup, teardown
+from train.distributed import DistEnv, all_agree, convert_sync_batchnorm, setup, teardown, wait_for_evaluation
 from train.evaluation import autocast, evaluate
+from train.loss_reach import parameters_without_loss
 from train.metrics_log import MetricsLog
 from train.optim import build_optimizer, build_scheduler
 
@@ -114,15 +115,29 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim)
         self.scaler = torch.amp.GradScaler("cuda", enabled=env.device.type == "cuda" and config.train.amp == "fp16")
-        self.network = (DistributedDataParallel(self.model, device_ids=[env.local_rank] if env.device.type == "cuda"
-                                                else None) if env.distributed else self.model)
         self.loss = VACLoss(config.loss.weights, config.loss.temperature)
+        self.network = self._distributed(self.model) if env.distributed else self.model
         self.loader = make_loader(config, config.data.train_split, train=True, device=str(env.device),
                                   sharding=env.sharding, vocab=self.vocab)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.best_wer: float | None = None
         seed_everything(config.train.seed + 1000 * env.rank)  # per-rank dropout and sampling streams
         self.metrics: MetricsLog | None = None  # opened by run(), once a resume has set the step
+
+    def _distributed(self, model: SLRModel) -> DistributedDataParallel:
+        """DDP over the parameters the loss reaches. Those it never reaches (VAC's baseline leaves the
+        convolutional branch's classifier out) would make DDP wait for their gradients forever; its
+        find_unused_parameters does not help, since it searches from forward's outputs, and the unused
+        classifier's logits are among them. They get no gradient in one process either, so they stay frozen
+        for this run; the optimizer keeps them, as it does in one process, so checkpoints are alike."""
+        unused = parameters_without_loss(model, self.loss)
+        for name in unused:
+            model.get_parameter(name).requires_grad_(False)
+        if unused and self.env.is_main:
+            log.info("the loss terms %s reach no gradient of %s: left out of DDP", ", ".join(self.loss.weights),
+                     ", ".join(sorted({name.rpartition(".")[0] for name in unused})))
+        return DistributedDataParallel(model, device_ids=[self.env.local_rank] if self.env.device.type == "cuda"
+                                       else None)
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
@@ -308,7 +323,7 @@ class Trainer:
             wer, wer_conv = result.wer, result.branches.wer_auxiliary
             log.info("epoch %d: dev WER %.2f %% (conv branch %.2f %%), %.1f s", epoch, wer,
                      result.branches.wer_auxiliary, result.seconds)
-        barrier(self.env)
+        wait_for_evaluation(self.env)
         set_rng_state(state)
         return wer, wer_conv
 
