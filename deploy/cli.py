@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 import click
@@ -138,7 +139,11 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minim
         worst = engine_parity(out, onnx_path, frames.numpy(), lengths.numpy())
     except (ValueError, TensorRTUnavailableError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({precision.upper()})")
+    from deploy.tensorrt_engine import read_engine_record
+
+    memory = read_engine_record(out).device_memory_bytes or 0
+    click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({precision.upper()}); "
+               f"{memory / 2**30:.2f} GiB of device memory per execution context at {maximum}")
 
 
 @export.command("torch-trt")
@@ -231,6 +236,10 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
     except (ValueError, KeyError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}: models preprocess, visual ({visual}), ctc_decoder, cslr, cslr_frames")
+    needed = limits.shared_memory_bytes(height, width, max(options["preprocess_instances"],
+                                                           options["visual_instances"]))
+    click.echo(f"shared memory for full batches ({limits.max_batch} x {limits.max_frames} frames of {height}x{width}): "
+               f"{needed / 2**30:.1f} GiB; in a container, --shm-size={math.ceil(needed / 2**30)}g or more")
 
 
 def _ports(http_port: int, grpc_port: int, metrics_port: int):

@@ -31,6 +31,20 @@ class ServedLimits:
         if self.max_batch < 1:
             raise ValueError(f"served limits: max_batch must be at least 1, got {self.max_batch}")
 
+    def batch_bytes(self, height: int, width: int) -> int:
+        """Bytes of the largest batch of frames a model of the repository exchanges: uint8 (B, T, H, W, 3)."""
+        return self.max_batch * self.max_frames * height * width * 3
+
+    def shared_memory_bytes(self, height: int, width: int, instances: int = 1) -> int:
+        """Shared memory (/dev/shm, Docker's --shm-size) a server needs for full batches.
+
+        Python-backend models exchange tensors with the server through shared memory, each instance in a
+        region of its own that grows to the largest tensor it has held: a full batch of frames sits in the
+        region of a `preprocess` instance (its output) and in that of a python `visual` instance (its input),
+        so two per instance pair, plus room for the small tensors (lengths, log-probabilities, results).
+        """
+        return 2 * instances * self.batch_bytes(height, width) + 256 * 2**20
+
     def too_long(self, frames: int) -> str | None:
         """The error for a clip of ``frames`` frames, or None when it may be served."""
         if frames > self.max_frames:

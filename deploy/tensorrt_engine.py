@@ -104,6 +104,9 @@ class EngineRecord:
     width: int
     precision: str
     onnx: str
+    # What one execution context needs at the profile's largest shapes (TensorRT's own figure); every
+    # KIND_GPU instance of the served model holds one. None in records written before it was kept.
+    device_memory_bytes: int | None = None
 
 
 def engine_record_path(plan: str | Path) -> Path:
@@ -212,7 +215,11 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     # The record first: a plan never lies in place without the facts needed to judge it.
-    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, precision, onnx_path.name))
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    memory = int(getattr(engine, "device_memory_size_v2", 0) or engine.device_memory_size)
+    log.info("%s: one execution context needs %.2f GiB of device memory at %s", out, memory / 2**30,
+             shapes.shapes()[2])
+    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, precision, onnx_path.name, memory))
     write_bytes_atomic(out, bytes(serialized))
     if cache_path:
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))

@@ -1,8 +1,9 @@
 """`qslr bench gpu-check`: every GPU path in one go, one JSON report; each part skips with its reason.
 
-Parts: DALI `mixed` decoding and augmentation against the CPU reference loader, a DDP + SyncBatchNorm +
-AMP training run under torchrun on all GPUs, ONNX export and parity, a TensorRT engine and its parity,
-and every benchmark with `--device cuda` where it has one.
+Parts: DALI `mixed` decoding and augmentation against the CPU reference loader, the served `dali-gpu`
+decoder against PyAV, a DDP + SyncBatchNorm + AMP training run under torchrun on all GPUs, ONNX export
+(fp32 and fp16) and parity, TensorRT engines of both graphs and their parity, the torch-tensorrt fp16
+compile, and every benchmark with `--device cuda` where it has one.
 """
 
 from __future__ import annotations
@@ -116,17 +117,56 @@ class GpuCheck:
         return {"gpus": gpus, "steps": self.steps, "seconds": time.perf_counter() - started,
                 "sync_batchnorm": gpus > 1, "last_metrics": metrics[-1], "header": metrics[0]}
 
+    def dali_gpu_decoder(self) -> dict:
+        """The served `dali-gpu` video decoder (NVDEC) against PyAV on the same uploads."""
+        _need(self.cuda, "no CUDA device")
+        _need(self.dali, "nvidia-dali is not installed")
+        from deploy.served_limits import ServedLimits
+        from deploy.served_video import clip_decoder
+
+        videos = sorted((self.dataset / "videos" / "test").glob("*.webm"))[:16]
+        _need(bool(videos), "no test videos (the corpus part did not run)")
+        limits = ServedLimits()
+        gpu = clip_decoder("dali", FRAME_SIZE, FRAME_SIZE, limits, device="gpu").decode(videos)
+        cpu = clip_decoder("pyav", FRAME_SIZE, FRAME_SIZE, limits).decode(videos)
+        worst = 0
+        for video, a, b in zip(videos, gpu, cpu, strict=True):
+            if isinstance(a, Exception) or isinstance(b, Exception):
+                raise AssertionError(f"{video.name}: NVDEC {a!r}, PyAV {b!r}")
+            if a.frames.shape != b.frames.shape:
+                raise AssertionError(f"{video.name}: NVDEC gave {a.frames.shape}, PyAV {b.frames.shape}")
+            worst = max(worst, int(abs(a.frames.astype(int) - b.frames.astype(int)).max()))
+        # Both decode the same VP9 bitstream; the colour conversion may round differently.
+        if worst > 8:
+            raise AssertionError(f"NVDEC and PyAV differ by {worst} grey levels")
+        return {"videos": len(videos), "max_difference_grey_levels": worst}
+
     def onnx(self) -> dict:
         _need(self.checkpoint.is_file(), "no checkpoint (the training part did not run)")
-        out = _qslr("export", "onnx", "--checkpoint", str(self.checkpoint), "--out", str(self.workdir / "m.onnx"))
-        return {"output": out.strip().splitlines()[-1]}
+        lines = {}
+        for flag, name in (("--fp32", "m.onnx"), ("--fp16", "m.fp16.onnx")):
+            out = _qslr("export", "onnx", "--checkpoint", str(self.checkpoint), "--out", str(self.workdir / name),
+                        flag)
+            lines[flag[2:]] = out.strip().splitlines()[-1]
+        return lines
 
     def tensorrt_engine(self) -> dict:
         _need(self.cuda, "no CUDA device")
         _need(self.tensorrt, "TensorRT is not installed")
-        _need((self.workdir / "m.onnx").is_file(), "no ONNX model (the export part did not run)")
-        out = _qslr("export", "tensorrt", "--onnx", str(self.workdir / "m.onnx"), "--out",
-                    str(self.workdir / "m.plan"), "--min", "1x16", "--opt", "4x120", "--max", "16x230")
+        _need((self.workdir / "m.fp16.onnx").is_file(), "no ONNX model (the export part did not run)")
+        lines = {}
+        for graph, plan in (("m.onnx", "m.plan"), ("m.fp16.onnx", "m.fp16.plan")):
+            out = _qslr("export", "tensorrt", "--onnx", str(self.workdir / graph), "--out", str(self.workdir / plan),
+                        "--min", "1x16", "--opt", "4x120", "--max", "16x230")
+            lines[plan] = out.strip().splitlines()[-1]
+        return lines
+
+    def torch_tensorrt(self) -> dict:
+        _need(self.cuda, "no CUDA device")
+        _need(importlib.util.find_spec("torch_tensorrt") is not None, "torch-tensorrt is not installed")
+        _need(self.checkpoint.is_file(), "no checkpoint (the training part did not run)")
+        out = _qslr("export", "torch-trt", "--checkpoint", str(self.checkpoint), "--out", str(self.workdir / "m.ep"),
+                    "--fp16", "--min", "1x16", "--opt", "4x120", "--max", "8x230")
         return {"output": out.strip().splitlines()[-1]}
 
     def benchmarks(self) -> dict:
@@ -178,8 +218,11 @@ def gpu_check(out: Path, steps: int, videos: int, skip_benchmarks: bool, budget_
     with tempfile.TemporaryDirectory(prefix="qslr-gpu-check-") as tmp:
         check = GpuCheck(Path(tmp), steps, videos)
         parts = [("synthetic corpus", check.corpus), ("DALI mixed decoding vs CPU", check.dali_gpu),
-                 ("DDP + SyncBatchNorm + AMP training", check.train_ddp_amp), ("ONNX export + parity", check.onnx),
-                 ("TensorRT engine + parity", check.tensorrt_engine)]
+                 ("served dali-gpu decoder vs PyAV", check.dali_gpu_decoder),
+                 ("DDP + SyncBatchNorm + AMP training", check.train_ddp_amp),
+                 ("ONNX export fp32 + fp16 + parity", check.onnx),
+                 ("TensorRT engines fp32 + fp16 + parity", check.tensorrt_engine),
+                 ("torch-tensorrt fp16 compile", check.torch_tensorrt)]
         if not skip_benchmarks:
             parts.append(("benchmarks", check.benchmarks))
         results = run_checks(check, parts, budget_s)

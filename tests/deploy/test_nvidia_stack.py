@@ -34,3 +34,18 @@ def test_the_dockerfile_builds_on_the_targeted_container():
 def test_release_matching_needs_major_minor_and_patch():
     assert same_release("11.1.0.106", "11.1.0")
     assert not same_release("11.1.1", "11.1.0") and not same_release("10.13.3.9", "11.1.0")
+
+
+def test_the_runtime_library_release_is_read_from_its_real_file_name(tmp_path):
+    (tmp_path / "libnvinfer.so.11.1.0").write_bytes(b"")
+    (tmp_path / "libnvinfer.so.11").symlink_to("libnvinfer.so.11.1.0")
+    assert nvidia_stack.libnvinfer_version(str(tmp_path)) == "11.1.0"
+    assert nvidia_stack.libnvinfer_version(str(tmp_path / "none")) is None
+
+
+def test_the_dockerfile_checks_the_wheel_and_the_runtime_library_and_installs_dali():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "libnvinfer_version()" in dockerfile and "tensorrt.__version__" in dockerfile
+    extras = re.search(r"\[([\w,]+)\]", dockerfile.split("pip install", 1)[1]).group(1).split(",")
+    # preprocess's default decoder is DALI's, and --decoder dali-gpu is offered: the image needs the extra.
+    assert {"serve", "tensorrt", "dali"} <= set(extras)

@@ -54,3 +54,12 @@ def test_a_profile_covering_limits_runs_them_all():
     assert (shapes.min_time, shapes.opt_time, shapes.max_time) == (10, 300, 300)
     assert shapes.uncovered(limits) == []
     assert len(ShapeRange(2, 2, 4, 20, 20, 200).uncovered(limits)) == 4
+
+
+def test_shared_memory_for_full_batches():
+    # Phoenix's frames at the default limits: one batch is 16 x 400 x 256 x 256 x 3 bytes, ~1.17 GiB.
+    limits = ServedLimits()
+    assert limits.batch_bytes(256, 256) == 1_258_291_200
+    needed = limits.shared_memory_bytes(256, 256)
+    assert 2 * limits.batch_bytes(256, 256) < needed < 3 * 2**30  # Docker's 1g is not enough, 3g is
+    assert limits.shared_memory_bytes(256, 256, instances=2) - needed == 2 * limits.batch_bytes(256, 256)

@@ -102,6 +102,9 @@ def test_gpu_check_skips_each_gpu_part_with_its_reason(tmp_path):
     assert checks["synthetic corpus"]["details"]["frame_size"] >= 128  # NVDEC decodes no smaller VP9 frames
     assert checks["DALI mixed decoding vs CPU"]["details"]["reason"] == "no CUDA device"
     assert checks["DDP + SyncBatchNorm + AMP training"]["status"] == "skipped"
+    for part in ("served dali-gpu decoder vs PyAV", "TensorRT engines fp32 + fp16 + parity",
+                 "torch-tensorrt fp16 compile"):
+        assert checks[part]["details"]["reason"] == "no CUDA device"
     assert all(c["status"] != "failed" for c in checks.values())
     spent = CliRunner().invoke(cli, ["bench", "gpu-check", "--out", str(out), "--budget-s", "0"])
     assert spent.exit_code == 0, spent.output
