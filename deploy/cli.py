@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from deploy.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
-from deploy.served_limits import ServedLimits
-from deploy.tensorrt_engine import ShapeRange
+from qslr.deploy.export.tensorrt_engine import ShapeRange
+from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
+from qslr.deploy.serving.served_limits import ServedLimits
 
 # The default profile covers the default served limits exactly, so a default engine serves in a default repository.
 _DEFAULT_PROFILE = ShapeRange.covering(ServedLimits()).shapes()
@@ -34,8 +34,8 @@ def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tupl
     """The frame size the checkpoint's input section states, unless given."""
     if height and width:
         return height, width
-    from deploy.recognise import frame_size
-    from train.checkpointing import load_trained
+    from qslr.deploy.frontends.recognise import frame_size
+    from qslr.train.checkpointing import load_trained
 
     spec = load_trained(checkpoint).input
     return frame_size(checkpoint, (spec.height, spec.width), height, width)
@@ -71,8 +71,8 @@ def export() -> None:
 def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: int | None, top_k: int | None,
                         fp16: bool, check: bool) -> None:
     """uint8 frames (B, T, H, W, 3) + lengths -> log-probabilities (B, T', V) + lengths; dynamic B and T."""
-    from deploy.graph_checks import tensorrt_problems
-    from deploy.onnx_export import export_onnx
+    from qslr.deploy.export.graph_checks import tensorrt_problems
+    from qslr.deploy.export.onnx_export import export_onnx
 
     height, width = _frame_size(checkpoint, height, width)
     precision = "fp16" if fp16 else "fp32"
@@ -95,7 +95,8 @@ PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 
 
 def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, width: int, precision: str) -> None:
-    from deploy.onnx_export import example_inputs, max_difference, onnx_session, served_from_checkpoint
+    from qslr.deploy.export.onnx_export import max_difference, onnx_session
+    from qslr.deploy.served import example_inputs, served_from_checkpoint
 
     session = onnx_session(out)
     inputs = [example_inputs(batch, time, height, width, seed=time) for batch, time in ((1, 8), (3, 57), (4, 300))]
@@ -122,8 +123,9 @@ def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, w
 def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minimum: str, optimum: str,
                             maximum: str, timing_cache: Path | None) -> None:
     """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
-    from deploy.onnx_export import example_inputs, graph_precision, read_metadata
-    from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError, build_engine, engine_parity
+    from qslr.deploy.export.onnx_export import graph_precision, read_metadata
+    from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError, build_engine, engine_parity
+    from qslr.deploy.served import example_inputs
 
     with _reading_graph(onnx_path):
         metadata = read_metadata(onnx_path)
@@ -139,7 +141,7 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minim
         worst = engine_parity(out, onnx_path, frames.numpy(), lengths.numpy())
     except (ValueError, TensorRTUnavailableError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    from deploy.tensorrt_engine import read_engine_record
+    from qslr.deploy.export.tensorrt_engine import read_engine_record
 
     memory = read_engine_record(out).device_memory_bytes or 0
     click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({precision.upper()}); "
@@ -157,8 +159,8 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minim
 def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, width: int | None, fp16: bool,
                              minimum: str, optimum: str, maximum: str) -> None:
     """Compile the served model with torch-tensorrt for use inside PyTorch."""
-    from deploy.tensorrt_engine import ShapeRange, TensorRTUnavailableError
-    from deploy.torch_trt import compile_torch_trt
+    from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError
+    from qslr.deploy.export.torch_trt import compile_torch_trt
 
     height, width = _frame_size(checkpoint, height, width)
     try:
@@ -172,7 +174,7 @@ def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, wi
 @click.argument("onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_command(onnx_path: Path) -> None:
     """Operators, input types, opset and ranks of an exported graph against TensorRT's ONNX support table."""
-    from deploy.graph_checks import operator_counts, tensorrt_problems, tensorrt_table
+    from qslr.deploy.export.graph_checks import operator_counts, tensorrt_problems, tensorrt_table
 
     version = tensorrt_table()["source"]["tensorrt_version"]
     with _reading_graph(onnx_path):
@@ -225,8 +227,8 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
                  width: int | None, overwrite: bool, min_frames: int, max_frames: int, max_batch_size: int,
                  **options) -> None:
     """A versioned repository: preprocess, visual, ctc_decoder and the cslr / cslr_frames ensembles."""
-    from deploy.triton_repository import RepositorySettings, build_repository
-    from pipelines.atomic_output import OutputExistsError
+    from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
+    from qslr.pipelines.atomic_output import OutputExistsError
 
     height, width = _frame_size(checkpoint, height, width)
     try:
@@ -243,7 +245,7 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
 
 
 def _ports(http_port: int, grpc_port: int, metrics_port: int):
-    from deploy.server import Ports
+    from qslr.deploy.serving.server import Ports
 
     return Ports(http_port, grpc_port, metrics_port)
 
@@ -260,7 +262,7 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     import sys
     import time
 
-    from deploy.server import TritonServer
+    from qslr.deploy.serving.server import TritonServer
 
     server = TritonServer(repository.resolve(), _ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
     stop = {"requested": False}
@@ -301,7 +303,7 @@ def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None,
     if repository is None:
         _recognise(videos, url, grpc, beam_size, top_k, as_json)
         return
-    from deploy.server import Ports, TritonServer, free_port
+    from qslr.deploy.serving.server import Ports, TritonServer, free_port
 
     with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
         click.echo(f"tritonserver ready on {server.http_url}", err=True)
@@ -310,9 +312,9 @@ def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None,
 
 def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, top_k: int | None,
                as_json: bool) -> None:
-    from deploy.client import CslrClient, RecognitionError
-    from deploy.recognise_cli import as_json as json_record
-    from deploy.recognise_cli import as_text
+    from qslr.deploy.frontends.recognise_cli import as_json as json_record
+    from qslr.deploy.frontends.recognise_cli import as_text
+    from qslr.deploy.serving.client import CslrClient, RecognitionError
 
     client = CslrClient(url, grpc)
     failures = 0

@@ -16,5 +16,9 @@ SCORE = "score"  # FP32 [1]
 ALTERNATIVES = "alternatives"  # BYTES [K]: the best distinct gloss sequences, best first, glosses space-separated
 ALTERNATIVE_SCORES = "alternative_scores"  # FP32 [K]
 
+# The served signature (ServedModel, its ONNX graph, the TensorRT engine, the visual model).
+INPUTS = (FRAMES, LENGTHS)
+OUTPUTS = (LOG_PROBS, OUTPUT_LENGTHS)
+
 BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy
 TOP_K_PARAMETER = "top_k"  # request parameter: how many alternatives (1 by default)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.network import SLRModel, build_model
-from pipelines.atomic_output import atomic_path
-from pipelines.temporal_padding import VAC_KERNELS, padding_for
+from qslr.model.network import SLRModel, build_model
+from qslr.pipelines.atomic_output import atomic_path
+from qslr.pipelines.temporal_padding import VAC_KERNELS, padding_for
 
 FORMAT, VERSION = "qslr", 3
 # The model section's parts, each the keyword arguments of its builder (build_model).

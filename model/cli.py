@@ -22,9 +22,9 @@ def model() -> None:
 def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: bool) -> None:
     """Convert a checkpoint of the original VAC code (baseline, VAC or SMKD) to a QSLR checkpoint."""
     # Imported here: PyTorch takes seconds to import, and `qslr model --help` needs none of it.
-    from model.checkpoints import CheckpointError, save_checkpoint
-    from model.vac_import import import_vac
-    from pipelines.prepared import DatasetFormatError, read_any_vocab
+    from qslr.model.checkpoints import CheckpointError, save_checkpoint
+    from qslr.model.vac_import import import_vac
+    from qslr.pipelines.prepared import DatasetFormatError, read_any_vocab
 
     try:
         network, sections = import_vac(checkpoint, trust)
@@ -44,7 +44,7 @@ def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: b
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def describe(checkpoint: Path) -> None:
     """Print a QSLR checkpoint's architecture, classes and parameter count as JSON."""
-    from model.checkpoints import CheckpointError, load_checkpoint
+    from qslr.model.checkpoints import CheckpointError, load_checkpoint
 
     try:
         loaded = load_checkpoint(checkpoint)

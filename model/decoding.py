@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipelines.prepared import BLANK_ID as BLANK
+from qslr.pipelines.prepared import BLANK_ID as BLANK
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Frame encoders: one image in, one feature vector out, chosen by name from the config.
 
 Each builder takes a keyword-only ``weights``: the name or member of a torchvision weights enum
-(ImageNet weights, read from torchvision's cache because CI machines cannot download them), a path
-to a state-dict file, or None for random initialisation.
+(ImageNet weights, fetched as torchvision fetches them: from its cache, else downloaded there with a
+progress bar on a terminal and the file's hash checked), a path to a state-dict file, or None for random
+initialisation.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import sys
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
@@ -18,7 +21,7 @@ from torch import nn
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were requested but cannot be had (offline, missing file)."""
+    """Pretrained weights were requested but cannot be had (offline, a failed download, a missing file)."""
 
 
 class FrameEncoder(nn.Module):
@@ -57,13 +60,22 @@ def _state_dict(weights: str | Enum | None, enum: type[torchvision.models.Weight
         known = ", ".join(m.name for m in enum)
         raise WeightsUnavailableError(
             f"{arch}: unknown weights {weights!r} (known: {known}, a file, or null)") from None
+    return download_weights(member, arch)
+
+
+def download_weights(member: torchvision.models.WeightsEnum, arch: str) -> dict:
+    """``member``'s state dict through torchvision's own mechanism: its cache folder, else a download into it
+    (progress on a terminal; the hash in the file name checked, a mismatch leaving nothing in the cache).
+    Where that fails, one line naming the file, its URL and where to put it."""
     cached = cached_weights_file(member)
-    if not cached.is_file():
+    try:
+        return member.get_state_dict(progress=sys.stderr.isatty(), check_hash=True)
+    # URLError and HTTPError are OSErrors, a bad hash a RuntimeError, a damaged cached file an UnpicklingError.
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc).splitlines()[0]
         raise WeightsUnavailableError(
-            f"{arch}: {member.name} weights are not in torchvision's cache ({cached}) and cannot be downloaded "
-            f"offline; copy {os.path.basename(member.url)} there, pass a file, or set the weights to null"
-        )
-    return member.get_state_dict(progress=False, check_hash=True)
+            f"{arch}: cannot get the {member.name} weights {cached.name} from {member.url} ({reason}); download "
+            f"it yourself and put it at {cached}, pass a .pt/.pth file, or set the weights to null") from None
 
 
 def resnet_encoder(arch: str, *, weights: str | Enum | None = None) -> FrameEncoder:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.network import ModelOutput
-from pipelines.prepared import BLANK_ID as BLANK
+from qslr.model.network import ModelOutput
+from qslr.pipelines.prepared import BLANK_ID as BLANK
 
 TERMS = ("SeqCTC", "ConvCTC", "Dist")
 

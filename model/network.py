@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.classifier import make_classifier
-from model.frame_encoders import FrameEncoder, build_frame_encoder
-from model.sequence_model import BiLSTM
-from model.temporal_conv import TemporalConv
+from qslr.model.classifier import make_classifier
+from qslr.model.frame_encoders import FrameEncoder, build_frame_encoder
+from qslr.model.sequence_model import BiLSTM
+from qslr.model.temporal_conv import TemporalConv
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pipelines.temporal_padding import parse_kernel
+from qslr.pipelines.temporal_padding import parse_kernel
 
 
 def output_lengths(lengths: torch.Tensor, kernels: Sequence[str]) -> torch.Tensor:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoints import CheckpointError, load_file, load_state_dict_strict
-from model.network import SLRModel, build_model
+from qslr.model.checkpoints import CheckpointError, load_file, load_state_dict_strict
+from qslr.model.network import SLRModel, build_model
 
 # The original architecture (docs/original_vac.md); only the classifier differs between the presets.
 ORIGINAL_SECTIONS = {

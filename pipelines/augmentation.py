@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.temporal_padding import VAC_KERNELS, padded_order
+from qslr.pipelines.temporal_padding import VAC_KERNELS, padded_order
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipelines.corpora import CORPORA
-from pipelines.prepared import read_any_vocab
-from pipelines.summary import print_prepare_report, print_summary, summarise
-from pipelines.synthetic.spec import SynthSpec
+from qslr.pipelines.corpora import CORPORA
+from qslr.pipelines.prepared import read_any_vocab
+from qslr.pipelines.summary import print_prepare_report, print_summary, summarise
+from qslr.pipelines.synthetic.spec import SynthSpec
 
 if TYPE_CHECKING:
-    from pipelines.prepare import PrepareReport
+    from qslr.pipelines.prepare import PrepareReport
 
 log = logging.getLogger(__name__)
 _DEFAULTS = SynthSpec()
@@ -58,7 +58,7 @@ def data() -> None:
 def synth(out: Path, workers: int | None, phoenix_raw: Path | None, overwrite: bool, as_json: bool, **knobs) -> None:
     """Render the synthetic sign-language corpus as a prepared dataset."""
     # Imported here: rendering pulls in PyAV and PyTorch, which `qslr data --help` does not need.
-    from pipelines.synthetic.generator import generate_corpus
+    from qslr.pipelines.synthetic.generator import generate_corpus
 
     generate_corpus(SynthSpec(**knobs), out, overwrite=overwrite, workers=workers, phoenix_raw_out=phoenix_raw)
     _show(out, as_json)
@@ -96,7 +96,7 @@ def prepare(corpus: str, root: Path, out: Path, size: str, crf: int, workers: in
     Fails (exit 1) when a split ends up empty or more than --max-refused of the rows are refused.
     """
     # Imported here: encoding pulls in PyAV and PyTorch, which the other data commands do not all need.
-    from pipelines.prepare import PreparationFailed, PrepareSettings, prepare_corpus
+    from qslr.pipelines.prepare import PreparationFailed, PrepareSettings, prepare_corpus
 
     width, height = _parse_size(size)
     settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite, max_refused)

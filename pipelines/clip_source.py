@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.augmentation import ClipPlan, ClipSettings, apply_plan, clip_rng, plan_clip
-from pipelines.batch import encode_glosses
-from pipelines.prepared import PreparedDataset, VideoRecord
-from pipelines.video_io import VideoDecodeError, read_frames
+from qslr.pipelines.augmentation import ClipPlan, ClipSettings, apply_plan, clip_rng, plan_clip
+from qslr.pipelines.batch import encode_glosses
+from qslr.pipelines.prepared import PreparedDataset, VideoRecord
+from qslr.pipelines.video_io import VideoDecodeError, read_frames
 
 
 @dataclass

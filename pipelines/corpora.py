@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.prepared import SPLITS
+from qslr.pipelines.prepared import SPLITS
 
 UNKNOWN_SPLIT = "?"
 

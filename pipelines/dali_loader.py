@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from pipelines.batch import Batch
-from pipelines.clip_source import ClipSource
-from pipelines.dali_video import decode_videos
-from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
-from pipelines.video_io import VideoDecodeError
+from qslr.pipelines.batch import Batch
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.dali_video import decode_videos
+from qslr.pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
+from qslr.pipelines.video_io import VideoDecodeError
 
 # NVDEC refuses frames smaller than its per-codec minimum (cuvidGetDecoderCaps; DALI fails with "Video is too
 # small in at least one dimension"). For VP9, the codec of every prepared dataset, it is 128x128 on the GPUs

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipelines.clip_source import ClipSource
-from pipelines.dali_loader import DaliLoader
-from pipelines.epoch_plan import SINGLE_PROCESS, Sharding
-from pipelines.reference_loader import ReferenceLoader
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.dali_loader import DaliLoader
+from qslr.pipelines.epoch_plan import SINGLE_PROCESS, Sharding
+from qslr.pipelines.reference_loader import ReferenceLoader
 
 LOADERS = ("dali", "reference")
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
-from pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
-from pipelines.gloss_normalisation import SENTENCE_NORMALISERS
-from pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
-from pipelines.progress import progress_bar
-from pipelines.stm import StmEntry, write_stm
-from pipelines.video_io import VideoDecodeError, Vp9Settings, read_frames, write_vp9
+from qslr.pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
+from qslr.pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
+from qslr.pipelines.gloss_normalisation import SENTENCE_NORMALISERS
+from qslr.pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.stm import StmEntry, write_stm
+from qslr.pipelines.video_io import VideoDecodeError, Vp9Settings, read_frames, write_vp9
 
 log = logging.getLogger(__name__)
 MARKER = "prepare.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 
 VOCAB_FILE = "vocab.json"
 BLANK_ID = 0

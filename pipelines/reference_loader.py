@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.batch import Batch, collate
-from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
+from qslr.pipelines.batch import Batch, collate
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 
 WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
 

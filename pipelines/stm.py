@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 
 # The original references span the whole file: scoring aligns by word order, not by time.
 WHOLE_FILE_START = "0.0"

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.corpora import UNKNOWN_SPLIT
-from pipelines.prepared import PreparedDataset
+from qslr.pipelines.corpora import UNKNOWN_SPLIT
+from qslr.pipelines.prepared import PreparedDataset
 
 if TYPE_CHECKING:
-    from pipelines.prepare import PrepareReport
+    from qslr.pipelines.prepare import PrepareReport
 
 
 @dataclass(frozen=True)

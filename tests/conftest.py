@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic.generator import generate_corpus
-from pipelines.synthetic.spec import SynthSpec
-from train.config import load_config
-from train.trainer import train
+from qslr.pipelines.synthetic.generator import generate_corpus
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.train.config import load_config
+from qslr.train.trainer import train
 
 TINY = SynthSpec(
     videos=12, vocab=8, signers=5, heldout_signers=2, min_glosses=2, max_glosses=4,

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import click
 
-from tools.lazy_group import LazyCommand, LazyGroup
+from qslr.tools.lazy_group import LazyCommand, LazyGroup
 
 BENCHMARKS = {
-    "data": LazyCommand("tools.bench_data:bench_data",
+    "data": LazyCommand("qslr.tools.bench_data:bench_data",
         "DALI against the reference loader on the same dataset, plans and..."),
-    "decode": LazyCommand("tools.bench_decode:bench_decode",
+    "decode": LazyCommand("qslr.tools.bench_decode:bench_decode",
         "Decodes/s on one CPU core, all contenders on the same..."),
-    "infer": LazyCommand("tools.bench_infer:bench_infer",
+    "infer": LazyCommand("qslr.tools.bench_infer:bench_infer",
         "Served signature (uint8 frames -> log-probabilities) at several batch..."),
-    "score": LazyCommand("tools.bench_score:bench_score",
+    "score": LazyCommand("qslr.tools.bench_score:bench_score",
         "Splits scored per second (normalisation, [EMPTY] filling, alignment)..."),
-    "serve": LazyCommand("tools.bench_serve:bench_serve",
+    "serve": LazyCommand("qslr.tools.bench_serve:bench_serve",
         "Throughput, latency and per-stage time of the `cslr` ensemble: video..."),
-    "train": LazyCommand("tools.bench_train:bench_train",
+    "train": LazyCommand("qslr.tools.bench_train:bench_train",
         "Per-process training throughput of the `synthetic` preset (OVERRIDES..."),
-    "gpu-check": LazyCommand("tools.gpu_check:gpu_check",
+    "gpu-check": LazyCommand("qslr.tools.gpu_check:gpu_check",
         "Prove every GPU path on this machine; writes one JSON report and..."),
 }
 

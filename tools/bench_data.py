@@ -15,14 +15,14 @@ from pathlib import Path
 import click
 import torch
 
-from pipelines.augmentation import ClipSettings
-from pipelines.clip_source import ClipSource
-from pipelines.loaders import build_loader
-from pipelines.progress import progress_bar
-from pipelines.synthetic.generator import generate_corpus
-from pipelines.synthetic.spec import SynthSpec
-from tools.benchmark_report import Rate, report, with_ratios
-from train.config import load_config
+from qslr.pipelines.augmentation import ClipSettings
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.loaders import build_loader
+from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.synthetic.generator import generate_corpus
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.tools.benchmark_report import Rate, report, with_ratios
+from qslr.train.config import load_config
 
 
 def _in_fresh_process(function, *args):

@@ -9,9 +9,9 @@ import click
 import numpy as np
 import torch
 
-from model.decoding import CTCDecoder
-from pipelines.progress import counting, progress_bar
-from tools.benchmark_report import Rate, measure, report, with_ratios
+from qslr.model.decoding import CTCDecoder
+from qslr.pipelines.progress import counting, progress_bar
+from qslr.tools.benchmark_report import Rate, measure, report, with_ratios
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ import click
 import numpy as np
 import torch
 
-from deploy import tensor_names as names
-from deploy.onnx_export import OUTPUTS, example_inputs, export_onnx, onnx_session, served_from_checkpoint
-from pipelines.progress import counting, progress_bar
-from tools.bench_models import checkpoint_or_quick_one
-from tools.benchmark_report import Rate, measure, report, with_ratios
-from train.checkpointing import load_trained
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.onnx_export import OUTPUTS, export_onnx, onnx_session
+from qslr.deploy.served import example_inputs, served_from_checkpoint
+from qslr.pipelines.progress import counting, progress_bar
+from qslr.tools.bench_models import checkpoint_or_quick_one
+from qslr.tools.benchmark_report import Rate, measure, report, with_ratios
+from qslr.train.checkpointing import load_trained
 
 
 @click.command("infer")
@@ -81,7 +82,7 @@ def _engine(checkpoint: Path, folder: Path, height: int, width: int, max_batch: 
     """An FP16 engine, built from the FP16 graph as `qslr export tensorrt` builds it."""
     if importlib.util.find_spec("tensorrt") is None:
         return None
-    from deploy.tensorrt_engine import EngineRunner, ShapeRange, build_engine
+    from qslr.deploy.export.tensorrt_engine import EngineRunner, ShapeRange, build_engine
 
     onnx_path = export_onnx(checkpoint, folder / "model.fp16.onnx", height, width, precision="fp16").path
     shapes = ShapeRange(1, max(1, max_batch // 2), max_batch, frames, frames, frames)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.synthetic.generator import generate_corpus
-from pipelines.synthetic.spec import SynthSpec
-from train.config import load_config
-from train.trainer import train
+from qslr.pipelines.synthetic.generator import generate_corpus
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.train.config import load_config
+from qslr.train.trainer import train
 
 DEMO_CHECKPOINT = Path("runs/synthetic/checkpoints/best.pt")
 
@@ -18,7 +18,7 @@ def checkpoint_or_quick_one(checkpoint: Path | None, workdir: Path) -> tuple[Pat
     how well a model recognises)."""
     import torch
 
-    from model.checkpoints import load_checkpoint
+    from qslr.model.checkpoints import load_checkpoint
 
     for candidate in (checkpoint, DEMO_CHECKPOINT):
         if candidate is not None and candidate.is_file():

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from pipelines.progress import counting, progress_bar
-from pipelines.stm import StmEntry, write_stm
-from tools.benchmark_report import Rate, measure, report, with_ratios
-from train.scoring.ctm import write_ctm
-from train.scoring.sclite import ScliteNotFoundError, find_sclite
-from train.scoring.score import score
+from qslr.pipelines.progress import counting, progress_bar
+from qslr.pipelines.stm import StmEntry, write_stm
+from qslr.tools.benchmark_report import Rate, measure, report, with_ratios
+from qslr.train.scoring.ctm import write_ctm
+from qslr.train.scoring.sclite import ScliteNotFoundError, find_sclite
+from qslr.train.scoring.score import score
 
 
 def write_split(folder: Path, utterances: int, vocabulary: int, seed: int) -> tuple[Path, Path]:

@@ -19,14 +19,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from deploy.client import CslrClient, RecognitionError
-from deploy.served_limits import ServedLimits
-from deploy.server import Ports, TritonServer, free_port
-from deploy.triton_repository import RepositorySettings, build_repository
-from pipelines.prepared import PreparedDataset
-from tools.bench_models import checkpoint_or_quick_one
-from tools.benchmark_report import Rate, report
-from tools.serve_breakdown import (
+from qslr.deploy.serving.client import CslrClient, RecognitionError
+from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.tools.bench_models import checkpoint_or_quick_one
+from qslr.tools.benchmark_report import Rate, report
+from qslr.tools.serve_breakdown import (
     ENSEMBLE,
     STAGES,
     StageTime,
@@ -36,7 +36,7 @@ from tools.serve_breakdown import (
     stage_times,
     statistics_snapshot,
 )
-from train.checkpointing import load_trained
+from qslr.train.checkpointing import load_trained
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from pipelines.progress import progress_bar
-from pipelines.synthetic.generator import generate_corpus
-from pipelines.synthetic.spec import SynthSpec
-from tools.benchmark_report import Rate, report
-from train.metrics_log import read_metrics
+from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.synthetic.generator import generate_corpus
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.tools.benchmark_report import Rate, report
+from qslr.train.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ def _train(root: Path, work: Path, loader: str, nproc: int, steps: int, device: 
                  *extra]
     if nproc > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                   "-m", "train", *overrides]
+                   "-m", "qslr.train", *overrides]
     else:
-        command = [sys.executable, "-m", "train", *overrides]
+        command = [sys.executable, "-m", "qslr.train", *overrides]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         # Its last line says what went wrong (the exception, or torchrun's summary); `qslr -v` shows the rest.

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 
 
 @dataclass

@@ -13,44 +13,41 @@ import traceback
 
 import click
 
-from tools.lazy_group import LazyCommand, LazyGroup
+from qslr.tools.lazy_group import LazyCommand, LazyGroup
 
 # Imported only when used, so that `qslr --help` answers at once.
 COMMANDS = {
-    "data": LazyCommand("pipelines.cli:data",
+    "data": LazyCommand("qslr.pipelines.cli:data",
         "Prepare datasets (synthetic, Phoenix-2014, Phoenix-2014-T, CSL-Daily)..."),
-    "train": LazyCommand("train.cli:train",
+    "train": LazyCommand("qslr.train.cli:train",
         "Train PRESET with dotted key=value OVERRIDES; --nproc > 1 launches..."),
-    "eval": LazyCommand("train.cli:eval_",
+    "eval": LazyCommand("qslr.train.cli:eval_",
         "Decode a split with a checkpoint and score it (WER per signer,..."),
-    "features": LazyCommand("train.cli:features",
+    "features": LazyCommand("qslr.train.cli:features",
         "Write frame-wise features per video (<out>/<split>/<id>.npy and..."),
-    "model": LazyCommand("model.cli:model",
+    "model": LazyCommand("qslr.model.cli:model",
         "Inspect QSLR checkpoints and convert the original VAC code's."),
-    "export": LazyCommand("deploy.cli:export",
+    "export": LazyCommand("qslr.deploy.cli:export",
         "Export a checkpoint to ONNX, TensorRT or torch-tensorrt."),
-    "triton": LazyCommand("deploy.cli:triton",
+    "triton": LazyCommand("qslr.deploy.cli:triton",
         "Build Triton model repositories."),
-    "serve": LazyCommand("deploy.cli:serve",
+    "serve": LazyCommand("qslr.deploy.cli:serve",
         "Run tritonserver on REPOSITORY until Ctrl-C, forwarding its log."),
-    "infer": LazyCommand("deploy.cli:infer",
+    "infer": LazyCommand("qslr.deploy.cli:infer",
         "Recognise VIDEOS through a server; prints the glosses of each with..."),
-    "recognise": LazyCommand("deploy.recognise_cli:recognise",
+    "recognise": LazyCommand("qslr.deploy.frontends.recognise_cli:recognise",
         "Recognise VIDEOS locally (no server): the glosses of each, with their..."),
-    "web": LazyCommand("deploy.web.cli:web",
+    "web": LazyCommand("qslr.deploy.frontends.web.cli:web",
         "Serve a page on HOST:PORT to recognise an uploaded or recorded video..."),
-    "bench": LazyCommand("tools.bench:bench",
+    "bench": LazyCommand("qslr.tools.bench:bench",
         "Benchmarks: each prints a table, writes JSON, and reports ratios..."),
-    "config": LazyCommand("train.cli:config",
+    "config": LazyCommand("qslr.train.cli:config",
         "List presets and show a resolved experiment config."),
 }
 
 # Every error type QSLR defines is raised with a message for the user that names the file, row or request.
-_OWN_PACKAGES = frozenset({"pipelines", "model", "train", "deploy", "tools"})
-
-
 def _ours(module: str | None) -> bool:
-    return (module or "").partition(".")[0] in _OWN_PACKAGES
+    return (module or "").partition(".")[0] == "qslr"
 
 
 def is_user_error(exc: Exception) -> bool:

@@ -24,8 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.atomic_output import write_text_atomic
-from pipelines.dali_loader import NVDEC_VP9_MIN_SIZE
+from qslr.pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.dali_loader import NVDEC_VP9_MIN_SIZE
 
 # NVDEC decodes nothing smaller than its minimum: the demo's 72x72 frames would fail on the GPU.
 FRAME_SIZE = max(NVDEC_VP9_MIN_SIZE)
@@ -50,7 +50,7 @@ def _need(condition: bool, reason: str) -> None:
 
 
 def _qslr(*args: str, timeout: float = 600) -> str:
-    command = [sys.executable, "-m", "tools.cli", *args]
+    command = [sys.executable, "-m", "qslr.tools.cli", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"qslr {' '.join(args)} failed: {(result.stderr or result.stdout)[-600:]}")
@@ -79,9 +79,9 @@ class GpuCheck:
     def dali_gpu(self) -> dict:
         _need(self.cuda, "no CUDA device")
         _need(self.dali, "nvidia-dali is not installed")
-        from pipelines.augmentation import ClipSettings
-        from pipelines.clip_source import ClipSource
-        from pipelines.loaders import build_loader
+        from qslr.pipelines.augmentation import ClipSettings
+        from qslr.pipelines.clip_source import ClipSource
+        from qslr.pipelines.loaders import build_loader
 
         settings = ClipSettings(crop_size=CROP_SIZE, flip_prob=0.5, temporal_rescale=0.2, min_frames=16,
                                 max_frames=230)
@@ -102,7 +102,7 @@ class GpuCheck:
         _need(self.cuda, "no CUDA device")
         gpus = torch.cuda.device_count()
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
-                   "train", "--config", "synthetic", f"data.root={self.dataset}",
+                   "qslr.train", "--config", "synthetic", f"data.root={self.dataset}",
                    f"train.work_dir={self.workdir / 'run'}", "train.device=cuda", "train.amp=bf16",
                    f"train.max_steps={self.steps}", "train.epochs=1000", f"data.crop_size={CROP_SIZE}",
                    f"data.loader={'dali' if self.dali else 'reference'}"]
@@ -121,8 +121,8 @@ class GpuCheck:
         """The served `dali-gpu` video decoder (NVDEC) against PyAV on the same uploads."""
         _need(self.cuda, "no CUDA device")
         _need(self.dali, "nvidia-dali is not installed")
-        from deploy.served_limits import ServedLimits
-        from deploy.served_video import clip_decoder
+        from qslr.deploy.serving.served_limits import ServedLimits
+        from qslr.deploy.serving.served_video import clip_decoder
 
         videos = sorted((self.dataset / "videos" / "test").glob("*.webm"))[:16]
         _need(bool(videos), "no test videos (the corpus part did not run)")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import tensor_names as names
-from deploy.onnx_export import onnx_session
-from deploy.ragged_batch import pad_clips
-from deploy.served_decoding import DecoderSettings, ServedDecoder
-from deploy.served_limits import ServedLimits
-from deploy.served_video import clip_decoder
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.onnx_export import onnx_session
+from qslr.deploy.serving.ragged_batch import pad_clips
+from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
+from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.serving.served_video import clip_decoder
 
 STAGES = ("preprocess", "visual", "ctc_decoder")
 ENSEMBLE = "cslr"

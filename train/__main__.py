@@ -1,5 +1,5 @@
 """``python -m train --config PRESET [key=value ...]``: one rank of a (torchrun) training run."""
 
-from train.cli import train_entry
+from qslr.train.cli import train_entry
 
 train_entry(prog_name="python -m train")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model.checkpoints import (
+from qslr.model.checkpoints import (
     CheckpointError,
     InputSpec,
     checkpoint_dict,
@@ -20,10 +20,10 @@ from model.checkpoints import (
     load_file,
     save_file,
 )
-from model.network import SLRModel
-from pipelines.prepared import PreparedDataset
-from train.config import ExperimentConfig, build
-from train.distributed import DistEnv
+from qslr.model.network import SLRModel
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.train.config import ExperimentConfig, build
+from qslr.train.distributed import DistEnv
 
 
 def model_sections(config: ExperimentConfig) -> dict[str, dict]:

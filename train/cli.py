@@ -12,14 +12,14 @@ from pathlib import Path
 
 import click
 
-from pipelines.gloss_normalisation import NORMALISERS
-from train.config import ConfigError, available_presets, load_config
-from train.scoring.sclite import ScliteNotFoundError
-from train.scoring.score import SCORERS, compare_branches, score
+from qslr.pipelines.gloss_normalisation import NORMALISERS
+from qslr.train.config import ConfigError, available_presets, load_config
+from qslr.train.scoring.sclite import ScliteNotFoundError
+from qslr.train.scoring.score import SCORERS, compare_branches, score
 
 
 def _run_training(preset: str, overrides: tuple[str, ...], resume: str | None) -> None:
-    from train.trainer import train as run  # imports torch: keep `qslr --help` fast
+    from qslr.train.trainer import train as run  # imports torch: keep `qslr --help` fast
 
     try:
         config = load_config(preset, overrides)
@@ -38,7 +38,7 @@ def _run_training(preset: str, overrides: tuple[str, ...], resume: str | None) -
 
 
 _TRAIN_OPTIONS = [
-    click.option("--config", "preset", required=True, help="Preset name in configs/ or a YAML path."),
+    click.option("--config", "preset", required=True, help="A shipped preset (`qslr config list`) or a YAML path."),
     click.option("--resume", default=None, help="A checkpoint to continue from, or 'auto' for work_dir's last.pt."),
     click.argument("overrides", nargs=-1),
 ]
@@ -68,7 +68,7 @@ def train(nproc: int, preset: str, resume: str | None, overrides: tuple[str, ...
         _run_training(preset, overrides, resume)
         return
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
+               "-m", "qslr.train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
     raise SystemExit(subprocess.call(command))
 
 
@@ -81,8 +81,8 @@ def _load_for_inference(checkpoint: Path, data: Path | None, overrides: tuple[st
     """(model on device, config, vocab) from a QSLR checkpoint, with the config's overrides applied."""
     import torch
 
-    from model.checkpoints import CheckpointError, load_checkpoint
-    from train.config import ExperimentConfig, build, deep_merge, parse_overrides
+    from qslr.model.checkpoints import CheckpointError, load_checkpoint
+    from qslr.train.config import ExperimentConfig, build, deep_merge, parse_overrides
 
     try:
         loaded = load_checkpoint(checkpoint)
@@ -118,7 +118,7 @@ _DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), d
 def run_command(checkpoint: Path, split: str, data: Path | None, out: Path | None, device: str, as_json: bool,
                 overrides: tuple[str, ...]) -> None:
     """Decode SPLIT with a checkpoint, write CTM files and score them (e.g. decode.method=greedy)."""
-    from train.evaluation import evaluate
+    from qslr.train.evaluation import evaluate
 
     model, config, vocab, target = _load_for_inference(checkpoint, data, overrides, device)
     result = evaluate(model, config, split, target, vocab, out or checkpoint.parent / f"eval-{split}")
@@ -153,8 +153,8 @@ _DPI = click.option("--dpi", type=click.IntRange(min=10), default=100, show_defa
 def plot_curves_command(run_dir: Path, out: Path | None, size: str, dpi: int) -> None:
     """Losses (total and each term), dev WER of both branches and learning rate of the run in RUN_DIR (a work_dir
     with metrics.csv)."""
-    from train.plots.curves import plot_curves
-    from train.plots.figure import PictureSize, save_png
+    from qslr.train.plots.curves import plot_curves
+    from qslr.train.plots.figure import PictureSize, save_png
 
     try:
         drawn = plot_curves(run_dir, PictureSize.parse(size, dpi))
@@ -178,10 +178,10 @@ def plot_posteriors_command(checkpoint: Path, video: Path, out: Path, beam_size:
     recognises in it."""
     import torch
 
-    from train.checkpointing import load_trained
-    from train.plots.figure import PictureSize, save_png
-    from train.plots.posteriors import draw_posteriors
-    from train.plots.video_posteriors import checkpoint_decoder, video_posteriors
+    from qslr.train.checkpointing import load_trained
+    from qslr.train.plots.figure import PictureSize, save_png
+    from qslr.train.plots.posteriors import draw_posteriors
+    from qslr.train.plots.video_posteriors import checkpoint_decoder, video_posteriors
 
     target = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     try:  # CheckpointError and VideoDecodeError are ValueErrors that name their file
@@ -202,7 +202,7 @@ def plot_posteriors_command(checkpoint: Path, video: Path, out: Path, beam_size:
 @_DEVICE
 def features(checkpoint: Path, splits: tuple[str, ...], data: Path | None, out: Path, device: str) -> None:
     """Write frame-wise features per video (<out>/<split>/<id>.npy and index.jsonl; see train/features.py)."""
-    from train.features import extract_features
+    from qslr.train.features import extract_features
 
     model, config, vocab, target = _load_for_inference(checkpoint, data, (), device)
     for split in splits:
@@ -249,7 +249,7 @@ def config() -> None:
 
 @config.command("list")
 def list_presets() -> None:
-    """Names of the presets in configs/."""
+    """Names of the presets QSLR ships."""
     for name in available_presets():
         click.echo(name)
 
@@ -258,7 +258,7 @@ def list_presets() -> None:
 @click.argument("preset")
 @click.argument("overrides", nargs=-1)
 def show(preset: str, overrides: tuple[str, ...]) -> None:
-    """Print PRESET (a name in configs/ or a YAML path) with dotted key=value OVERRIDES applied."""
+    """Print PRESET (a shipped preset or a YAML path) with dotted key=value OVERRIDES applied."""
     try:
         click.echo(load_config(preset, overrides).to_yaml(), nl=False)
     except ConfigError as exc:

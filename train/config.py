@@ -1,4 +1,4 @@
-"""The experiment config: typed sections, YAML presets in ``configs/``, dotted ``key=value`` overrides.
+"""The experiment config: typed sections, shipped YAML presets (package data), dotted ``key=value`` overrides.
 
 Priority is command line > YAML (a preset may ``extends:`` another) > the dataclass defaults below,
 which are the only place defaults live. Every key is checked: an unknown one is an error that names
@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from qslr.pipelines.package_data import package_folder
+
+CONFIG_DIR = package_folder("qslr.configs")
 LOSS_TERMS = ("SeqCTC", "ConvCTC", "Dist")
 
 
@@ -270,7 +272,7 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 
 def resolve_preset(name_or_path: str | Path, relative_to: Path = CONFIG_DIR) -> Path:
-    """A YAML path, or the name of a preset in ``configs/`` (``phoenix2014-vac``). An ``extends`` names a
+    """A YAML path, or the name of a shipped preset (``phoenix2014-vac``). An ``extends`` names a
     file next to the one that extends it (``relative_to``) or a preset."""
     candidate = Path(name_or_path)
     # From the command line a path is the working directory's; inside a file, that file's folder's.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipelines.augmentation import ClipSettings
-from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import SINGLE_PROCESS, Sharding
-from pipelines.loaders import build_loader
-from train.config import ExperimentConfig
+from qslr.pipelines.augmentation import ClipSettings
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.epoch_plan import SINGLE_PROCESS, Sharding
+from qslr.pipelines.loaders import build_loader
+from qslr.train.config import ExperimentConfig
 
 
 def clip_settings(config: ExperimentConfig) -> ClipSettings:

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipelines.epoch_plan import Sharding
+from qslr.pipelines.epoch_plan import Sharding
 
 log = logging.getLogger(__name__)
 

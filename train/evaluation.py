@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from model.decoding import CTCDecoder, Hypothesis
-from model.network import SLRModel
-from pipelines.progress import progress_bar
-from train.config import ExperimentConfig
-from train.data import make_loader
-from train.scoring.ctm import write_ctm
-from train.scoring.score import BranchComparison, ScoreReport, compare_branches, score
+from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.model.network import SLRModel
+from qslr.pipelines.progress import progress_bar
+from qslr.train.config import ExperimentConfig
+from qslr.train.data import make_loader
+from qslr.train.scoring.ctm import write_ctm
+from qslr.train.scoring.score import BranchComparison, ScoreReport, compare_branches, score
 
 
 @dataclass

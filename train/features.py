@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.network import SLRModel
-from pipelines.atomic_output import atomic_path, write_text_atomic
-from train.config import ExperimentConfig
-from train.data import make_loader
+from qslr.model.network import SLRModel
+from qslr.pipelines.atomic_output import atomic_path, write_text_atomic
+from qslr.train.config import ExperimentConfig
+from qslr.train.data import make_loader
 
 
 @torch.no_grad()

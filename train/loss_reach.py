@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from model.losses import VACLoss
-from model.network import SLRModel
+from qslr.model.losses import VACLoss
+from qslr.model.network import SLRModel
 
 
 def parameters_without_loss(model: SLRModel, loss: VACLoss, frames: int = 64) -> list[str]:

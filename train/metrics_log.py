@@ -15,8 +15,8 @@ import math
 import time
 from pathlib import Path
 
-from model.losses import TERMS
-from pipelines.atomic_output import write_text_atomic
+from qslr.model.losses import TERMS
+from qslr.pipelines.atomic_output import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.config import OptimizerConfig
+from qslr.train.config import OptimizerConfig
 
 
 def trainable_parameters(model: nn.Module, freeze_bn_affine: bool) -> list[nn.Parameter]:

@@ -17,12 +17,12 @@ import torch
 from rich.progress import Progress, TextColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.losses import TERMS, VACLoss
-from model.network import SLRModel, build_model
-from pipelines.atomic_output import copy_atomic
-from pipelines.prepared import PreparedDataset
-from pipelines.progress import progress_bar
-from train.checkpointing import (
+from qslr.model.losses import TERMS, VACLoss
+from qslr.model.network import SLRModel, build_model
+from qslr.pipelines.atomic_output import copy_atomic
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.progress import progress_bar
+from qslr.train.checkpointing import (
     dataset_input,
     gather_rng_states,
     load_training_checkpoint,
@@ -31,13 +31,13 @@ from train.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
 )
-from train.config import ExperimentConfig
-from train.data import make_loader
-from train.distributed import DistEnv, all_agree, convert_sync_batchnorm, setup, teardown, wait_for_evaluation
-from train.evaluation import autocast, evaluate
-from train.loss_reach import parameters_without_loss
-from train.metrics_log import MetricsLog
-from train.optim import build_optimizer, build_scheduler
+from qslr.train.config import ExperimentConfig
+from qslr.train.data import make_loader
+from qslr.train.distributed import DistEnv, all_agree, convert_sync_batchnorm, setup, teardown, wait_for_evaluation
+from qslr.train.evaluation import autocast, evaluate
+from qslr.train.loss_reach import parameters_without_loss
+from qslr.train.metrics_log import MetricsLog
+from qslr.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 

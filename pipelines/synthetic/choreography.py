@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.vocabulary import ANCHORS, HANDSHAPES, SignDefinition, motion_offsets
+from qslr.pipelines.synthetic.vocabulary import ANCHORS, HANDSHAPES, SignDefinition, motion_offsets
 
 REST = {"dominant": (0.36, 0.93), "passive": (0.64, 0.93)}
 REST_SHAPE = HANDSHAPES.index("fist")

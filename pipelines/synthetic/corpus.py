@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.prepared import SPLITS
-from pipelines.synthetic.signers import SignerLook, make_signers
-from pipelines.synthetic.spec import SynthSpec
-from pipelines.synthetic.vocabulary import SignDefinition, make_vocabulary
+from qslr.pipelines.prepared import SPLITS
+from qslr.pipelines.synthetic.signers import SignerLook, make_signers
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.pipelines.synthetic.vocabulary import SignDefinition, make_vocabulary
 
 _VOCAB, _SIGNERS, _SPLIT_SIGNERS, _SENTENCES, _VIDEO = range(5)
 

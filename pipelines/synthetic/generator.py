@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.atomic_output import atomic_directory, write_text_atomic
-from pipelines.prepared import VideoRecord, build_vocab, video_relpath, write_records, write_vocab
-from pipelines.progress import progress_bar
-from pipelines.stm import StmEntry, write_stm
-from pipelines.synthetic import phoenix_raw
-from pipelines.synthetic.choreography import choreograph
-from pipelines.synthetic.corpus import CorpusPlan, Utterance, plan_corpus, video_rng
-from pipelines.synthetic.render import render_frames
-from pipelines.synthetic.spec import SynthSpec
-from pipelines.synthetic.vocabulary import max_vocabulary_size
-from pipelines.video_io import Vp9Settings, write_vp9
+from qslr.pipelines.atomic_output import atomic_directory, write_text_atomic
+from qslr.pipelines.prepared import VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.stm import StmEntry, write_stm
+from qslr.pipelines.synthetic import phoenix_raw
+from qslr.pipelines.synthetic.choreography import choreograph
+from qslr.pipelines.synthetic.corpus import CorpusPlan, Utterance, plan_corpus, video_rng
+from qslr.pipelines.synthetic.render import render_frames
+from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.pipelines.synthetic.vocabulary import max_vocabulary_size
+from qslr.pipelines.video_io import Vp9Settings, write_vp9
 
 log = logging.getLogger(__name__)
 

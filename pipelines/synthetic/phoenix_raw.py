@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 
 CORPUS_DIR = "phoenix-2014-multisigner"
 FRAME_WIDTH, FRAME_HEIGHT = 210, 260

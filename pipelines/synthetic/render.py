@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.choreography import Choreography, HandTrack
-from pipelines.synthetic.signers import SignerLook
-from pipelines.synthetic.vocabulary import HANDSHAPES
+from qslr.pipelines.synthetic.choreography import Choreography, HandTrack
+from qslr.pipelines.synthetic.signers import SignerLook
+from qslr.pipelines.synthetic.vocabulary import HANDSHAPES
 
 Colour = tuple[float, float, float]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synthetic.spec import SynthSpec
+from qslr.pipelines.synthetic.spec import SynthSpec
 
 SKIN_TONES = np.array([
     (0.96, 0.80, 0.69), (0.92, 0.72, 0.58), (0.85, 0.64, 0.50), (0.76, 0.55, 0.40),

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from served_settings import MAX_FRAMES
 
-from deploy.served_limits import ServedLimits
-from deploy.server import Ports, TritonServer, free_port
-from deploy.triton_repository import RepositorySettings, build_repository
-from pipelines.prepared import PreparedDataset
+from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
+from qslr.pipelines.prepared import PreparedDataset
 
 
 @pytest.fixture(scope="session")

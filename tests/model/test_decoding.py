@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.decoding import CTCDecoder, collapse_path, gloss_ends
+from qslr.model.decoding import CTCDecoder, collapse_path, gloss_ends
 
 VOCAB = {f"G{i}": i for i in range(1, 30)}
 

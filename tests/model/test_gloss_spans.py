@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.decoding import CTCDecoder
-from model.gloss_spans import frame_rate, gloss_spans
+from qslr.model.decoding import CTCDecoder
+from qslr.model.gloss_spans import frame_rate, gloss_spans
 
 VOCAB = {f"G{i}": i for i in range(1, 12)}
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.losses import VACLoss
-from model.network import ModelOutput
+from qslr.model.losses import VACLoss
+from qslr.model.network import ModelOutput
 
 P1, P2 = [0.5, 0.3, 0.2], [0.6, 0.1, 0.3]  # per-frame probabilities of (blank, a, b)
 

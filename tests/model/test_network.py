@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from model.frame_encoders import WeightsUnavailableError, build_frame_encoder, cached_weights_file
-from model.network import build_model
-from pipelines.temporal_padding import padded_length
+from qslr.model.frame_encoders import WeightsUnavailableError, build_frame_encoder, cached_weights_file
+from qslr.model.network import build_model
+from qslr.pipelines.temporal_padding import padded_length
 
 VAC = ["K5", "P2", "K5", "P2"]
 SMALL = {
@@ -75,10 +75,8 @@ def test_original_sizes():
         assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == millions
 
 
-def test_imagenet_weights_missing_offline_is_a_clear_error(monkeypatch, tmp_path):
+def test_bad_weights_and_options_are_clear_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match="not in torchvision's cache .*cannot be downloaded offline"):
-        build_frame_encoder("resnet18", "IMAGENET1K_V1")
     with pytest.raises(WeightsUnavailableError, match="unknown weights 'IMAGENET9K'"):
         build_frame_encoder("resnet18", "IMAGENET9K")
     with pytest.raises(WeightsUnavailableError, match="does not exist"):

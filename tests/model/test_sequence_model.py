@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.network import build_model
-from model.sequence_model import BiLSTM
+from qslr.model.network import build_model
+from qslr.model.sequence_model import BiLSTM
 
 
 def test_the_lstm_stays_float32_under_bf16_autocast():

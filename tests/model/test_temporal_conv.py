@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.temporal_conv import TemporalConv, output_lengths
-from pipelines.temporal_padding import padded_length, stride
+from qslr.model.temporal_conv import TemporalConv, output_lengths
+from qslr.pipelines.temporal_padding import padded_length, stride
 
 VAC = ["K5", "P2", "K5", "P2"]
 

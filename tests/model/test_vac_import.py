@@ -9,11 +9,11 @@ import torch.nn.functional as F
 import torchvision
 from click.testing import CliRunner
 
-from model.checkpoints import CheckpointError, load_checkpoint
-from model.vac_import import import_vac
-from pipelines.prepared import write_vocab
-from pipelines.temporal_padding import padded_length
-from tools.cli import cli
+from qslr.model.checkpoints import CheckpointError, load_checkpoint
+from qslr.model.vac_import import import_vac
+from qslr.pipelines.prepared import write_vocab
+from qslr.pipelines.temporal_padding import padded_length
+from qslr.tools.cli import cli
 
 CLASSES = 11
 VAC = ["K5", "P2", "K5", "P2"]

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from pipelines.atomic_output import atomic_directory, atomic_path, copy_atomic, partial_path, write_text_atomic
+from qslr.pipelines.atomic_output import atomic_directory, atomic_path, copy_atomic, partial_path, write_text_atomic
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.augmentation import ClipPlan, ClipSettings, apply_plan, clip_rng, plan_clip, rescaled_indices
-from pipelines.temporal_padding import padded_length
+from qslr.pipelines.augmentation import ClipPlan, ClipSettings, apply_plan, clip_rng, plan_clip, rescaled_indices
+from qslr.pipelines.temporal_padding import padded_length
 
 SETTINGS = ClipSettings(crop_size=224, flip_prob=0.5, temporal_rescale=0.2, min_frames=32, max_frames=230)
 

@@ -15,7 +15,7 @@ from release_layouts import (
     phoenix2014t_frame_folder,
 )
 
-from pipelines.corpora import CORPORA, NO_ANNOTATION, NOT_IN_SPLIT_FILE, CorpusFormatError, RawRow, Refusal
+from qslr.pipelines.corpora import CORPORA, NO_ANNOTATION, NOT_IN_SPLIT_FILE, CorpusFormatError, RawRow, Refusal
 
 BUILDERS = {name: build for name, (build, _) in RELEASES.items()}
 ROWS = {name: rows for name, (_, rows) in RELEASES.items()}

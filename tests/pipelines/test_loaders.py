@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.augmentation import ClipSettings
-from pipelines.batch import UnknownGlossError
-from pipelines.clip_source import ClipSource
-from pipelines.epoch_plan import Sharding, epoch_batches
-from pipelines.loaders import build_loader
-from pipelines.prepare import PrepareSettings, prepare_corpus
-from pipelines.prepared import PreparedDataset
-from pipelines.temporal_padding import padded_length
-from pipelines.video_io import VideoDecodeError
+from qslr.pipelines.augmentation import ClipSettings
+from qslr.pipelines.batch import UnknownGlossError
+from qslr.pipelines.clip_source import ClipSource
+from qslr.pipelines.epoch_plan import Sharding, epoch_batches
+from qslr.pipelines.loaders import build_loader
+from qslr.pipelines.prepare import PrepareSettings, prepare_corpus
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.temporal_padding import padded_length
+from qslr.pipelines.video_io import VideoDecodeError
 
 SETTINGS = ClipSettings(crop_size=64, flip_prob=0.5, temporal_rescale=0.2, min_frames=16, max_frames=230)
 # Both decode the same VP9 bits (decoding is normative); the reference converts YUV to RGB the way DALI's
@@ -81,7 +81,7 @@ def test_each_dali_batch_carries_its_own_videos_ids_however_often_dali_asks_its_
     """The sample indices travel through the pipeline with the frames, so a batch's ids are those of the
     frames it holds whatever the calls to the external source: here each iteration is asked for twice and
     three batches are prefetched. Indices kept aside, one entry per call, would label batches with others'."""
-    from pipelines.dali_loader import DaliLoader, _Feeder
+    from qslr.pipelines.dali_loader import DaliLoader, _Feeder
 
     feed = _Feeder.__call__
     iterations = []
@@ -190,7 +190,7 @@ def test_an_unknown_gloss_names_the_video(tiny_corpus):
 
 
 def test_gpu_decoding_refuses_frames_below_nvdec_minimum_in_one_line(tiny_corpus):
-    from pipelines.dali_loader import NVDEC_VP9_MIN_SIZE, FramesTooSmallForNvdecError
+    from qslr.pipelines.dali_loader import NVDEC_VP9_MIN_SIZE, FramesTooSmallForNvdecError
 
     source = ClipSource.open(tiny_corpus[0], "train", ClipSettings(crop_size=64), train=True)
     assert all(r.width < NVDEC_VP9_MIN_SIZE[0] for r in source.records)  # the tiny corpus is rendered at 72x72

@@ -19,16 +19,16 @@ from release_layouts import (
     phoenix2014t_frame_folder,
 )
 
-import pipelines.prepare as prepare_module
-from pipelines.corpora import CorpusFormatError
-from pipelines.prepare import PreparationFailed, PreparationStopped, PrepareSettings, prepare_corpus
-from pipelines.prepared import DatasetFormatError, PreparedDataset, write_vocab
-from pipelines.stm import read_stm
-from pipelines.synthetic import phoenix_raw
-from pipelines.video_io import read_frames
-from tools.cli import cli
-from train.config import load_config
-from train.trainer import train
+import qslr.pipelines.prepare as prepare_module
+from qslr.pipelines.corpora import CorpusFormatError
+from qslr.pipelines.prepare import PreparationFailed, PreparationStopped, PrepareSettings, prepare_corpus
+from qslr.pipelines.prepared import DatasetFormatError, PreparedDataset, write_vocab
+from qslr.pipelines.stm import read_stm
+from qslr.pipelines.synthetic import phoenix_raw
+from qslr.pipelines.video_io import read_frames
+from qslr.tools.cli import cli
+from qslr.train.config import load_config
+from qslr.train.trainer import train
 
 SMALL = PrepareSettings(width=48, height=48, workers=1)
 NORMALISATION = {"phoenix2014": "phoenix2014", "phoenix2014t": "phoenix2014", "csl-daily": "none"}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipelines.atomic_output import OutputExistsError, atomic_directory, write_text_atomic
-from pipelines.prepared import (
+from qslr.pipelines.atomic_output import OutputExistsError, atomic_directory, write_text_atomic
+from qslr.pipelines.prepared import (
     DatasetFormatError,
     PreparedDataset,
     VideoRecord,

@@ -8,7 +8,7 @@ import time
 
 from rich.console import Console
 
-from pipelines.progress import RateColumn, counting, progress_bar
+from qslr.pipelines.progress import RateColumn, counting, progress_bar
 
 
 def terminal() -> Console:

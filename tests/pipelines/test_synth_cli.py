@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import pipelines.synthetic.generator as generator
-from tools.cli import cli
+import qslr.pipelines.synthetic.generator as generator
+from qslr.tools.cli import cli
 
 SMALL = ["--videos", "6", "--vocab", "6", "--signers", "4", "--heldout-signers", "1", "--max-glosses", "3",
          "--dev-fraction", "0.2", "--test-fraction", "0.2"]
@@ -89,7 +89,7 @@ def test_a_failure_midway_leaves_nothing_that_looks_like_a_dataset(tmp_path, mon
 
 def test_ctrl_c_stops_promptly_and_leaves_no_dataset(tmp_path):
     out = tmp_path / "ds"
-    command = [sys.executable, "-m", "tools.cli", "data", "synth", "--out", str(out), "--videos", "2000",
+    command = [sys.executable, "-m", "qslr.tools.cli", "data", "synth", "--out", str(out), "--videos", "2000",
                "--workers", "2"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                cwd=Path(__file__).resolve().parents[2])

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.prepared import PreparedDataset, build_vocab
-from pipelines.stm import read_stm
-from pipelines.synthetic import phoenix_raw
-from pipelines.synthetic.choreography import choreograph
-from pipelines.synthetic.corpus import plan_corpus, video_rng
-from pipelines.synthetic.generator import MANIFEST, generate_corpus, rendered_frames
-from pipelines.synthetic.spec import SynthSpec, SynthSpecError
-from pipelines.synthetic.vocabulary import ANCHORS, MOTIONS, make_vocabulary, max_vocabulary_size
-from pipelines.video_io import read_frames
+from qslr.pipelines.prepared import PreparedDataset, build_vocab
+from qslr.pipelines.stm import read_stm
+from qslr.pipelines.synthetic import phoenix_raw
+from qslr.pipelines.synthetic.choreography import choreograph
+from qslr.pipelines.synthetic.corpus import plan_corpus, video_rng
+from qslr.pipelines.synthetic.generator import MANIFEST, generate_corpus, rendered_frames
+from qslr.pipelines.synthetic.spec import SynthSpec, SynthSpecError
+from qslr.pipelines.synthetic.vocabulary import ANCHORS, MOTIONS, make_vocabulary, max_vocabulary_size
+from qslr.pipelines.video_io import read_frames
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.temporal_padding import padded_order, padding_for, parse_kernel, receptive_field, stride
+from qslr.pipelines.temporal_padding import padded_order, padding_for, parse_kernel, receptive_field, stride
 
 VAC = ["K5", "P2", "K5", "P2"]
 

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from pipelines.video_io import TruncatedVideoError, VideoDecodeError, probe_video, read_frames, write_vp9
+from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, probe_video, read_frames, write_vp9
 
 FRAMES = 60
 

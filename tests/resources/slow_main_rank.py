@@ -7,7 +7,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from train.distributed import setup, teardown, wait_for_evaluation
+from qslr.train.distributed import setup, teardown, wait_for_evaluation
 
 env = setup("cpu")
 if env.is_main:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tools.cli import cli
+from qslr.tools.cli import cli
 
 
 def test_bench_decode_writes_json_with_ratios(tmp_path):

@@ -11,10 +11,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pipelines.stm import StmEntry, write_stm
-from tools.cli import cli
-from tools.lazy_group import SHORT_HELP_LIMIT, LazyGroup
-from train.scoring.ctm import write_ctm
+from qslr.pipelines.stm import StmEntry, write_stm
+from qslr.tools.cli import cli
+from qslr.tools.lazy_group import SHORT_HELP_LIMIT, LazyGroup
+from qslr.train.scoring.ctm import write_ctm
 
 STAGES = {"data", "train", "eval", "model", "export", "triton", "serve", "infer", "bench", "web"}
 HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "nvidia.dali", "av", "tritonclient")

@@ -12,9 +12,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from model.checkpoints import CheckpointError
-from pipelines.prepared import DatasetFormatError
-from tools.cli import QslrGroup, cli, is_user_error, one_line
+from qslr.model.checkpoints import CheckpointError
+from qslr.pipelines.prepared import DatasetFormatError
+from qslr.tools.cli import QslrGroup, cli, is_user_error, one_line
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_usage_errors_stay_clicks(bad):
 
 
 def test_verbose_shows_the_traceback(bad):
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "-v", "data", "summary", str(bad["empty"])],
+    result = subprocess.run([sys.executable, "-m", "qslr.tools.cli", "-v", "data", "summary", str(bad["empty"])],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
@@ -117,7 +117,7 @@ def test_a_bug_keeps_its_traceback_and_ends_with_a_summary():
     (DatasetFormatError("data: not a prepared dataset"), True),
     (CheckpointError("x.pt: no such checkpoint file"), True),
     (ModuleNotFoundError("No module named 'tensorrt'", name="tensorrt"), True),
-    (ModuleNotFoundError("No module named 'model.gone'", name="model.gone"), False),
+    (ModuleNotFoundError("No module named 'qslr.model.gone'", name="qslr.model.gone"), False),
     (ValueError("invalid literal"), False),
     (KeyError("qslr_height"), False),
 ])

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from model.checkpoints import VERSION, CheckpointError, load_checkpoint, load_file, save_file
-from pipelines.prepared import PreparedDataset
-from pipelines.temporal_padding import padding_for
-from tools.cli import cli
-from train.checkpointing import load_trained
-from train.config import ExperimentConfig
+from qslr.model.checkpoints import VERSION, CheckpointError, load_checkpoint, load_file, save_file
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.temporal_padding import padding_for
+from qslr.tools.cli import cli
+from qslr.train.checkpointing import load_trained
+from qslr.train.config import ExperimentConfig
 
 
 def test_a_trained_checkpoint_states_its_input(checkpoint, tiny_corpus):

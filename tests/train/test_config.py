@@ -9,8 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tools.cli import cli
-from train.config import (
+from qslr.tools.cli import cli
+from qslr.train.config import (
     ConfigError,
     ExperimentConfig,
     TrainConfig,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from model.losses import VACLoss
-from model.network import build_model
-from train.checkpointing import model_sections
-from train.config import load_config
-from train.loss_reach import parameters_without_loss
+from qslr.model.losses import VACLoss
+from qslr.model.network import build_model
+from qslr.train.checkpointing import model_sections
+from qslr.train.config import load_config
+from qslr.train.loss_reach import parameters_without_loss
 
 SMALL = ["model.frame_encoder.options={channels: [4, 8], out_dim: 16}", "model.temporal.hidden_size=16",
          "model.sequence.hidden_size=16"]

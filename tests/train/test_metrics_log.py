@@ -8,7 +8,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from train.metrics_log import MetricsLog, read_metrics
+from qslr.train.metrics_log import MetricsLog, read_metrics
 
 
 def scalars(work, tag: str) -> list[tuple[int, float]]:

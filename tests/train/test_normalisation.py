@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.gloss_normalisation import (
+from qslr.pipelines.gloss_normalisation import (
     PHOENIX_RULES,
     apply_phoenix_rules,
     normalise_phoenix_gloss,

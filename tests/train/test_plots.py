@@ -12,18 +12,18 @@ from click.testing import CliRunner
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from model.checkpoints import load_file, save_file
-from model.decoding import CTCDecoder, Hypothesis
-from pipelines.prepared import PreparedDataset
-from pipelines.video_io import read_frames
-from tools.cli import cli
-from train.checkpointing import load_trained
-from train.config import build, deep_merge, parse_overrides
-from train.data import make_loader
-from train.plots.curves import plot_curves
-from train.plots.figure import PictureSize
-from train.plots.posteriors import draw_posteriors
-from train.plots.video_posteriors import gloss_spans, video_posteriors
+from qslr.model.checkpoints import load_file, save_file
+from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.video_io import read_frames
+from qslr.tools.cli import cli
+from qslr.train.checkpointing import load_trained
+from qslr.train.config import build, deep_merge, parse_overrides
+from qslr.train.data import make_loader
+from qslr.train.plots.curves import plot_curves
+from qslr.train.plots.figure import PictureSize
+from qslr.train.plots.posteriors import draw_posteriors
+from qslr.train.plots.video_posteriors import gloss_spans, video_posteriors
 
 COLUMNS = ["epoch", "global_step", "lr", "train_loss", "loss_SeqCTC", "loss_ConvCTC", "loss_Dist", "dev_wer",
            "dev_wer_conv"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from model.checkpoints import load_checkpoint
-from tools.cli import cli
-from train.config import available_presets, load_config
+from qslr.model.checkpoints import load_checkpoint
+from qslr.tools.cli import cli
+from qslr.train.config import available_presets, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = available_presets()
@@ -32,7 +32,7 @@ def test_the_matrix_covers_every_shipped_preset():
 
 
 def torchrun(preset: str, root: Path, work: Path, *extra: str) -> str:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "qslr.train",
                "--config", preset, f"data.root={root}", f"train.work_dir={work}", *SMALL_ENCODER, *extra]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr

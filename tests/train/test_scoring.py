@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipelines.stm import StmEntry, write_stm
-from tools.cli import cli
-from train.scoring.alignment import Counts, align
-from train.scoring.ctm import read_ctm, write_ctm
-from train.scoring.sclite import ScliteNotFoundError, find_sclite
-from train.scoring.score import compare_branches, score
+from qslr.pipelines.stm import StmEntry, write_stm
+from qslr.tools.cli import cli
+from qslr.train.scoring.alignment import Counts, align
+from qslr.train.scoring.ctm import read_ctm, write_ctm
+from qslr.train.scoring.sclite import ScliteNotFoundError, find_sclite
+from qslr.train.scoring.score import compare_branches, score
 
 WORDS = ["REGEN", "SONNE", "WOLKE", "NORD", "SUED", "A", "B", "IX", "__ON__", "__OFF__", "regen", "Wolke"]
 HYPOTHESIS_EXTRAS = ["__PU__", "loc-NORD", "HABEN2", "ZEIGEN", "KALT"]

@@ -17,15 +17,15 @@ import torch
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import model.losses as losses
-from model.checkpoints import load_checkpoint
-from model.network import build_model
-from tools.cli import cli
-from train.checkpointing import model_sections
-from train.config import load_config
-from train.distributed import DistEnv, convert_sync_batchnorm
-from train.metrics_log import read_metrics
-from train.trainer import Trainer, train, weights_digest
+import qslr.model.losses as losses
+from qslr.model.checkpoints import load_checkpoint
+from qslr.model.network import build_model
+from qslr.tools.cli import cli
+from qslr.train.checkpointing import model_sections
+from qslr.train.config import load_config
+from qslr.train.distributed import DistEnv, convert_sync_batchnorm
+from qslr.train.metrics_log import read_metrics
+from qslr.train.trainer import Trainer, train, weights_digest
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
@@ -155,7 +155,7 @@ def test_the_trainer_builds_its_optimizer_and_network_on_the_sync_batchnorm_mode
     assert not {type(m).__name__ for m in converted.modules()} & {"BatchNorm1d", "BatchNorm2d"}
     # The trainer itself, on a CPU, told to convert as it would on GPUs: what it optimises and runs must be the
     # converted model, BatchNorm statistics included (conversion copies buffers into new modules).
-    monkeypatch.setattr("train.trainer.convert_sync_batchnorm",
+    monkeypatch.setattr("qslr.train.trainer.convert_sync_batchnorm",
                         lambda network, env: torch.nn.SyncBatchNorm.convert_sync_batchnorm(network))
     trainer = Trainer(tiny_config(tiny_corpus[0], tmp_path / "sync"), DistEnv(0, 0, 1, torch.device("cpu")))
     kinds = {type(m).__name__ for m in trainer.model.modules()}
@@ -186,7 +186,7 @@ def test_bf16_amp_training_on_a_gpu_keeps_the_lstm_in_float32(tiny_corpus, tmp_p
 
 
 def torchrun(*args: str, **kwargs) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "qslr.train",
                *args]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
@@ -286,7 +286,7 @@ def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
 @pytest.mark.timeout(300)
 def test_sigterm_writes_a_resumable_checkpoint(tiny_corpus, tmp_path):
     work = tmp_path / "stop"
-    command = [sys.executable, "-m", "train", *overrides(tiny_corpus[0], work, "train.epochs=40")]
+    command = [sys.executable, "-m", "qslr.train", *overrides(tiny_corpus[0], work, "train.epochs=40")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = sigterm_inside_epoch_1(process)
     assert process.returncode == 130, output

@@ -14,8 +14,8 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from train.metrics_log import read_metrics
-from train.plots.figure import PictureSize, PlotError, new_figure
+from qslr.train.metrics_log import read_metrics
+from qslr.train.plots.figure import PictureSize, PlotError, new_figure
 
 # (metrics.csv column, legend label): what each panel draws, in drawing order.
 LOSSES = (("train_loss", "total (weighted)"), ("loss_SeqCTC", "SeqCTC"), ("loss_ConvCTC", "ConvCTC"),

@@ -10,7 +10,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipelines.atomic_output import atomic_path
+from qslr.pipelines.atomic_output import atomic_path
 
 
 class PlotError(ValueError):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from pipelines.prepared import BLANK_ID
-from train.plots.figure import PictureSize, new_figure
-from train.plots.video_posteriors import VideoPosteriors
+from qslr.pipelines.prepared import BLANK_ID
+from qslr.train.plots.figure import PictureSize, new_figure
+from qslr.train.plots.video_posteriors import VideoPosteriors
 
 # Margins in figure fractions; the right one leaves room for the legend beside the posteriors.
 _LEFT, _RIGHT, _BOTTOM, _TOP = 0.08, 0.86, 0.09, 0.90

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.decoding import CTCDecoder, Hypothesis
-from pipelines.augmentation import ClipSettings, apply_plan, plan_clip
-from pipelines.temporal_padding import stride
-from pipelines.video_io import read_video, resize_frames
-from train.checkpointing import TrainedModel
+from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.pipelines.augmentation import ClipSettings, apply_plan, plan_clip
+from qslr.pipelines.temporal_padding import stride
+from qslr.pipelines.video_io import read_video, resize_frames
+from qslr.train.checkpointing import TrainedModel
 
 
 @dataclass(frozen=True)

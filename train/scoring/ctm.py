@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 
 EMPTY = "[EMPTY]"
 STEP_SECONDS = 0.01  # the original writes output step i as [i / 100, (i + 1) / 100)

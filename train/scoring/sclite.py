@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from train.scoring.alignment import Counts
+from qslr.train.scoring.alignment import Counts
 
 # Debian installs the binary outside PATH and puts a `sctk` dispatcher on it.
 KNOWN_LOCATIONS = ("/usr/lib/sctk/bin/sclite",)

@@ -6,11 +6,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.gloss_normalisation import NORMALISERS
-from pipelines.stm import StmEntry, read_stm, write_stm
-from train.scoring.alignment import Counts, align, correct_positions, count
-from train.scoring.ctm import hypotheses_for, read_ctm, write_ctm
-from train.scoring.sclite import run_sclite
+from qslr.pipelines.gloss_normalisation import NORMALISERS
+from qslr.pipelines.stm import StmEntry, read_stm, write_stm
+from qslr.train.scoring.alignment import Counts, align, correct_positions, count
+from qslr.train.scoring.ctm import hypotheses_for, read_ctm, write_ctm
+from qslr.train.scoring.sclite import run_sclite
 
 SCORERS = ("python", "sclite")
 

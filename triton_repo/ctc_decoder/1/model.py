@@ -9,9 +9,9 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from deploy import tensor_names as names
-from deploy.served_decoding import DecoderSettings, ServedDecoder
-from deploy.triton_parameters import model_parameters, version_file
+from qslr.deploy import tensor_names as names
+from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
+from qslr.deploy.serving.triton_parameters import model_parameters, version_file
 
 
 def _row(values, dtype):

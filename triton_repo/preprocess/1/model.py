@@ -8,10 +8,10 @@ others their frames.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from deploy import tensor_names as names
-from deploy.served_limits import pad_to_minimum
-from deploy.served_video import clip_decoder
-from deploy.triton_parameters import model_parameters, served_limits
+from qslr.deploy import tensor_names as names
+from qslr.deploy.serving.served_limits import pad_to_minimum
+from qslr.deploy.serving.served_video import clip_decoder
+from qslr.deploy.serving.triton_parameters import model_parameters, served_limits
 
 
 class TritonPythonModel:

@@ -4,10 +4,10 @@ lengths in a dynamic batch (``max_padding``: the padded frames a group may add, 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from deploy import tensor_names as names
-from deploy.onnx_export import onnx_session
-from deploy.ragged_batch import check_clip, length_groups, pad_clips, split_steps
-from deploy.triton_parameters import model_parameters, served_limits, version_file
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.onnx_export import onnx_session
+from qslr.deploy.serving.ragged_batch import check_clip, length_groups, pad_clips, split_steps
+from qslr.deploy.serving.triton_parameters import model_parameters, served_limits, version_file
 
 
 class TritonPythonModel:

@@ -1,0 +1,1 @@
+"""The shipped YAML presets, package data found through importlib.resources."""

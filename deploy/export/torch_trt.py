@@ -1,0 +1,47 @@
+"""torch-tensorrt compilation of the served model, for use inside PyTorch (GPU machines only).
+
+The program compiled is the one `deploy.export.torch_export` traces (tested on CPU); what needs torch-tensorrt and a
+GPU is kept to this module. The BiLSTM's layers stay PyTorch operators (`qslr::lstm`, cuDNN on the GPU):
+TensorRT has no converter for them, and the aten LSTM would be unrolled over a fixed number of frames. A
+saved program therefore needs `model.unpacked_bilstm` imported before `torch.export.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError, profile_shapes
+from qslr.deploy.export.torch_export import dynamic_shapes, export_example, export_program
+from qslr.deploy.served import served_from_checkpoint
+from qslr.pipelines.atomic_output import atomic_path
+
+
+def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
+                      fp16: bool = True) -> Path:
+    try:
+        import torch_tensorrt
+    except ImportError as exc:
+        raise TensorRTUnavailableError(f"torch-tensorrt is not installed ({exc}); it needs an NVIDIA GPU machine: "
+                                       f"pip install -e '.[tensorrt]'") from None
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailableError("torch-tensorrt needs a CUDA GPU, and none is available here")
+    served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width), precision="fp16" if fp16 else "fp32")
+    served = served.cuda().eval()
+    program = export_program(served, shapes)
+    profile = profile_shapes(shapes, height, width)
+    inputs = [torch_tensorrt.Input(min_shape=low, opt_shape=mid, max_shape=high, dtype=dtype)
+              for (low, mid, high), dtype in ((profile[names.FRAMES], torch.uint8),
+                                                 (profile[names.LENGTHS], torch.int64))]
+    # torch-tensorrt 2.10 to 2.14 (TensorRT 10.12 and 11): networks are strongly typed, so each layer runs in the
+    # type the program gives it. The program states its precision (ServedModel): no autocast pass is asked for.
+    # Its rule-based autocast would cast every node's value, SymInt sizes and integer indices included, and
+    # matches excluded operators by name, not by the OpOverload this module would pass.
+    compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),
+                            dynamic_shapes=dynamic_shapes(shapes))
+    return out

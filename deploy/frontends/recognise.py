@@ -1,0 +1,138 @@
+"""Local recognition, without a server: a checkpoint (PyTorch) or an exported graph (onnxruntime) and the
+served decoder, on video files.
+
+Every step is the server's own: the video is decoded and resized by the `preprocess` model's clip decoder
+(any container and codec FFmpeg reads), padded to the served minimum, run through the served signature
+(`ServedModel`, or the graph exported from it), and decoded by the `ctc_decoder` model's `ServedDecoder`
+with the same defaults; so a video gets the answer a repository built from the same checkpoint gives.
+What the model needs (frame size and rate, vocabulary, decoding defaults) comes from the checkpoint's
+input section and config, or from the metadata `qslr export onnx` writes into the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.serving.recognition import Recognition
+from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
+from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
+from qslr.deploy.serving.served_video import clip_decoder
+from qslr.pipelines.temporal_padding import stride
+
+log = logging.getLogger(__name__)
+
+# uint8 frames (B, T, H, W, 3) and their counts (B,) -> log-probabilities (B, T', V) and valid steps (B,)
+VisualRunner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint or graph that cannot be recognised with; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    source: Path
+    run: VisualRunner
+    vocab: dict[str, int]
+    height: int
+    width: int
+    decoder: DecoderSettings
+
+
+def _decoder_settings(config: Mapping, kernels, fps: float | None) -> DecoderSettings:
+    return DecoderSettings.for_model(config.get("decode", {}), stride(kernels), fps)
+
+
+def frame_size(source: Path, stated: tuple[int | None, int | None], height: int | None,
+               width: int | None) -> tuple[int, int]:
+    """The frame size asked for, else the one a checkpoint or graph states (height, width)."""
+    height, width = height or stated[0], width or stated[1]
+    if not height or not width:
+        raise ModelLoadError(f"{source}: states no frame size (written before checkpoints carried it); "
+                             f"pass --height and --width")
+    return height, width
+
+
+def load_checkpoint_model(path: str | Path, height: int | None = None, width: int | None = None) -> LocalModel:
+    """The served signature of a `qslr train` checkpoint, in PyTorch."""
+    path = Path(path)
+    try:
+        served, extra = served_from_checkpoint(path)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    spec = extra["input"]
+    size = frame_size(path, (spec.height, spec.width), height, width)
+
+    def run(frames: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            log_probs, steps = served(torch.from_numpy(frames), torch.from_numpy(lengths))
+        return log_probs.numpy(), steps.numpy()
+
+    return LocalModel(path, run, extra["vocab"], *size, _decoder_settings(extra["config"], spec.kernels, spec.fps))
+
+
+def load_onnx_model(path: str | Path, height: int | None = None, width: int | None = None,
+                    threads: int = 1) -> LocalModel:
+    """A graph from `qslr export onnx` (or a repository's visual/1/model.onnx), in onnxruntime."""
+    # The exporter's module needs onnx, which a base install (enough for --checkpoint) does not have.
+    from qslr.deploy.export.onnx_export import onnx_session, read_metadata
+
+    path = Path(path)
+    try:
+        metadata = read_metadata(path)
+        session = onnx_session(path, threads)
+    except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime raise their own types for unreadable graphs
+        raise ModelLoadError(f"{path}: cannot load the graph: {str(exc).splitlines()[0]}") from None
+    if "qslr_vocab" not in metadata or "qslr_config" not in metadata:
+        raise ModelLoadError(f"{path}: not a graph from `qslr export onnx` (it holds no QSLR vocabulary and config)")
+    config = json.loads(metadata["qslr_config"])
+    spec = json.loads(metadata.get("qslr_input", "{}"))  # graphs exported before it was stored hold none
+    kernels = spec.get("kernels") or config["model"]["temporal"]["kernels"]
+    # The frame size is fixed in the graph (its crop offsets are constants): the metadata, else the input shape.
+    shape = session.get_inputs()[0].shape
+    stated = tuple(int(metadata[key]) if key in metadata else (dim if isinstance(dim, int) else None)
+                   for key, dim in (("qslr_height", shape[2]), ("qslr_width", shape[3])))
+    size = frame_size(path, stated, height, width)
+    if all(stated) and size != stated:
+        raise ModelLoadError(f"{path}: the graph takes {stated[0]}x{stated[1]} frames (its crop is fixed), "
+                             f"not {size[0]}x{size[1]}; leave --height and --width out")
+
+    def run(frames: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_probs, steps = session.run(list(names.OUTPUTS), dict(zip(names.INPUTS, (frames, lengths), strict=True)))[:2]
+        return log_probs, steps
+
+    return LocalModel(path, run, json.loads(metadata["qslr_vocab"]), *size,
+                      _decoder_settings(config, kernels, spec.get("fps")))
+
+
+class LocalRecogniser:
+    """Videos -> Recognitions, one video at a time, as the server's models would answer them."""
+
+    def __init__(self, model: LocalModel, limits: ServedLimits | None = None):
+        self.model, self.limits = model, limits or ServedLimits()
+        self.clips = clip_decoder("pyav", model.height, model.width, self.limits)
+        self.decoder = ServedDecoder(model.vocab, model.decoder)
+
+    def options(self, beam_size: int | None = None, top_k: int | None = None) -> DecodeOptions:
+        """Checked as a served request's parameters are (ValueError)."""
+        parameters = {names.BEAM_SIZE_PARAMETER: beam_size, names.TOP_K_PARAMETER: top_k}
+        return self.decoder.options({key: value for key, value in parameters.items() if value is not None})
+
+    def recognise(self, video: str | Path, options: DecodeOptions) -> Recognition:
+        """One video file; a video that cannot be recognised raises the decoder's error (a ValueError)."""
+        (clip,) = self.clips.decode([Path(video)])
+        if isinstance(clip, Exception):
+            raise clip
+        frames = pad_to_minimum(clip.frames, self.limits.min_frames)[None]
+        log_probs, steps = self.model.run(frames, np.array([len(clip.frames)], dtype=np.int64))
+        log.debug("%s: %d frames at %.3g fps, %d output steps", video, len(clip.frames), clip.fps, steps[0])
+        return self.decoder.recognise(log_probs[0], int(steps[0]), len(clip.frames), clip.fps, options)

@@ -1,0 +1,153 @@
+"""`qslr recognise`: recognise video files locally and print, or write, what each says.
+
+Text by default (each gloss with its span in seconds), JSON Lines with --json, a NIST CTM file with
+--ctm, and with --ref a video's plain word error rate against a reference and the alignment (jiwer's
+Levenshtein alignment, not the project's sclite scorer: this is a quick look at one video).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    glosses: list[str]
+    wer: float
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    alignment: str
+
+
+def check_reference(reference: list[str], hypothesis: list[str]) -> ReferenceCheck:
+    import jiwer
+
+    output = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    alignment = jiwer.visualize_alignment(output, show_measures=False, skip_correct=False)
+    # jiwer heads the alignment with a sentence number: one video has one sentence.
+    alignment = "\n".join(line for line in alignment.splitlines() if line.strip() and not line.startswith("==="))
+    return ReferenceCheck(reference, output.wer, output.hits, output.substitutions, output.deletions,
+                          output.insertions, alignment)
+
+
+def read_reference(value: str) -> list[str]:
+    """A --ref value: the glosses themselves, or a file holding them."""
+    path = Path(value)
+    text = path.read_text(encoding="utf-8") if path.is_file() else value
+    glosses = text.split()
+    if not glosses:
+        raise click.BadParameter(f"{value!r} holds no glosses", param_hint="--ref")
+    return glosses
+
+
+def _seconds(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def as_json(video: Path, result, reference: ReferenceCheck | None) -> dict:
+    record = {"video": str(video),
+              "glosses": [{"gloss": gloss, "start": _seconds(start), "end": _seconds(end), "step": step}
+                          for (gloss, start, end), step in zip(result.spans, result.steps, strict=True)],
+              "score": result.score,
+              "alternatives": [{"glosses": a.glosses, "score": a.score} for a in result.alternatives]}
+    if reference is not None:
+        record["reference"] = {key: getattr(reference, key) for key in ("glosses", "wer", "hits", "substitutions",
+                                                                         "deletions", "insertions")}
+    return record
+
+
+def as_text(video: Path, result, reference: ReferenceCheck | None) -> str:
+    def span(start: float, end: float) -> str:
+        return "?-?" if math.isnan(start) else f"{start:.2f}-{end:.2f}"
+
+    lines = [f"{video}: {' '.join(result.glosses) or '(no glosses)'}  (score {result.score:.3f})"]
+    lines += [f"  {span(start, end)} s  {gloss}" for gloss, start, end in result.spans]
+    if len(result.alternatives) > 1:
+        lines.append("  alternatives:")
+        lines += [f"    {a.score:9.3f}  {' '.join(a.glosses) or '(no glosses)'}" for a in result.alternatives]
+    if reference is not None:
+        lines.append(f"  WER {100 * reference.wer:.1f} % against {len(reference.glosses)} reference glosses "
+                     f"({reference.substitutions} substituted, {reference.deletions} deleted, "
+                     f"{reference.insertions} inserted)")
+        lines += [f"    {line}" for line in reference.alignment.splitlines()]
+    return "\n".join(lines)
+
+
+def ctm_lines(utterance: str, result) -> list[str]:
+    """NIST CTM, ``<id> 1 <start> <duration> <gloss>`` in seconds; a video without glosses has no line, as in
+    the CTM files `qslr eval` writes. Without a frame rate the spans are unknown: the glosses then sit on
+    their output steps as `qslr eval` places them."""
+    if any(math.isnan(start) for start in result.start_s):
+        from qslr.train.scoring.ctm import ctm_lines as step_lines
+
+        return step_lines(utterance, result.glosses, result.steps)
+    return [f"{utterance} 1 {start:.3f} {end - start:.3f} {gloss}" for gloss, start, end in result.spans]
+
+
+@click.command("recognise")
+@click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A checkpoint from `qslr train`, run in PyTorch.")
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A graph from `qslr export onnx` (or a repository's visual/1/model.onnx), run in onnxruntime.")
+@click.option("--beam-size", "--beam", "beam_size", type=int, default=None,
+              help="Beam width (0: greedy) [default: the model's decode settings].")
+@click.option("--top-k", type=int, default=None, help="Also list the K best distinct gloss sequences (beam only).")
+@click.option("--height", type=int, default=None, help="Frame height [default: as the model states].")
+@click.option("--width", type=int, default=None, help="Frame width [default: as the model states].")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object a line, one line per video.")
+@click.option("--ctm", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the glosses to this CTM file, each video's id its file name without extension.")
+@click.option("--ref", "references", multiple=True,
+              help="Reference glosses (or a file holding them) of each video, in order: WER and alignment.")
+def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | None, beam_size: int | None,
+              top_k: int | None, height: int | None, width: int | None, json_lines: bool, ctm: Path | None,
+              references: tuple[str, ...]) -> None:
+    """Recognise VIDEOS locally (no server): the glosses of each, with their time spans."""
+    if (checkpoint is None) == (onnx is None):
+        raise click.UsageError("give a model: --checkpoint or --onnx (one of them)")
+    if references and len(references) != len(videos):
+        raise click.UsageError(f"--ref was given {len(references)} times for {len(videos)} videos: give one "
+                               f"reference per video, in the same order")
+    utterances = [video.stem for video in videos]
+    if ctm is not None and len(set(utterances)) != len(utterances):
+        raise click.UsageError("--ctm names each video by its file name without extension: these repeat")
+    expected = [read_reference(value) for value in references] or [None] * len(videos)
+
+    from qslr.deploy.frontends.recognise import LocalRecogniser, ModelLoadError, load_checkpoint_model, load_onnx_model
+    from qslr.pipelines.atomic_output import write_text_atomic
+
+    try:
+        model = load_checkpoint_model(checkpoint, height, width) if checkpoint else load_onnx_model(onnx, height,
+                                                                                                    width)
+        recogniser = LocalRecogniser(model)
+        options = recogniser.options(beam_size, top_k)
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("beam_size", "--beam").replace("top_k", "--top-k")) from None
+
+    failures, lines = 0, []
+    for video, utterance, reference in zip(videos, utterances, expected, strict=True):
+        try:
+            result = recogniser.recognise(video, options)
+        except ValueError as exc:
+            failures += 1
+            message = " ".join(str(exc).split())  # one line, whatever FFmpeg said
+            click.echo(message if message.startswith(str(video)) else f"{video}: {message}", err=True)
+            continue
+        check = check_reference(reference, result.glosses) if reference else None
+        click.echo(json.dumps(as_json(video, result, check)) if json_lines else as_text(video, result, check))
+        lines += ctm_lines(utterance, result)
+    if ctm is not None:
+        write_text_atomic(ctm, "".join(line + "\n" for line in lines))
+    if failures:
+        click.echo(f"{failures} of {len(videos)} videos could not be recognised", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,97 @@
+"""The served decoder: per-request decoding options, checked, and one clip's log-probabilities to a Recognition.
+
+The Triton `ctc_decoder` model and local recognition (`qslr recognise`) both decode through a
+`ServedDecoder` built from the same `DecoderSettings`, so they answer alike. Its settings are the
+`ctc_decoder` config's parameters, written by the repository builder from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.serving.recognition import Alternative, Recognition
+from qslr.model.decoding import CTCDecoder
+from qslr.model.gloss_spans import frame_rate, gloss_spans
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    beam_size: int = 10  # a request's beam width unless it asks for another (0: greedy)
+    max_beam_size: int = 10
+    beam_size_token: int = 40
+    max_top_k: int = 10  # the most alternatives one request may ask for
+    frames_per_step: int = 4  # input frames per output step, which places the glosses in the video
+    fps: float = 0.0  # the model's frame rate, for videos that state none (0: unknown)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beam_size <= self.max_beam_size:
+            raise ValueError(f"the default beam_size {self.beam_size} is outside 0..{self.max_beam_size}")
+        if self.max_top_k < 1 or self.frames_per_step < 1 or self.beam_size_token < 1:
+            raise ValueError(f"decoder settings: max_top_k, frames_per_step and beam_size_token must be at "
+                             f"least 1 ({self})")
+
+    @classmethod
+    def for_model(cls, decode: Mapping, frames_per_step: int, fps: float | None, beam_size: int | None = None,
+                  max_beam_size: int = 10, beam_size_token: int | None = None,
+                  max_top_k: int = 10) -> DecoderSettings:
+        """Defaults from a training config's decode section unless overridden, so that a served or local
+        answer is what `qslr eval run` scores."""
+        if beam_size is None:
+            beam_size = 0 if decode.get("method") == "greedy" else int(decode.get("beam_size", 10))
+        max_beam_size = max(max_beam_size, beam_size)
+        # A beam of width w holds at most w labellings.
+        return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", 40)),
+                   min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0))
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> DecoderSettings:
+        """From the string parameters of the `ctc_decoder` config."""
+        return cls(**{f.name: type(f.default)(parameters[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int
+    top_k: int = 1
+
+
+def _integer(parameters: Mapping[str, object], key: str, default: int, low: int, high: int, meaning: str) -> int:
+    value = parameters.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer in {low}..{high}{meaning}, got {value!r}")
+    return value
+
+
+class ServedDecoder:
+    def __init__(self, vocab: Mapping[str, int], settings: DecoderSettings):
+        self.settings = settings
+        self.greedy = CTCDecoder(vocab, "greedy")
+        # One decoder per beam width, built now so that a bad setting fails at load time, not at a request.
+        self.beams = {width: CTCDecoder(vocab, "beam", beam_size=width, beam_size_token=settings.beam_size_token)
+                      for width in range(1, settings.max_beam_size + 1)}
+
+    def options(self, parameters: Mapping[str, object]) -> DecodeOptions:
+        """A request's options from its parameters (JSON values); ValueError names what is wrong."""
+        settings = self.settings
+        width = _integer(parameters, names.BEAM_SIZE_PARAMETER, settings.beam_size, 0, settings.max_beam_size,
+                         " (0: greedy)")
+        top_k = _integer(parameters, names.TOP_K_PARAMETER, 1, 1, settings.max_top_k, "")
+        if top_k > max(width, 1):
+            raise ValueError(f"top_k {top_k} needs a beam at least as wide, got beam_size {width}"
+                             + (" (greedy gives one answer)" if width == 0 else ""))
+        return DecodeOptions(width, top_k)
+
+    def recognise(self, log_probs: np.ndarray, steps: int, frames: int, video_fps: float | None,
+                  options: DecodeOptions) -> Recognition:
+        """One clip: log-probabilities (T', V) of which ``steps`` are valid, from ``frames`` video frames."""
+        decoder = self.greedy if options.beam_size == 0 else self.beams[options.beam_size]
+        (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], options.top_k)
+        best = alternatives[0]
+        fps = frame_rate(video_fps, self.settings.fps)
+        spans = gloss_spans(best.frames, best.ends, self.settings.frames_per_step, fps, frames)
+        return Recognition(best.glosses, best.frames, best.score, [start for start, _ in spans],
+                           [end for _, end in spans], [Alternative(h.glosses, h.score) for h in alternatives])

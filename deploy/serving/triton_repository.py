@@ -1,0 +1,187 @@
+"""`qslr triton build`: a versioned Triton model repository from a checkpoint and the sources in triton_repo/.
+
+Every template value comes from the checkpoint, its export and the options below; templates use strict
+``${name}`` substitution, so a value the builder does not provide is an error, not a silent blank. The
+repository is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from string import Template
+
+import onnx
+
+from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
+from qslr.deploy.export.onnx_export import export_onnx, graph_metadata
+from qslr.deploy.export.tensorrt_engine import check_engine
+from qslr.deploy.serving.repository_checks import config_problems, read_config
+from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
+from qslr.deploy.serving.served_decoding import DecoderSettings
+from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.pipelines.atomic_output import atomic_directory
+from qslr.pipelines.package_data import package_folder
+from qslr.pipelines.temporal_padding import stride
+
+SOURCES = package_folder("qslr.triton_repo")
+MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
+
+
+class RepositoryCheckError(ValueError):
+    """A generated model config that Triton would refuse over the exported graph."""
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    visual: str = "onnxruntime"
+    limits: ServedLimits = field(default_factory=ServedLimits)
+    dynamic_batching: bool = True
+    # No waiting: a busy model instance batches what queued meanwhile; a delay only made each stage wait
+    # for a full batch that a light load never fills (measured in docs/benchmarks.md).
+    max_queue_delay_us: int = 0
+    visual_instances: int = 1
+    visual_threads: int = 2
+    visual_max_padding: float = 0.1  # python visual model: padding a batched call may add (deploy/ragged_batch.py)
+    preprocess_instances: int = 1
+    video_decoder: str | None = None  # one of VIDEO_DECODERS; None: dali where DALI is installed, else pyav
+    preprocess_threads: int = 2
+    decoder_instances: int = 1
+    beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
+    max_beam_size: int = 10
+    beam_size_token: int | None = None
+    max_top_k: int = 10  # the most alternatives a request may ask for (at most the widest beam)
+
+
+def _dynamic_batching(settings: RepositorySettings) -> str:
+    if not settings.dynamic_batching:
+        return ""
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
+
+
+def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int) -> dict[str, object]:
+    """The served decoder's parameters: the training config's decode section unless overridden, so that the
+    server answers what `qslr eval run` scores, and the checkpoint's frame rate for videos that state none."""
+    decode = json.loads(metadata["qslr_config"]).get("decode", {})
+    fps = json.loads(metadata.get("qslr_input", "{}")).get("fps")
+    return asdict(DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size,
+                                            settings.max_beam_size, settings.beam_size_token, settings.max_top_k))
+
+
+def resolve_video_decoder(requested: str | None) -> str:
+    """The decoder a repository will use: the one asked for, else DALI's (measured fastest on the CPU,
+    docs/benchmarks.md) where DALI is installed, else PyAV."""
+    if requested is not None:
+        if requested not in VIDEO_DECODERS:
+            raise ValueError(f"unknown video decoder {requested!r} (known: {', '.join(VIDEO_DECODERS)})")
+        if requested.startswith("dali") and importlib.util.find_spec("nvidia.dali") is None:
+            raise ValueError(f"--decoder {requested} needs nvidia-dali (pip install -e '.[dali]'), which is not "
+                             "installed; --decoder pyav works without it")
+        return requested
+    return "dali" if importlib.util.find_spec("nvidia.dali") is not None else "pyav"
+
+
+def _preprocess(settings: RepositorySettings) -> dict[str, object]:
+    decoder = resolve_video_decoder(settings.video_decoder)
+    gpu = decoder == "dali-gpu"
+    return {"decoder_choice": decoder, "video_decoder": decoder.removesuffix("-gpu"),
+            "decoder_device": "gpu" if gpu else "cpu", "preprocess_kind": "KIND_GPU" if gpu else "KIND_CPU"}
+
+
+def render(template: Path, values: dict[str, object]) -> str:
+    try:
+        return Template(template.read_text()).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as exc:
+        raise KeyError(f"{template}: no value for ${{{exc.args[0]}}}") from None
+
+
+def build_repository(checkpoint: str | Path, out: str | Path, settings: RepositorySettings, height: int, width: int,
+                     overwrite: bool = False, engine: str | Path | None = None) -> Path:
+    """Export the checkpoint and lay out every model; ``engine`` is a TensorRT plan for --visual tensorrt."""
+    if settings.visual not in VISUAL_BACKENDS:
+        raise ValueError(f"unknown visual backend {settings.visual!r} (known: {', '.join(VISUAL_BACKENDS)})")
+    if settings.visual == "tensorrt" and engine is None:
+        raise ValueError("--visual tensorrt needs an engine built by `qslr export tensorrt` (--engine)")
+    if settings.visual != "tensorrt" and engine is not None:
+        raise ValueError("an engine (--engine) is served only with --visual tensorrt")
+    # Refused before the export: an engine this repository's Triton could not load, or that could not run
+    # every clip the limits admit.
+    record = check_engine(engine, settings.limits, height, width) if engine is not None else None
+    out = Path(out)
+    with atomic_directory(out, overwrite) as root:
+        onnx_path = root / "visual" / "1" / "model.onnx"
+        onnx_path.parent.mkdir(parents=True)
+        info = export_onnx(checkpoint, onnx_path, height, width)
+        graph = onnx.load(str(onnx_path), load_external_data=False)
+        metadata = graph_metadata(graph)
+        limits = settings.limits
+        values = {**vars(settings), **_preprocess(settings), "limits": None,
+                  "dynamic_batching": _dynamic_batching(settings),
+                  "height": info.height, "width": info.width, "num_classes": info.num_classes,
+                  "max_batch_size": limits.max_batch, "min_frames": limits.min_frames,
+                  "max_frames": limits.max_frames,
+                  # frames_per_step: what a client needs to put the glosses' output steps back on the video.
+                  **_decoding(settings, metadata, stride(info.kernels))}
+        for name in MODELS:
+            folder = root / name
+            (folder / "1").mkdir(parents=True, exist_ok=True)
+            template = SOURCES / name / "config.pbtxt.template"
+            if name == "visual" and settings.visual == "tensorrt":
+                template = SOURCES / name / "config.tensorrt.pbtxt.template"
+                shutil.copyfile(engine, folder / "1" / "model.plan")
+            (folder / "config.pbtxt").write_text(render(template, values))
+            if name == "visual":
+                # The engine was built from this same export: its config must describe that graph.
+                problems = config_problems(read_config(folder / "config.pbtxt"), graph)
+                if problems:
+                    raise RepositoryCheckError(f"{template.name}: " + "; ".join(problems))
+            source_model = SOURCES / name / "1" / "model.py"
+            if source_model.exists() and not (name == "visual" and settings.visual == "tensorrt"):
+                shutil.copyfile(source_model, folder / "1" / "model.py")
+        if settings.visual == "tensorrt":
+            onnx_path.unlink()
+        (root / "ctc_decoder" / "1" / "vocab.json").write_text(metadata["qslr_vocab"])
+        (root / "qslr-repository.json").write_text(json.dumps(
+            {"checkpoint": str(Path(checkpoint).resolve()), "settings": {**values, "limits": asdict(limits)},
+             "crop_size": info.crop_size,
+             "tensorrt": {"engine_version": record.tensorrt_version, "target_version": TENSORRT_VERSION,
+                          "triton_container": TRITON_CONTAINER} if record else None}, indent=1) + "\n")
+        (root / "README.md").write_text(_readme(Path(checkpoint), settings, values))
+    return out
+
+
+_DECODER_NOTES = {
+    "dali": "DALI's CPU video decoder, the training loader's; VP8, VP9 and MJPEG, other codecs (H.264, ...) "
+            "through PyAV",
+    "dali-gpu": "DALI with NVDEC on the GPU (an instance of kind KIND_GPU); codecs NVDEC lacks through PyAV. "
+                "Not yet run on a GPU by the project",
+    "pyav": "FFmpeg through PyAV, every codec FFmpeg reads",
+}
+
+
+def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str:
+    decoder = values["decoder_choice"]
+    limits = settings.limits
+    batching = f"on, {settings.max_queue_delay_us} us queue delay" if settings.dynamic_batching else "off"
+    return "\n".join([
+        "# QSLR Triton model repository",
+        "",
+        f"Built by `qslr triton build` from `{checkpoint.name}`.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| video decoder (`preprocess`) | `{decoder}`: {_DECODER_NOTES[decoder]}; "
+        f"{values['preprocess_threads']} videos at a time per instance |",
+        f"| visual model | `{settings.visual}`, input {values['height']}x{values['width']} uint8 frames |",
+        f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
+        "per batch |",
+        f"| dynamic batching | {batching} |",
+        f"| default decoding | {'greedy' if int(values['beam_size']) == 0 else 'beam ' + str(values['beam_size'])}, "
+        f"beam widths up to {values['max_beam_size']} per request |",
+        "",
+        "Every value is also in `qslr-repository.json`; serve with `qslr serve <this folder>`.",
+        "",
+    ])

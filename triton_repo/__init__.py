@@ -1,0 +1,1 @@
+"""Triton model-repository sources (config templates and python models), package data for `qslr triton build`."""
