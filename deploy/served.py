@@ -20,7 +20,9 @@ def served_from_checkpoint(checkpoint: str | Path, top_k: int | None = None,
         trained = load_trained(checkpoint)
     except CheckpointError as exc:
         raise ValueError(str(exc)) from None
-    return ServedModel(trained.model.float().eval(), trained.input.crop_size, top_k, frame_size, precision), \
+    spec = trained.input
+    return ServedModel(trained.model.float().eval(), spec.crop_size, top_k, frame_size, precision, spec.pixel_offset,
+                       spec.pixel_scale), \
         {"vocab": trained.vocab, "config": trained.config.to_dict(), "input": trained.input}
 
 

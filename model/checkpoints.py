@@ -25,6 +25,7 @@ import torch
 
 from qslr.model.network import SLRModel, build_model
 from qslr.pipelines.atomic_output import atomic_path
+from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
 from qslr.pipelines.temporal_padding import VAC_KERNELS, padding_for
 
 FORMAT, VERSION = "qslr", 3
@@ -44,8 +45,8 @@ class InputSpec:
     left_padding: int
     total_padding: int
     fps: float | None
-    pixel_offset: float = 127.5
-    pixel_scale: float = 127.5
+    pixel_offset: float = PIXEL_OFFSET
+    pixel_scale: float = PIXEL_SCALE
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:

@@ -21,6 +21,7 @@ from qslr.model.classifier import NormLinear
 from qslr.model.network import SLRModel
 from qslr.model.temporal_conv import output_lengths
 from qslr.model.unpacked_bilstm import bilstm_unpacked
+from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
 from qslr.pipelines.temporal_padding import padding_for, stride
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -28,7 +29,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
 class ServedModel(nn.Module):
     def __init__(self, model: SLRModel, crop_size: int, top_k: int | None = None,
-                 frame_size: tuple[int, int] | None = None, precision: str = "fp32"):
+                 frame_size: tuple[int, int] | None = None, precision: str = "fp32",
+                 pixel_offset: float = PIXEL_OFFSET, pixel_scale: float = PIXEL_SCALE):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -43,6 +45,7 @@ class ServedModel(nn.Module):
         for part in (model.frame_encoder, model.temporal, model.classifier):
             part.to(self.compute_dtype)
         self.crop_size = crop_size
+        self.pixel_offset, self.pixel_scale = pixel_offset, pixel_scale
         # Given for an export: constant crop offsets keep the graph's shapes static.
         self.frame_size = frame_size
         self.top_k = top_k
@@ -102,7 +105,7 @@ class ServedModel(nn.Module):
         flat = (index + torch.arange(batch, device=frames.device)[:, None] * time).reshape(-1)
         # A reshape to the constant crop size keeps the frame encoder's spatial shapes static in the graph.
         clips = torch.index_select(clips.reshape(-1, self.crop_size, self.crop_size, 3), 0, flat)
-        return clips.permute(0, 3, 1, 2) / 127.5 - 1.0
+        return (clips.permute(0, 3, 1, 2) - self.pixel_offset) / self.pixel_scale
 
 
 def _fixed_linear(classifier: NormLinear) -> nn.Linear:

@@ -85,12 +85,19 @@ def clip_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
+# Pixels v in 0..255 become (v - PIXEL_OFFSET) / PIXEL_SCALE, in [-1, 1], as the original maps them (ImageNet's
+# mean and deviation are not used). Both loaders take them from here; checkpoints record them (InputSpec), and
+# the served model reads them from there.
+PIXEL_OFFSET = 127.5
+PIXEL_SCALE = 127.5
+
+
 def apply_plan(frames: np.ndarray, plan: ClipPlan, crop: int) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T', 3, crop, crop) float32 in [-1, 1]: the reference implementation."""
     clip = frames[plan.order, plan.crop_y:plan.crop_y + crop, plan.crop_x:plan.crop_x + crop]
     if plan.flip:
         clip = clip[:, :, ::-1]
-    clip = np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
+    clip = (np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32) - PIXEL_OFFSET) / PIXEL_SCALE
     if plan.gain != 1.0 or plan.offset != 0.0:
         clip = clip * np.float32(plan.gain) + np.float32(plan.offset)
     return clip

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
 from qslr.pipelines.batch import Batch
 from qslr.pipelines.clip_source import ClipSource
 from qslr.pipelines.dali_video import decode_videos
@@ -104,9 +105,9 @@ class _Feeder:
             columns[3].append(np.float32(plan.crop_y / spare_y if spare_y else 0.5))
             columns[4].append(np.int32(plan.flip))
             columns[5].append(np.int64(i))
-            # gain * (x / 127.5 - 1) + offset as one normalisation, (x - mean) / std, in the crop's pass.
-            std = 127.5 / plan.gain
-            columns[6].append(np.full(3, 127.5 - plan.offset * std, dtype=np.float32))
+            # gain * (x - offset0) / scale0 + offset as one normalisation, (x - mean) / std, in the crop's pass.
+            std = PIXEL_SCALE / plan.gain
+            columns[6].append(np.full(3, PIXEL_OFFSET - plan.offset * std, dtype=np.float32))
             columns[7].append(np.full(3, std, dtype=np.float32))
         return columns
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qslr.pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.augmentation import PIXEL_SCALE
 from qslr.pipelines.dali_loader import NVDEC_VP9_MIN_SIZE
 
 # NVDEC decodes nothing smaller than its minimum: the demo's 72x72 frames would fail on the GPU.
@@ -92,7 +93,7 @@ class GpuCheck:
         for a, b in zip(gpu, cpu, strict=True):
             if a.ids != b.ids or not torch.equal(a.lengths, b.lengths):
                 raise AssertionError("DALI (GPU) and the reference loader disagree on batch composition")
-            worst = max(worst, (a.videos.cpu() - b.videos).abs().max().item() * 127.5)
+            worst = max(worst, (a.videos.cpu() - b.videos).abs().max().item() * PIXEL_SCALE)
             batches += 1
         if worst > 2.0:
             raise AssertionError(f"DALI (GPU) differs from the reference loader by {worst:.1f} grey levels")
