@@ -21,7 +21,7 @@ from qslr.pipelines.prepared import BLANK_ID as BLANK
 class Hypothesis:
     glosses: list[str]
     ids: list[int]
-    frames: list[int]  # output step (of T') where each gloss starts
+    steps: list[int]  # output step (of T') where each gloss starts
     ends: list[int]  # the last output step whose label on the decoded path is that gloss
     score: float  # log-probability of the best path (greedy) or the beam's score
 
@@ -33,14 +33,14 @@ Candidate = tuple[list[int], list[int], list[int], float]
 def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
     """Frame-wise labels -> (ids, start steps, end steps): merge repeats, drop blanks, then merge repeats again."""
     ids: list[int] = []
-    frames: list[int] = []
+    steps: list[int] = []
     previous = None
     for step, label in enumerate(path):
         if label != previous and label != BLANK and (not ids or ids[-1] != label):
             ids.append(int(label))
-            frames.append(step)
+            steps.append(step)
         previous = label
-    return ids, frames, gloss_ends(path, ids, frames)
+    return ids, steps, gloss_ends(path, ids, steps)
 
 
 def gloss_ends(labels: Sequence[int], ids: Sequence[int], starts: Sequence[int]) -> list[int]:
@@ -54,14 +54,14 @@ def gloss_ends(labels: Sequence[int], ids: Sequence[int], starts: Sequence[int])
     return ends
 
 
-def merge_repeats(ids: Sequence[int], frames: Sequence[int]) -> tuple[list[int], list[int]]:
+def merge_repeats(ids: Sequence[int], steps: Sequence[int]) -> tuple[list[int], list[int]]:
     kept_ids: list[int] = []
-    kept_frames: list[int] = []
-    for gloss, frame in zip(ids, frames, strict=True):
+    kept_steps: list[int] = []
+    for gloss, step in zip(ids, steps, strict=True):
         if not kept_ids or kept_ids[-1] != gloss:
             kept_ids.append(int(gloss))
-            kept_frames.append(int(frame))
-    return kept_ids, kept_frames
+            kept_steps.append(int(step))
+    return kept_ids, kept_steps
 
 
 class CTCDecoder:
@@ -80,8 +80,8 @@ class CTCDecoder:
             raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
 
     def _hypothesis(self, candidate: Candidate) -> Hypothesis:
-        ids, frames, ends, score = candidate
-        return Hypothesis([self.id_to_gloss[i] for i in ids], ids, frames, ends, float(score))
+        ids, steps, ends, score = candidate
+        return Hypothesis([self.id_to_gloss[i] for i in ids], ids, steps, ends, float(score))
 
     def decode(self, log_probs: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray | Sequence[int]
                ) -> list[Hypothesis]:
@@ -180,9 +180,9 @@ class _CtcdecodeBeam:
         candidates = []
         for beam in range(results.shape[1]):
             n = int(out_lengths[0, beam])
-            ids, frames = merge_repeats(results[0, beam, :n].tolist(), timesteps[0, beam, :n].tolist())
+            ids, steps = merge_repeats(results[0, beam, :n].tolist(), timesteps[0, beam, :n].tolist())
             # ctcdecode reports negative log-likelihood-like beam scores; flip them so higher is better.
-            candidates.append((ids, frames, gloss_ends(best, ids, frames), -float(beam_scores[0, beam])))
+            candidates.append((ids, steps, gloss_ends(best, ids, steps), -float(beam_scores[0, beam])))
         return distinct(candidates, top_k)
 
 

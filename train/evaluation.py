@@ -70,8 +70,8 @@ def evaluate(model: SLRModel, config: ExperimentConfig, split: str, device: torc
     sequence, conv = decode_split(model, config, split, device, vocab)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctm, conv_ctm = out_dir / f"output-hypothesis-{split}.ctm", out_dir / f"output-hypothesis-{split}-conv.ctm"
-    write_ctm(ctm, ((vid, h.glosses, h.frames) for vid, h in sorted(sequence.items())))
-    write_ctm(conv_ctm, ((vid, h.glosses, h.frames) for vid, h in sorted(conv.items())))
+    write_ctm(ctm, ((vid, h.glosses, h.steps) for vid, h in sorted(sequence.items())))
+    write_ctm(conv_ctm, ((vid, h.glosses, h.steps) for vid, h in sorted(conv.items())))
     reference = Path(config.data.root) / f"{split}.stm"
     report = score(ctm, reference, config.eval.normalisation, config.eval.scorer)
     branches = compare_branches(ctm, conv_ctm, reference, config.eval.normalisation)

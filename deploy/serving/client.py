@@ -11,7 +11,6 @@ from qslr.deploy.serving.recognition import Alternative, Recognition
 from qslr.deploy.serving.served_limits import pad_to_minimum
 
 VISUAL_MODEL = "visual"
-DECODER_MODEL = "ctc_decoder"
 OUTPUTS = (names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
            names.ALTERNATIVES, names.ALTERNATIVE_SCORES)
 
@@ -88,10 +87,6 @@ class CslrClient:
     def served_min_frames(self) -> int:
         """The repository's minimum clip length (1 for one that states none)."""
         return self.served_parameter(VISUAL_MODEL, "min_frames", 1)
-
-    def served_frames_per_step(self) -> int:
-        """Input frames per output step of the served model, which places the glosses' steps in the video."""
-        return self.served_parameter(DECODER_MODEL, "frames_per_step", 0)
 
     def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None, top_k: int | None = None,
                          fps: float | None = None) -> Recognition:

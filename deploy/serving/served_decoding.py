@@ -92,6 +92,6 @@ class ServedDecoder:
         (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], options.top_k)
         best = alternatives[0]
         fps = frame_rate(video_fps, self.settings.fps)
-        spans = gloss_spans(best.frames, best.ends, self.settings.frames_per_step, fps, frames)
-        return Recognition(best.glosses, best.frames, best.score, [start for start, _ in spans],
+        spans = gloss_spans(best.steps, best.ends, self.settings.frames_per_step, fps, frames)
+        return Recognition(best.glosses, best.steps, best.score, [start for start, _ in spans],
                            [end for _, end in spans], [Alternative(h.glosses, h.score) for h in alternatives])

@@ -49,9 +49,9 @@ def test_greedy_equals_beam_on_peaky_outputs(seed):
     greedy = CTCDecoder(VOCAB, "greedy").decode(log_probs, lengths)
     beam = CTCDecoder(VOCAB, "beam").decode(log_probs, lengths)
     for g, b in zip(greedy, beam, strict=True):
-        assert (g.glosses, g.frames, g.ends) == (b.glosses, b.frames, b.ends)
-        assert all(s <= e for s, e in zip(b.frames, b.ends, strict=True))
-        assert all(e < s for e, s in zip(b.ends, b.frames[1:], strict=False))
+        assert (g.glosses, g.steps, g.ends) == (b.glosses, b.steps, b.ends)
+        assert all(s <= e for s, e in zip(b.steps, b.ends, strict=True))
+        assert all(e < s for e, s in zip(b.ends, b.steps[1:], strict=False))
         # The beam sums every path of its labelling; greedy scores the single best path.
         assert b.score >= g.score - 1e-4
     assert greedy[-1].glosses == [] and all(len(g.ids) <= n for g, n in zip(greedy, lengths.tolist(), strict=True))
@@ -123,7 +123,7 @@ def test_lengths_cut_the_decoding():
     log_probs = peaky(1, 30, len(VOCAB) + 1, 7)
     full = CTCDecoder(VOCAB, "beam").decode(log_probs, [30])[0]
     cut = CTCDecoder(VOCAB, "beam").decode(log_probs, [10])[0]
-    assert all(f <= e < 10 for f, e in zip(cut.frames, cut.ends, strict=True))
+    assert all(f <= e < 10 for f, e in zip(cut.steps, cut.ends, strict=True))
     assert cut.glosses == full.glosses[: len(cut.glosses)]
 
 

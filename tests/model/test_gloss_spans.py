@@ -63,7 +63,7 @@ def test_spans_of_decodings_are_ordered_disjoint_and_inside_the_video(method):
     decoded = CTCDecoder(VOCAB, method).decode(torch.from_numpy(logits).log_softmax(-1), lengths)
     assert sum(len(h.glosses) for h in decoded) > 10
     for hypothesis, count in zip(decoded, frames, strict=True):
-        spans = gloss_spans(hypothesis.frames, hypothesis.ends, 4, 25.0, count)
+        spans = gloss_spans(hypothesis.steps, hypothesis.ends, 4, 25.0, count)
         for start, end in spans:
             assert 0 <= start < end <= count / 25.0
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):

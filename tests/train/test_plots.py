@@ -23,7 +23,7 @@ from qslr.train.data import make_loader
 from qslr.train.plots.curves import plot_curves
 from qslr.train.plots.figure import PictureSize
 from qslr.train.plots.posteriors import draw_posteriors
-from qslr.train.plots.video_posteriors import gloss_spans, video_posteriors
+from qslr.train.plots.video_posteriors import hypothesis_segments, video_posteriors
 
 COLUMNS = ["epoch", "global_step", "lr", "train_loss", "loss_SeqCTC", "loss_ConvCTC", "loss_Dist", "dev_wer",
            "dev_wer_conv"]
@@ -223,7 +223,7 @@ def test_posteriors_refuse_a_bad_checkpoint_or_an_unreadable_video_in_one_line(t
         assert not (tmp_path / "p.png").exists()
 
 
-def test_gloss_spans_run_from_each_glosss_start_to_its_last_step():
+def test_hypothesis_segments_run_from_each_glosss_start_to_its_last_step():
     hypothesis = Hypothesis(["A", "B", "A"], [1, 2, 1], [1, 4, 9], [1, 5, 9], 0.0)
-    assert [(s.gloss, s.id, s.start, s.end) for s in gloss_spans(hypothesis)] == [
+    assert [(s.gloss, s.id, s.start, s.end) for s in hypothesis_segments(hypothesis)] == [
         ("A", 1, 1, 2), ("B", 2, 4, 6), ("A", 1, 9, 10)]

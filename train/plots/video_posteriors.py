@@ -66,10 +66,10 @@ def video_posteriors(trained: TrainedModel, video: str | Path, decoder: CTCDecod
     log_probs = output.sequence_logits[0, :int(output.lengths[0])].float().log_softmax(-1).cpu()
     hypothesis = decoder.decode(log_probs[None], [len(log_probs)])[0]
     return VideoPosteriors(frames, fps, log_probs.exp().numpy(), stride(spec.kernels), hypothesis,
-                           gloss_spans(hypothesis))
+                           hypothesis_segments(hypothesis))
 
 
-def gloss_spans(hypothesis: Hypothesis) -> list[GlossSpan]:
+def hypothesis_segments(hypothesis: Hypothesis) -> list[GlossSpan]:
     """Each recognised gloss from its start step to its last (the decoder's path gives both), end exclusive."""
     return [GlossSpan(gloss, gloss_id, start, last + 1) for gloss, gloss_id, start, last in
-            zip(hypothesis.glosses, hypothesis.ids, hypothesis.frames, hypothesis.ends, strict=True)]
+            zip(hypothesis.glosses, hypothesis.ids, hypothesis.steps, hypothesis.ends, strict=True)]

@@ -6,6 +6,7 @@ dropped once answered: nothing is written to disk, not even a spooled temporary 
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from qslr.deploy.frontends.web.timeline import gloss_spans, read_timing
+from qslr.deploy.frontends.web.timeline import read_timing
 from qslr.deploy.serving.client import Recognition, RecognitionError
 from qslr.pipelines.package_data import package_folder
 
@@ -39,8 +40,6 @@ _DRAIN_FACTOR = 4  # how much of a refused upload is read to deliver the refusal
 
 class Recogniser(Protocol):
     def recognise_bytes(self, data: bytes, beam_size: int | None = None) -> Recognition: ...
-
-    def served_frames_per_step(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -127,13 +126,9 @@ def _beam_size(text: str | None) -> int | None:
         raise _Refused(400, f"beam_size must be an integer, got {text!r}") from None
 
 
-def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits(),
-               stride: int | None = None) -> Starlette:
+def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits()) -> Starlette:
     """The page and its endpoint. ``recogniser`` makes a client (a CslrClient): each worker thread makes its own,
-    as tritonclient's HTTP client must stay on the thread that made it. ``stride``: input frames per output step
-    of the served model; None takes what the served repository states."""
-    if stride is not None and stride < 1:
-        raise ValueError(f"stride must be at least 1, got {stride}")
+    as tritonclient's HTTP client must stay on the thread that made it."""
     local = threading.local()
 
     def recognise(data: bytes, beam_size: int | None) -> dict:
@@ -151,12 +146,14 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
             timing = read_timing(data)
         except ValueError as exc:
             raise _Refused(422, f"the glosses cannot be placed in the video: {exc}") from None
-        frames_per_step = stride or local.client.served_frames_per_step()
-        if frames_per_step < 1:
-            raise _Refused(502, "the served repository does not state its frames per output step: rebuild it with "
-                                "`qslr triton build`, or give `qslr web --stride`")
-        spans = gloss_spans(result.steps, timing, frames_per_step)
-        return {"glosses": [{"gloss": gloss, "start": round(start, 3), "end": round(end, 3)}
+        spans = list(zip(result.start_s, result.end_s, strict=True))
+        if not all(math.isfinite(t) for span in spans for t in span):
+            raise _Refused(502, "the server placed the glosses nowhere in time (neither the video nor the model "
+                                "states a frame rate)")
+        # The server's spans (the same `qslr recognise` and `qslr infer` give), kept within the video's own
+        # timeline as its packets' timestamps draw it.
+        return {"glosses": [{"gloss": gloss, "start": round(min(start, timing.duration), 3),
+                             "end": round(min(max(start, end), timing.duration), 3)}
                             for gloss, (start, end) in zip(result.glosses, spans, strict=True)],
                 "score": result.score, "latency_ms": round(latency * 1000, 1), "beam_size": beam_size,
                 "frames": timing.frames, "fps": round(timing.fps, 3), "duration": round(timing.duration, 3)}

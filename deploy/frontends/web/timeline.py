@@ -1,8 +1,8 @@
-"""Where each recognised gloss lies in its video, in seconds.
+"""The timeline of an uploaded video, in seconds: its frames' times and its duration, as the page draws it.
 
-A gloss starts at an output step of the temporal CNN, and each step covers ``stride`` input frames. The
-frames' times come from the container's packet timestamps, read without decoding: a webcam recording has a
-variable frame rate and often no duration in its header, so neither a nominal rate nor the header would do.
+The times come from the container's packet timestamps, read without decoding: a webcam recording has a
+variable frame rate and often no duration in its header. The glosses on it are placed by the server
+(`gloss_start_s`, `gloss_end_s`), as for every other front end.
 """
 
 from __future__ import annotations
@@ -52,13 +52,3 @@ def read_timing(data: bytes) -> VideoTiming:
     period = (times[last] - first) / (len(times) - 1) if len(times) > 1 else (1.0 / float(rate) if rate else 0.0)
     end = ends[last] if ends[last] is not None else times[last] + period
     return VideoTiming(tuple(times[i] - first for i in order), end - first)
-
-
-def gloss_spans(steps: list[int], timing: VideoTiming, stride: int) -> list[tuple[float, float]]:
-    """(start, end) in seconds of each gloss: from its step's first frame to the next gloss's start, the last
-    one to the end of the video."""
-    if not steps:
-        return []
-    starts = [timing.frame_times[min(step * stride, timing.frames - 1)] for step in steps]
-    ends = [*starts[1:], timing.duration]
-    return [(start, max(start, end)) for start, end in zip(starts, ends, strict=True)]

@@ -69,10 +69,10 @@ def test_a_clip_is_decoded_as_ctc_decoder_decodes_it_with_its_or_the_models_rate
     log_probs = torch.from_numpy(logits).log_softmax(-1).numpy()
     (alternatives,) = CTCDecoder(VOCAB, "beam", beam_size=6).decode_alternatives(log_probs[None], [18], 3)
     result = decoder.recognise(log_probs, 18, 70, 50.0, DecodeOptions(6, 3))
-    assert (result.glosses, result.steps, result.score) == (alternatives[0].glosses, alternatives[0].frames,
+    assert (result.glosses, result.steps, result.score) == (alternatives[0].glosses, alternatives[0].steps,
                                                             alternatives[0].score)
     assert [a.glosses for a in result.alternatives] == [h.glosses for h in alternatives]
-    assert result.glosses and result.start_s[0] == alternatives[0].frames[0] * 4 / 50.0
+    assert result.glosses and result.start_s[0] == alternatives[0].steps[0] * 4 / 50.0
     unstated = decoder.recognise(log_probs, 18, 70, 0.0, DecodeOptions(6, 3))  # the model's 25 fps
     assert unstated.start_s == pytest.approx([2 * s for s in result.start_s])
     unknown = ServedDecoder(VOCAB, DecoderSettings()).recognise(log_probs, 18, 70, None, DecodeOptions(4))

@@ -36,7 +36,7 @@ def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tup
         log_probs, lengths = served(frames, torch.tensor([frames.shape[1]]))
     decoder = CTCDecoder(extra["vocab"], "beam" if beam_size else "greedy", beam_size=max(beam_size, 1))
     (hypothesis,) = decoder.decode(log_probs, lengths)
-    return hypothesis.glosses, hypothesis.frames
+    return hypothesis.glosses, hypothesis.steps
 
 
 def test_served_results_equal_local_decoding_over_http_and_grpc(server, checkpoint, videos):
@@ -75,7 +75,8 @@ def test_the_server_answers_what_eval_run_scores(server, checkpoint, tiny_corpus
     config = build(ExperimentConfig, loaded.config)
     dataset = PreparedDataset(tiny_corpus[0])
     client = CslrClient(server.http_url)
-    assert client.served_frames_per_step() == stride(config.model.temporal.kernels)  # places steps in the video
+    # The decoder places the glosses' steps in the video by the model's own stride.
+    assert client.served_parameter("ctc_decoder", "frames_per_step", 0) == stride(config.model.temporal.kernels)
     compared = 0
     for split in ("test", "dev"):
         evaluated, _ = decode_split(loaded.model, config, split, torch.device("cpu"), loaded.vocab)
@@ -123,7 +124,7 @@ def served_log_probs(server, video: Path) -> tuple[np.ndarray, int, int, float]:
 
 def expected_seconds(hypothesis: Hypothesis, frames: int, fps: float, frames_per_step: int = 4) -> list[float]:
     """Start and end of each gloss, flattened: step s covers frames [4s, 4s + 4), cut at the video's end."""
-    return [value for start, end in zip(hypothesis.frames, hypothesis.ends, strict=True)
+    return [value for start, end in zip(hypothesis.steps, hypothesis.ends, strict=True)
             for value in (start * frames_per_step / fps, min((end + 1) * frames_per_step, frames) / fps)]
 
 
