@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import qslr.model.losses as losses
 from qslr.model.checkpoints import load_checkpoint
 from qslr.model.network import build_model
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.temporal_padding import padded_length
 from qslr.tools.cli import cli
 from qslr.train.checkpointing import model_sections
 from qslr.train.config import load_config
@@ -269,16 +270,19 @@ def test_a_one_process_checkpoint_resumes_on_two_ranks_from_the_same_sample(tiny
 @pytest.mark.timeout(300)
 def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
     process = torchrun(*overrides(tiny_corpus[0], tmp_path / "crash", "train.epochs=50"))
-    deadline = time.monotonic() + 120
-    workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:
-        time.sleep(1)
-        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
-        workers = [int(p) for p in found.stdout.split()]
-    assert len(workers) >= 2, "the ranks did not start"
-    time.sleep(5)
+    # Killed once both ranks are training (the main rank logs a step only after a step of both), not after a guess.
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if re.search(r"epoch 0 step \d+ loss", line):
+            break
+    else:
+        pytest.fail("the run ended before it trained a step:\n" + "".join(seen))
+    found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+    workers = [int(p) for p in found.stdout.split()]
+    assert len(workers) >= 2, "the ranks are not torchrun's children"
     os.kill(max(workers), signal.SIGKILL)
-    output, _ = process.communicate(timeout=120)
+    output = "".join(seen) + process.communicate(timeout=120)[0]
     assert process.returncode != 0
     assert "exitcode" in output or "Signal 9" in output or "SIGKILL" in output
 
@@ -319,5 +323,15 @@ def test_eval_run_and_features_commands(tiny_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "features/dev/index.jsonl").read_text().splitlines()]
     assert rows and all(r["frames"] % 4 == 0 for r in rows)
-    array = np.load(tmp_path / "features/dev" / f"{rows[0]['id']}.npy")
-    assert array.shape == (rows[0]["frames"], rows[0]["feature_dim"]) and array.dtype == np.float32
+    # The padded clip's layout, as the README states it: 6 copies of the first frame, the clip, then the last
+    # frame repeated up to a multiple of 4 plus 12. In eval mode equal frames give equal features.
+    records = {r.id: r for r in PreparedDataset(tiny_corpus[0]).records("dev")}
+    for row in rows:
+        array = np.load(tmp_path / "features/dev" / f"{row['id']}.npy")
+        length = records[row["id"]].num_frames
+        assert array.shape == (row["frames"], row["feature_dim"]) and array.dtype == np.float32
+        assert row["frames"] == -(-length // 4) * 4 + 12 == padded_length(length, ["K5", "P2", "K5", "P2"])
+        np.testing.assert_array_equal(array[:6], np.repeat(array[6:7], 6, axis=0))
+        np.testing.assert_array_equal(array[6 + length:], np.repeat(array[5 + length:6 + length],
+                                                                    row["frames"] - 6 - length, axis=0))
+        assert not np.array_equal(array[6], array[5 + length])  # the clip itself is not one repeated frame

@@ -29,7 +29,7 @@ from served_settings import MAX_FRAMES
 from qslr.deploy.frontends.web.app import UploadLimits, create_app, readable
 from qslr.deploy.frontends.web.timeline import VideoTiming, read_timing
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.server import free_port
+from qslr.deploy.serving.server import free_port, port_in_use
 from qslr.pipelines.atomic_output import write_bytes_atomic
 from qslr.pipelines.video_io import read_frames, write_vp9
 
@@ -240,10 +240,12 @@ def test_the_page_and_its_files_are_served_with_a_policy_of_its_own_files_only(a
 
 
 
-def test_qslr_web_serves_the_page_in_front_of_a_running_server_until_interrupted(server, videos):
+@pytest.mark.parametrize("target", ["--url", "--serve"])
+def test_qslr_web_serves_the_page_in_front_of_a_server_until_interrupted(server, repository, videos, target):
+    """In front of a running server (--url), or of one it starts on a repository and stops with the page."""
     port = free_port()
-    command = [sys.executable, "-m", "qslr.tools.cli", "web", "--url", server.http_url, "--port", str(port),
-               "--max-upload-mb", "0.5"]
+    where = [target, server.http_url if target == "--url" else str(repository)]
+    command = [sys.executable, "-m", "qslr.tools.cli", "web", *where, "--port", str(port), "--max-upload-mb", "0.5"]
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[3], stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 60
@@ -257,6 +259,10 @@ def test_qslr_web_serves_the_page_in_front_of_a_running_server_until_interrupted
         _, log = process.communicate(timeout=30)
     assert process.returncode == 0, log
     assert f"the page is on http://127.0.0.1:{port}/" in log
+    assert ("tritonserver ready on" in log) == (target == "--serve")
+    if target == "--serve":  # its server went with it
+        started = re.search(r"tritonserver ready on 127\.0\.0\.1:(\d+)", log)
+        assert started and not port_in_use("127.0.0.1", int(started.group(1)))
 
 
 def _settings_or_none(url: str) -> dict | None:

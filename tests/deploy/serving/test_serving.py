@@ -295,14 +295,14 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
     try:
         client = CslrClient(f"127.0.0.1:{ports[0]}", timeout=20)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                good = client.recognise_file(videos[0])
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(1)
-        else:
-            pytest.fail("qslr serve did not come up")
+        # Ready is asked of the server's health endpoint; a server that exits instead fails at once, with its log.
+        while not _ready(ports[0]):
+            if serve.poll() is not None:
+                pytest.fail(f"qslr serve exited with {serve.returncode} before it was ready:\n"
+                            f"{serve.stdout.read()[-3000:]}")
+            assert time.monotonic() < deadline, "qslr serve was not ready within 120 s"
+            time.sleep(0.5)
+        good = client.recognise_file(videos[0])
         assert good.glosses
         (tritonserver,) = [pid for pid, args in server_module.child_processes(serve.pid).items()
                            if args[0].endswith("tritonserver")]
@@ -319,6 +319,20 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
             os.killpg(serve.pid, signal.SIGKILL)
     assert serve.returncode == 1
     assert "python model preprocess died (its stub process exited)" in output.splitlines()[-1], output[-2000:]
+
+
+def _ready(port: int) -> bool:
+    """The server's own readiness (HTTP 200 from /v2/health/ready); False while nothing answers yet."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as response:
+            return response.status == 200
+    except urllib.error.HTTPError:
+        return False  # up, not ready
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False  # nothing listening yet
 
 
 def test_serve_fails_fast_when_the_port_is_taken(repository):
@@ -372,4 +386,17 @@ def test_infer_command_answers_as_qslr_recognise_does(server, videos, checkpoint
     assert len(served["alternatives"]) <= 3 and all(g["end"] > g["start"] for g in served["glosses"])
     bad = CliRunner().invoke(cli, ["infer", __file__, "--url", server.http_url])
     assert bad.exit_code == 1 and "error" in bad.output
+
+
+def test_infer_over_grpc_answers_as_over_http(server, videos):
+    answers = {}
+    for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+        result = CliRunner().invoke(cli, ["infer", *map(str, videos[:2]), "--url", url, "--json", "--beam-size", "4",
+                                          *(["--grpc"] if protocol == "grpc" else [])])
+        assert result.exit_code == 0, result.output
+        answers[protocol] = [json.loads(line) for line in result.output.splitlines()]
+    assert len(answers["grpc"]) == 2 and answers["grpc"] == answers["http"]
+    # An HTTP address given as gRPC is an error for that video, not a hang or a wrong answer.
+    wrong = CliRunner().invoke(cli, ["infer", str(videos[0]), "--url", server.http_url, "--grpc"])
+    assert wrong.exit_code == 1 and "error" in wrong.output
 
