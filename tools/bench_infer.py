@@ -39,19 +39,24 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         height, width = spec.height, spec.width
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, onnx_path, height, width)
+        # The fp16 graph, as a TensorRT engine is built from it; onnxruntime's CPU kernels are float32, so here it
+        # shows what the casts around them cost, not a speed-up.
+        half_path = export_onnx(checkpoint, Path(tmp) / "model.fp16.onnx", height, width, precision="fp16").path
         served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))
         target = torch.device(device)
         served = served.to(target)
         session = onnx_session(onnx_path, threads=threads)
+        half_session = onnx_session(half_path, threads=threads)
         engine = _engine(checkpoint, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
         rates, notes = [], {}
         with progress_bar("clips") as progress:
-            runs = (2 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
+            runs = (3 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
             task = progress.add_task("inferring", total=runs * sum(batches))
             for batch in batches:
                 clips, lengths = example_inputs(batch, frames, height, width)
                 contenders = {f"eager b{batch}": lambda c=clips, n=lengths: _eager(served, c, n, target)}
                 contenders[f"onnxruntime b{batch}"] = lambda c=clips, n=lengths: _ort(session, c, n)
+                contenders[f"onnxruntime fp16 b{batch}"] = lambda c=clips, n=lengths: _ort(half_session, c, n)
                 if engine is not None:
                     contenders[f"tensorrt b{batch}"] = lambda c=clips, n=lengths: _trt(engine, c, n)
                 batch_rates = [Rate(name, measure(counting(work, progress, task), repeats))

@@ -54,7 +54,8 @@ def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tmp_path):
                                       "2", "--frames", "32", "--repeats", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert [r["name"] for r in data["results"]] == ["eager b1", "onnxruntime b1", "eager b2", "onnxruntime b2"]
+    assert [r["name"] for r in data["results"]] == ["eager b1", "onnxruntime b1", "onnxruntime fp16 b1",
+                                                     "eager b2", "onnxruntime b2", "onnxruntime fp16 b2"]
     assert "not measured" in data["notes"]["tensorrt"]
 
 

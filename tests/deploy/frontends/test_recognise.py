@@ -178,3 +178,18 @@ def test_an_unknown_frame_rate_gives_no_spans_but_ctm_steps(local, videos, tmp_p
     lines = ctm_lines("x", unknown)
     assert [line.split()[4] for line in lines] == result.glosses
     assert [float(line.split()[2]) for line in lines] == pytest.approx([s / 100 for s in result.steps])
+
+
+def test_recognising_with_a_checkpoint_imports_no_onnx(checkpoint, videos):
+    """A base install (no `serve` extra) has no onnx: `qslr recognise --checkpoint` must not need it."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model\n"
+              f"recogniser = LocalRecogniser(load_checkpoint_model({str(checkpoint)!r}))\n"
+              f"assert recogniser.recognise({str(videos[0])!r}, recogniser.options(10, 1)).steps is not None\n"
+              "print(sorted(name for name in sys.modules if name.split('.')[0] in ('onnx', 'onnxruntime')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -141,7 +141,7 @@ def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server,
             (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], top_k)
             expected = alternatives[0]
             served = client.recognise_file(video, beam_size, top_k)
-            assert (served.glosses, served.steps) == (expected.glosses, expected.frames), (video, beam_size)
+            assert (served.glosses, served.steps) == (expected.glosses, expected.steps), (video, beam_size)
             assert served.score == pytest.approx(expected.score, abs=1e-3)
             assert [v for span in served.spans for v in span[1:]] == pytest.approx(
                 expected_seconds(expected, frames, fps), abs=1e-5)
