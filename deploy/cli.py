@@ -205,6 +205,9 @@ def triton() -> None:
               help="How long a request may wait for batch-mates in each model's queue.")
 @click.option("--visual-instances", type=int, default=1, show_default=True)
 @click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
+@click.option("--visual-max-batch-size", "visual_max_batch", type=int, default=None,
+              help="The visual model's own batch limit (a TensorRT engine's profile must reach it), below the served "
+                   "one where a context at the served batch does not fit the GPU [default: --max-batch-size].")
 @click.option("--visual-max-padding", type=float, default=0.1, show_default=True,
               help="onnxruntime visual model: a batched call groups clips of similar lengths, padding at most this "
                    "share of their frames.")

@@ -7,6 +7,7 @@ repository is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -50,6 +51,9 @@ class RepositorySettings:
     video_decoder: str | None = None  # one of VIDEO_DECODERS; None: dali where DALI is installed, else pyav
     preprocess_threads: int = 2
     decoder_instances: int = 1
+    # The visual model's own batch limit, below the served one where one engine context at the served batch
+    # would not fit the GPU (docs/serving_gpu.md); None: the served maximum. The ensembles take the smaller.
+    visual_max_batch: int | None = None
     beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
     max_beam_size: int = 10
     beam_size_token: int | None = None
@@ -109,7 +113,12 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         raise ValueError("an engine (--engine) is served only with --visual tensorrt")
     # Refused before the export: an engine this repository's Triton could not load, or that could not run
     # every clip the limits admit.
-    record = check_engine(engine, settings.limits, height, width) if engine is not None else None
+    visual_batch = settings.visual_max_batch or settings.limits.max_batch
+    if not 1 <= visual_batch <= settings.limits.max_batch:
+        raise ValueError(f"the visual model's batch limit must be 1..{settings.limits.max_batch} (the served "
+                         f"maximum), got {visual_batch}")
+    visual_limits = dataclasses.replace(settings.limits, max_batch=visual_batch)
+    record = check_engine(engine, visual_limits, height, width) if engine is not None else None
     out = Path(out)
     with atomic_directory(out, overwrite) as root:
         onnx_path = root / "visual" / "1" / "model.onnx"
@@ -121,7 +130,9 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         values = {**vars(settings), **_preprocess(settings), "limits": None,
                   "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
-                  "max_batch_size": limits.max_batch, "min_frames": limits.min_frames,
+                  "max_batch_size": limits.max_batch, "visual_max_batch_size": visual_batch,
+                  # Triton runs a request of an ensemble through every model of it as one batch.
+                  "ensemble_max_batch_size": visual_batch, "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
                   **_decoding(settings, metadata, stride(info.kernels))}
@@ -177,7 +188,7 @@ def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str
         f"{values['preprocess_threads']} videos at a time per instance |",
         f"| visual model | `{settings.visual}`, input {values['height']}x{values['width']} uint8 frames |",
         f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
-        "per batch |",
+        f"per batch ({values['visual_max_batch_size']} in the visual model) |",
         f"| dynamic batching | {batching} |",
         f"| default decoding | {'greedy' if int(values['beam_size']) == 0 else 'beam ' + str(values['beam_size'])}, "
         f"beam widths up to {values['max_beam_size']} per request |",

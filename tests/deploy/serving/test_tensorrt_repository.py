@@ -132,3 +132,30 @@ def test_default_engine_profile_covers_the_default_limits():
     help_text = CliRunner().invoke(cli, ["export", "tensorrt", "--help"]).output
     limits = ServedLimits()
     assert f"{limits.max_batch}x{limits.max_frames}" in help_text and f"1x{limits.min_frames}" in help_text
+
+
+def test_the_visual_models_batch_may_be_set_below_the_served_one(checkpoint, tmp_path):
+    """An engine whose profile ends at batch 2 serves in a repository of served batch 8 when the visual model is
+    limited to 2; the ensembles follow it (Triton refuses an ensemble allowing more than a model inside it), the
+    python models around it keep the served batch."""
+    settings = RepositorySettings(visual="tensorrt", limits=LIMITS, visual_max_batch=2)
+    out = build_repository(checkpoint, tmp_path / "r", settings, 72, 72,
+                           engine=engine_file(tmp_path, profile=ShapeRange(1, 2, 2, 16, 140, 240)))
+    batches = {name: read_config(out / name / "config.pbtxt").max_batch_size
+               for name in ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")}
+    assert batches == {"preprocess": 8, "visual": 2, "ctc_decoder": 8, "cslr": 2, "cslr_frames": 2}
+    with pytest.raises(EngineMismatchError, match="ends at batch 2, the served maximum is 4"):
+        build_repository(checkpoint, tmp_path / "r4", RepositorySettings(visual="tensorrt", limits=LIMITS,
+                                                                         visual_max_batch=4), 72, 72,
+                         engine=engine_file(tmp_path, profile=ShapeRange(1, 2, 2, 16, 140, 240)))
+    with pytest.raises(ValueError, match="must be 1..8"):
+        build_repository(checkpoint, tmp_path / "r9", RepositorySettings(limits=LIMITS, visual_max_batch=9), 72, 72)
+
+
+@pytest.mark.slow
+def test_a_repository_with_a_smaller_visual_batch_loads_and_answers_in_a_real_server(checkpoint, tmp_path, videos):
+    from qslr.deploy.serving.client import CslrClient
+
+    out = build_repository(checkpoint, tmp_path / "r", RepositorySettings(limits=LIMITS, visual_max_batch=2), 72, 72)
+    with TritonServer(out, Ports(free_port(), free_port(), free_port())) as server:
+        assert CslrClient(server.http_url).recognise_file(videos[0]).steps is not None
