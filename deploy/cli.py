@@ -88,10 +88,12 @@ def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: 
         _check_parity(checkpoint, out, top_k, height, width, precision)
 
 
-# Largest |onnxruntime - PyTorch| of a log-probability accepted after an export, per precision. The same program
-# in both runtimes agrees to ~1e-6 in float32; in half precision each runtime rounds (and accumulates) in its own
-# order, and fp16's relative step of 2^-11 over log-probabilities of magnitude ~10 is ~5e-3.
-PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+# Largest |onnxruntime - PyTorch float32| of a log-probability accepted after an export. The float32 graph agrees
+# with PyTorch to ~1e-5. The fp16 graph is held to the float32 model it serves: its frame encoder, temporal CNN
+# and classifier round to fp16's 11-bit significand; the demo's model drifts 7.7e-3 (test WER unchanged), and a
+# padding leak or a wrong cast is of order 1. Against PyTorch's own fp16 kernels, which round in another order,
+# the difference is reported but not judged.
+PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
 
 
 def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, width: int, precision: str) -> None:
@@ -100,15 +102,16 @@ def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, w
 
     session = onnx_session(out)
     inputs = [example_inputs(batch, time, height, width, seed=time) for batch, time in ((1, 8), (3, 57), (4, 300))]
-    served, _ = served_from_checkpoint(checkpoint, top_k, precision=precision)
-    worst = max(max_difference(served, session, *pair) for pair in inputs)
-    click.echo(f"onnxruntime vs PyTorch ({precision}): max |difference| {worst:.2e} over batches of mixed lengths")
+    reference, _ = served_from_checkpoint(checkpoint, top_k)
+    worst = max(max_difference(reference, session, *pair) for pair in inputs)
+    click.echo(f"onnxruntime ({precision}) vs PyTorch (fp32): max |difference| {worst:.2e} over batches of mixed "
+               f"lengths")
     if precision != "fp32":
-        reference, _ = served_from_checkpoint(checkpoint, top_k)
-        drift = max(max_difference(reference, session, *pair) for pair in inputs)
-        click.echo(f"onnxruntime ({precision}) vs PyTorch fp32: max |difference| {drift:.2e}")
+        same, _ = served_from_checkpoint(checkpoint, top_k, precision=precision)
+        rounding = max(max_difference(same, session, *pair) for pair in inputs)
+        click.echo(f"onnxruntime ({precision}) vs PyTorch ({precision}): max |difference| {rounding:.2e}")
     if worst > PARITY_TOLERANCE[precision]:
-        raise click.ClickException(f"{out}: onnxruntime differs from PyTorch by {worst:.2e}")
+        raise click.ClickException(f"{out}: onnxruntime ({precision}) differs from PyTorch by {worst:.2e}")
 
 
 @export.command("tensorrt")

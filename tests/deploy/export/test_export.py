@@ -88,7 +88,7 @@ def test_export_command_checks_parity(checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out",
                                       str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
-    assert "onnxruntime vs PyTorch (fp32): max |difference|" in result.output and "warning" not in result.output
+    assert "onnxruntime (fp32) vs PyTorch (fp32): max |difference|" in result.output and "warning" not in result.output
 
 
 def test_profile_shapes():
@@ -193,7 +193,7 @@ def test_export_command_fp16_checks_both_precisions(checkpoint, tmp_path):
     out = tmp_path / "m16.onnx"
     result = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--fp16"])
     assert result.exit_code == 0, result.output
-    assert "onnxruntime vs PyTorch (fp16)" in result.output and "vs PyTorch fp32" in result.output
+    assert "onnxruntime (fp16) vs PyTorch (fp32)" in result.output and "vs PyTorch (fp16)" in result.output
     result = CliRunner().invoke(cli, ["export", "check", str(out)])
     assert result.exit_code == 0 and '"tensorrt_problems": []' in result.output
 
