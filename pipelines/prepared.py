@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -127,13 +128,38 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     return vocab
 
 
+# What a pickled numpy array of a dict may name: numpy's own reconstruction of an array, its dtype and scalars.
+# Unpickling anything else could run code of whoever made the file.
+_GLOSS_DICT_GLOBALS = frozenset({(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                                 for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")})
+
+
+class _GlossDictUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _GLOSS_DICT_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a gloss dictionary never does "
+                                     f"(refused: unpickling it could run code)")
+
+
+def _load_gloss_dict(path: Path) -> object:
+    """The object a `np.save` of a dict wrote, unpickled with only numpy's array globals allowed."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = reader(handle)
+        if not dtype.hasobject:
+            raise ValueError(f"holds a {dtype} array, not a pickled dictionary")
+        return _GlossDictUnpickler(handle).load()
+
+
 def read_any_vocab(path: Path) -> dict[str, int]:
     """A prepared dataset's vocab.json, or the original code's gloss_dict.npy ({gloss: [id, count]})."""
     if path.suffix == ".npy":
         try:
-            table = np.load(path, allow_pickle=True).item()
+            table = np.asarray(_load_gloss_dict(path)).item()
             vocab = {str(gloss): int(entry[0]) for gloss, entry in table.items()}
-        except (ValueError, TypeError, AttributeError, IndexError, OSError) as exc:
+        except (ValueError, TypeError, AttributeError, IndexError, OSError, EOFError, pickle.UnpicklingError) as exc:
             raise DatasetFormatError(f"{path}: not a gloss dictionary ({exc})") from None
         if sorted(vocab.values()) != list(range(1, len(vocab) + 1)):
             raise DatasetFormatError(f"{path}: gloss ids must be 1..{len(vocab)}")

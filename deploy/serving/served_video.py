@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,7 +22,24 @@ from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits
 from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
 Video = bytes | str | Path
+T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+def isolated(video: Video, work: Callable[[], T]) -> T | Exception:
+    """``work`` on one upload, whatever it raises kept with that upload: the refusals QSLR names (a corrupt,
+    truncated or too long video, an unreadable file) as they are, anything else (a damaged file reaching a corner
+    of FFmpeg's bindings or of DALI) as a one-line VideoDecodeError naming the upload, its traceback logged."""
+    try:
+        return work()
+    except (VideoDecodeError, ClipTooLongError, OSError) as exc:  # OSError: a local file that cannot be read
+        return exc
+    except Exception as exc:  # noqa: BLE001 - isolation by construction, not by a list of the errors foreseen
+        name = "video bytes" if isinstance(video, (bytes, bytearray)) else str(video)
+        log.warning("%s: unexpected %s while decoding; refused alone", name, type(exc).__name__, exc_info=True)
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        return VideoDecodeError(f"{name}: cannot decode this video ({type(exc).__name__}{': ' if detail else ''}"
+                                f"{detail})")
 
 
 @dataclass(frozen=True)
@@ -46,13 +64,13 @@ class PyAVClipDecoder:
         return DecodedClip(resize_frames(frames, self.height, self.width), fps)
 
     def _decode_or_error(self, video: Video, probe_first: bool) -> DecodedClip | Exception:
-        try:
+        def work() -> DecodedClip:
             if probe_first:
                 # Refused before decoding: a long upload would otherwise be decoded whole, at full size.
                 self.limits.check_length(probe_video(video).packets)
             return self.decode_one(video)
-        except (VideoDecodeError, ClipTooLongError) as exc:
-            return exc
+
+        return isolated(video, work)
 
     def decode(self, videos: Sequence[Video], probed: bool = False) -> list[DecodedClip | Exception]:
         """``probed``: the caller has already read each container (`probe_video`) and checked its length."""
@@ -103,12 +121,11 @@ class DaliClipDecoder:
     def _decode_chunk(self, videos: Sequence[Video], chunk: range, results: list) -> None:
         probes: dict[int, VideoProbe] = {}
         for index in chunk:
-            try:
-                probe = probe_video(videos[index])
-                self.limits.check_length(probe.packets)
+            probe = isolated(videos[index], functools.partial(self._probe, videos[index]))
+            if isinstance(probe, Exception):
+                results[index] = probe
+            else:
                 probes[index] = probe
-            except (VideoDecodeError, ClipTooLongError) as exc:
-                results[index] = exc
         ours = [i for i, probe in probes.items() if probe.codec in self.codecs]
         decoded = self._run(videos, ours) if ours else {}
         to_pyav = []
@@ -117,10 +134,7 @@ class DaliClipDecoder:
             # A frame count other than the container's packets means DALI read the stream differently
             # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
             if frames is not None and len(frames) == probe.packets:
-                try:
-                    results[index] = self._finish(frames, probe)
-                except ClipTooLongError as exc:
-                    results[index] = exc
+                results[index] = isolated(videos[index], functools.partial(self._finish, frames, probe))
             else:
                 to_pyav.append(index)
         if to_pyav:
@@ -128,11 +142,16 @@ class DaliClipDecoder:
             for index, result in zip(to_pyav, decoded_by_pyav, strict=True):
                 results[index] = result
 
+    def _probe(self, video: Video) -> VideoProbe:
+        probe = probe_video(video)
+        self.limits.check_length(probe.packets)
+        return probe
+
     def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray]:
-        encoded = [np.frombuffer(_read(videos[i]), dtype=np.uint8) for i in indices]
         try:
+            encoded = [np.frombuffer(_read(videos[i]), dtype=np.uint8) for i in indices]
             return dict(zip(indices, self.pipeline.decode(encoded), strict=True))
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever fails the batch, PyAV then decodes each video alone
             log.warning("DALI failed a batch of %d videos, PyAV decodes them one by one: %s", len(indices),
                         str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
             return {}

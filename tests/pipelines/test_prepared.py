@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qslr.pipelines.atomic_output import OutputExistsError, atomic_directory, write_text_atomic
@@ -98,3 +100,30 @@ def test_write_text_atomic_replaces_whole_files(tmp_path):
     write_text_atomic(target, "one")
     write_text_atomic(target, "two")
     assert target.read_text() == "two" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+class _RunsCode:
+    """What a hostile gloss_dict.npy would hold: unpickling it calls a function of its choosing."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_the_original_gloss_dict_is_read_without_running_its_pickle(tmp_path):
+    from qslr.pipelines.prepared import read_any_vocab
+
+    original = tmp_path / "gloss_dict.npy"
+    np.save(original, {"HALLO": [1, 12], "REGEN": [2, 7], "SONNE": [3, 1]})  # the original code's layout
+    assert read_any_vocab(original) == {"HALLO": 1, "REGEN": 2, "SONNE": 3}
+    hostile, marker = tmp_path / "hostile.npy", tmp_path / "ran"
+    np.save(hostile, np.array({"HALLO": [1, 1], "X": _RunsCode(marker)}, dtype=object))
+    with pytest.raises(DatasetFormatError, match=r"hostile.npy: not a gloss dictionary \(it names .*could run code"):
+        read_any_vocab(hostile)
+    assert not marker.exists()
+    plain = tmp_path / "numbers.npy"
+    np.save(plain, np.arange(3))
+    with pytest.raises(DatasetFormatError, match="not a pickled dictionary"):
+        read_any_vocab(plain)

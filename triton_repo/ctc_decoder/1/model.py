@@ -11,7 +11,7 @@ import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
-from qslr.deploy.serving.triton_parameters import model_parameters, version_file
+from qslr.deploy.serving.triton_parameters import model_parameters, request_failure, version_file
 
 
 def _row(values, dtype):
@@ -27,19 +27,22 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            log_probs = pb_utils.get_input_tensor_by_name(request, names.LOG_PROBS).as_numpy()
-            steps = pb_utils.get_input_tensor_by_name(request, names.OUTPUT_LENGTHS).as_numpy().reshape(-1)[0]
-            frames = pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0]
-            fps = pb_utils.get_input_tensor_by_name(request, names.FPS)  # optional
-            fps = None if fps is None else float(fps.as_numpy().reshape(-1)[0])
             try:
+                log_probs = pb_utils.get_input_tensor_by_name(request, names.LOG_PROBS).as_numpy()
+                steps = pb_utils.get_input_tensor_by_name(request, names.OUTPUT_LENGTHS).as_numpy().reshape(-1)[0]
+                frames = pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0]
+                fps = pb_utils.get_input_tensor_by_name(request, names.FPS)  # optional
+                fps = None if fps is None else float(fps.as_numpy().reshape(-1)[0])
                 options = self.decoder.options(json.loads(request.parameters() or "{}"))
                 # Lengths that do not fit the log-probabilities (a direct request) fail this request alone.
                 result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps),
                                                 int(frames), fps, options)
-            except ValueError as exc:
-                error = pb_utils.TritonError(f"ctc_decoder: {exc}", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
+            except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
+                message, own, trace = request_failure("ctc_decoder", exc)
+                if trace:
+                    pb_utils.Logger.log_error(trace)
+                code = pb_utils.TritonError.INVALID_ARG if own else pb_utils.TritonError.INTERNAL
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.GLOSSES, _row([g.encode() for g in result.glosses], object)),

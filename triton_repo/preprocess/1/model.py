@@ -30,6 +30,7 @@ class TritonPythonModel:
         videos = [pb_utils.get_input_tensor_by_name(r, names.VIDEO).as_numpy().reshape(-1).tobytes()
                   for r in requests]
         responses = []
+        # The decoder answers each video with its frames or its own error, whatever the upload raised.
         for index, clip in enumerate(self.decoder.decode(videos)):
             if isinstance(clip, Exception):
                 self.logger.log_warn(f"preprocess: request {index}: {clip}")

@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnx_export import onnx_session
 from qslr.deploy.serving.ragged_batch import check_clip, length_groups, pad_clips, split_steps
-from qslr.deploy.serving.triton_parameters import model_parameters, served_limits, version_file
+from qslr.deploy.serving.triton_parameters import model_parameters, request_failure, served_limits, version_file
 
 
 class TritonPythonModel:
@@ -22,23 +22,42 @@ class TritonPythonModel:
         responses = [None] * len(requests)
         clips, rows = [], []
         for index, request in enumerate(requests):
-            frames = pb_utils.get_input_tensor_by_name(request, names.FRAMES).as_numpy()
-            length = int(pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0])
-            frames = frames[0] if frames.ndim == 5 else frames
-            problem = check_clip(frames, length, self.height, self.width, self.limits)
-            if problem:
-                error = pb_utils.TritonError(f"visual: {problem}", pb_utils.TritonError.INVALID_ARG)
-                responses[index] = pb_utils.InferenceResponse(error=error)
+            try:
+                frames = pb_utils.get_input_tensor_by_name(request, names.FRAMES).as_numpy()
+                length = int(pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0])
+                frames = frames[0] if frames.ndim == 5 else frames
+                problem = check_clip(frames, length, self.height, self.width, self.limits)
+                if problem:
+                    raise ValueError(problem)
+            except Exception as exc:  # noqa: BLE001 - this request fails alone
+                responses[index] = self._failed(exc)
                 continue
             clips.append(frames[:length])
             rows.append(index)
         for group in length_groups([len(clip) for clip in clips], self.max_padding):
-            batch, lengths = pad_clips([clips[i] for i in group], self.limits.min_frames)
-            log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
-                                                         {names.FRAMES: batch, names.LENGTHS: lengths})
-            for i, values, n in zip(group, split_steps(log_probs, output_lengths), output_lengths, strict=True):
-                responses[rows[i]] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
-                    pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
-                ])
+            try:
+                self._run(group, clips, rows, responses)
+            except Exception:  # noqa: BLE001 - a batched call that fails is run clip by clip: each fails alone
+                for i in group:
+                    try:
+                        self._run([i], clips, rows, responses)
+                    except Exception as exc:  # noqa: BLE001
+                        responses[rows[i]] = self._failed(exc)
         return responses
+
+    def _run(self, group, clips, rows, responses):
+        batch, lengths = pad_clips([clips[i] for i in group], self.limits.min_frames)
+        log_probs, output_lengths = self.session.run([names.LOG_PROBS, names.OUTPUT_LENGTHS],
+                                                     {names.FRAMES: batch, names.LENGTHS: lengths})
+        for i, values, n in zip(group, split_steps(log_probs, output_lengths), output_lengths, strict=True):
+            responses[rows[i]] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
+                pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
+            ])
+
+    def _failed(self, exc):
+        message, own, trace = request_failure("visual", exc)
+        if trace:
+            pb_utils.Logger.log_error(trace)
+        code = pb_utils.TritonError.INVALID_ARG if own else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
