@@ -32,9 +32,9 @@ from qslr.tools.serve_breakdown import (
     StageTime,
     offline_decoding,
     offline_stages,
+    settled_snapshot,
     shares,
     stage_times,
-    statistics_snapshot,
 )
 from qslr.train.checkpointing import load_trained
 
@@ -199,10 +199,10 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                 results[name], breakdown[name] = {}, {}
                 with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
                     for level in levels:
-                        before = statistics_snapshot(statistics_client)
+                        before = settled_snapshot(statistics_client)
                         results[name][level] = load_run(server.http_url, videos, expected, level, requests,
                                                         timeout, corrupt_share)
-                        breakdown[name][level] = stage_times(before, statistics_snapshot(statistics_client))
+                        breakdown[name][level] = stage_times(before, settled_snapshot(statistics_client))
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
         decoding = offline_decoding(videos, list(dict.fromkeys(("pyav", *decoders))), spec.height, spec.width,

@@ -53,6 +53,21 @@ def statistics_snapshot(client, models: Sequence[str] = (*STAGES, ENSEMBLE)) -> 
     return snapshot
 
 
+def settled_snapshot(client, models: Sequence[str] = (*STAGES, ENSEMBLE), tries: int = 20) -> dict[str, dict]:
+    """A snapshot taken once two in a row agree: Triton records a request's statistics after its response is
+    sent, so a snapshot taken the moment the last answer arrives can miss it."""
+    import time
+
+    last = statistics_snapshot(client, models)
+    for _ in range(tries):
+        time.sleep(0.1)
+        current = statistics_snapshot(client, models)
+        if current == last:
+            return current
+        last = current
+    return last
+
+
 def stage_times(before: dict[str, dict], after: dict[str, dict]) -> dict[str, StageTime]:
     """Per model, what happened between two snapshots."""
     times = {}
