@@ -272,7 +272,9 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 
     server = TritonServer(repository.resolve(), _ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
     stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+    # A service manager's SIGTERM and a closed terminal's SIGHUP stop the server as Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.update(requested=True))
     server.start()
     click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
                err=True)
@@ -309,9 +311,9 @@ def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None,
     if repository is None:
         _recognise(videos, url, grpc, beam_size, top_k, as_json)
         return
-    from qslr.deploy.serving.server import Ports, TritonServer, free_port
+    from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
 
-    with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
+    with exit_on_signals(), TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
         click.echo(f"tritonserver ready on {server.http_url}", err=True)
         _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, top_k, as_json)
 

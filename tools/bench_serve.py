@@ -21,7 +21,7 @@ from rich.table import Table
 
 from qslr.deploy.serving.client import CslrClient, RecognitionError
 from qslr.deploy.serving.served_limits import ServedLimits
-from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.bench_models import checkpoint_or_quick_one
@@ -193,7 +193,7 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             build_repository(checkpoint, repository, settings, spec.height, spec.width)
             if decoder not in offline:
                 offline[decoder] = offline_stages(repository, videos, decoder)
-            with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
+            with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
                     expected = [single.recognise_bytes(v).glosses for v in videos]
                 results[name], breakdown[name] = {}, {}

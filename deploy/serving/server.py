@@ -150,6 +150,22 @@ def python_stubs(server_pid: int) -> dict[int, str]:
             if len(args) > 1 and args[0].endswith("triton_python_backend_stub")}
 
 
+@contextlib.contextmanager
+def exit_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)):
+    """Within the block, SIGTERM and SIGHUP end the command as Ctrl-C does (KeyboardInterrupt), so that every
+    `with` in it unwinds: a server it started (in a session of its own, out of reach of signals sent to the
+    command) is stopped, stubs included, rather than left running without its command."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def child_processes(parent_pid: int) -> dict[int, list[str]]:
     """pid -> command line of each process whose parent is ``parent_pid`` (Linux's /proc; empty elsewhere)."""
     children = {}
@@ -161,6 +177,20 @@ def child_processes(parent_pid: int) -> dict[int, list[str]]:
         except (OSError, ValueError, IndexError):
             continue  # a process that ended while being looked at
     return children
+
+
+def _processes_running(folder: Path) -> list[int]:
+    """Processes whose program lies in ``folder`` (Linux's /proc; none elsewhere)."""
+    prefix = f"{folder}/"
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            program = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:
+            continue
+        if program.startswith(prefix):
+            found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -221,7 +251,13 @@ class TritonServer:
         self.process = subprocess.Popen(command, env=binary.environment, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
         threading.Thread(target=self._pump, daemon=True).start()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Interrupted while starting (Ctrl-C, or a signal exit_on_signals turned into one): the server runs
+            # in a session of its own, so nothing else would stop it.
+            self.stop()
+            raise
         return self
 
     def _pump(self) -> None:
@@ -267,6 +303,12 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        # A server stopped while it was loading its models can leave stubs it had started running, orphaned:
+        # they are found by the backend folder made for this server alone.
+        if self._workdir:
+            for pid in _processes_running(Path(self._workdir.name)):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         # A killed python backend leaves its shared-memory regions behind.
         for leftover in set(glob.glob(SHM_PATTERN)) - self._shm_before:
             with contextlib.suppress(OSError):

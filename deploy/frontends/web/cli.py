@@ -19,7 +19,7 @@ import click
               help="Larger uploads are refused.")
 def web(url: str, grpc: bool, repository: Path | None, host: str, port: int, max_upload_mb: float) -> None:
     """Serve a page on HOST:PORT to recognise an uploaded or recorded video and show its glosses on a timeline."""
-    from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port, port_in_use
+    from qslr.deploy.serving.server import Ports, ServerError, TritonServer, exit_on_signals, free_port, port_in_use
 
     if port_in_use(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use (choose another with --port)")
@@ -27,7 +27,8 @@ def web(url: str, grpc: bool, repository: Path | None, host: str, port: int, max
         _serve_page(url, grpc, host, port, max_upload_mb)
         return
     try:
-        with TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
+        with exit_on_signals(), TritonServer(repository.resolve(), Ports(free_port(), free_port(),
+                                                                         free_port())) as server:
             click.echo(f"tritonserver ready on {server.http_url}", err=True)
             _serve_page(server.grpc_url if grpc else server.http_url, grpc, host, port, max_upload_mb)
     except ServerError as exc:
