@@ -126,8 +126,14 @@ def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, w
 def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minimum: str, optimum: str,
                             maximum: str, timing_cache: Path | None) -> None:
     """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
-    from qslr.deploy.export.onnx_export import graph_precision, read_metadata
-    from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError, build_engine, engine_parity
+    from qslr.deploy.export.onnx_export import read_metadata
+    from qslr.deploy.export.tensorrt_engine import (
+        ShapeRange,
+        TensorRTUnavailableError,
+        build_engine,
+        engine_parity,
+        read_engine_record,
+    )
     from qslr.deploy.served import example_inputs
 
     with _reading_graph(onnx_path):
@@ -136,19 +142,19 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minim
         raise click.ClickException(f"{onnx_path}: not a graph written by `qslr export onnx` (its metadata states "
                                    f"no frame size)")
     height, width = int(metadata["qslr_height"]), int(metadata["qslr_width"])
-    precision = graph_precision(metadata) if fp16 is None else ("fp16" if fp16 else "fp32")
     try:
         shapes = ShapeRange.parse(minimum, optimum, maximum)
-        build_engine(onnx_path, out, shapes, height, width, precision, timing_cache)
+        # None: the graph's own precision; a flag must agree with it.
+        build_engine(onnx_path, out, shapes, height, width, None if fp16 is None else ("fp16" if fp16 else "fp32"),
+                     timing_cache)
         frames, lengths = example_inputs(shapes.opt_batch, shapes.opt_time, height, width)
         worst = engine_parity(out, onnx_path, frames.numpy(), lengths.numpy())
     except (ValueError, TensorRTUnavailableError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    from qslr.deploy.export.tensorrt_engine import read_engine_record
-
-    memory = read_engine_record(out).device_memory_bytes or 0
-    click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({precision.upper()}); "
-               f"{memory / 2**30:.2f} GiB of device memory per execution context at {maximum}")
+    record = read_engine_record(out)
+    click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({record.precision.upper()}); "
+               f"{(record.device_memory_bytes or 0) / 2**30:.2f} GiB of device memory per execution context at "
+               f"{maximum}")
 
 
 @export.command("torch-trt")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from qslr.deploy import tensor_names as names
-from qslr.deploy.export.onnx_export import OUTPUTS, export_onnx, onnx_session
+from qslr.deploy.export.onnx_export import export_onnx, onnx_session
 from qslr.deploy.served import example_inputs, served_from_checkpoint
 from qslr.pipelines.progress import counting, progress_bar
 from qslr.tools.bench_models import checkpoint_or_quick_one
@@ -47,7 +47,7 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         served = served.to(target)
         session = onnx_session(onnx_path, threads=threads)
         half_session = onnx_session(half_path, threads=threads)
-        engine = _engine(checkpoint, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
+        engine = _engine(half_path, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
         rates, notes = [], {}
         with progress_bar("clips") as progress:
             runs = (3 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
@@ -79,19 +79,18 @@ def _eager(served, clips, lengths, device) -> int:
 
 
 def _ort(session, clips, lengths) -> int:
-    session.run(list(OUTPUTS), {names.FRAMES: clips.numpy(), names.LENGTHS: lengths.numpy()})
+    session.run(list(names.OUTPUTS), {names.FRAMES: clips.numpy(), names.LENGTHS: lengths.numpy()})
     return len(clips)
 
 
-def _engine(checkpoint: Path, folder: Path, height: int, width: int, max_batch: int, frames: int):
+def _engine(half_path: Path, folder: Path, height: int, width: int, max_batch: int, frames: int):
     """An FP16 engine, built from the FP16 graph as `qslr export tensorrt` builds it."""
     if importlib.util.find_spec("tensorrt") is None:
         return None
     from qslr.deploy.export.tensorrt_engine import EngineRunner, ShapeRange, build_engine
 
-    onnx_path = export_onnx(checkpoint, folder / "model.fp16.onnx", height, width, precision="fp16").path
     shapes = ShapeRange(1, max(1, max_batch // 2), max_batch, frames, frames, frames)
-    return EngineRunner(build_engine(onnx_path, folder / "model.plan", shapes, height, width, "fp16"))
+    return EngineRunner(build_engine(half_path, folder / "model.plan", shapes, height, width, "fp16"))
 
 
 def _trt(engine, clips, lengths) -> int:

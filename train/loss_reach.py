@@ -31,8 +31,8 @@ def parameters_without_loss(model: SLRModel, loss: VACLoss, frames: int = 64) ->
     try:
         with torch.enable_grad():
             output = model.forward_features(features, lengths)
-            targets = torch.ones(1, dtype=torch.long, device=parameter.device)
-            total = loss(output, targets, torch.ones(1, dtype=torch.long, device=parameter.device)).total
+            one = torch.ones(1, dtype=torch.long, device=parameter.device)  # one target gloss, one long
+            total = loss(output, one, one).total
             grads = torch.autograd.grad(total, [p for _, p in named], allow_unused=True)
     finally:
         model.train(was_training)

@@ -19,7 +19,6 @@ from qslr.pipelines.atomic_output import atomic_path
 
 log = logging.getLogger(__name__)
 OPSET = 17  # within the opsets TensorRT's ONNX parser imports
-INPUTS, OUTPUTS = names.INPUTS, names.OUTPUTS
 TOPK_OUTPUTS = (names.TOPK_LOG_PROBS, names.TOPK_IDS)
 
 
@@ -42,7 +41,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
     fix_adaptive_pools(served.model, served.crop_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    outputs = OUTPUTS + (TOPK_OUTPUTS if top_k else ())
+    outputs = names.OUTPUTS + (TOPK_OUTPUTS if top_k else ())
     dynamic = {names.FRAMES: {0: "batch", 1: "time"}, names.LENGTHS: {0: "batch"},
                names.LOG_PROBS: {0: "batch", 1: "steps"}, names.OUTPUT_LENGTHS: {0: "batch"}}
     if top_k:
@@ -52,7 +51,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int
         # become ONNX LSTMs; the dynamo exporter traces with torch.export, which unrolls an LSTM over the frames.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(INPUTS),
+            torch.onnx.export(served, example_inputs(2, 48, height, width), str(tmp), input_names=list(names.INPUTS),
                               output_names=list(outputs), dynamic_axes=dynamic, opset_version=opset, dynamo=False)
         graph = onnx.load(str(tmp))
         metadata = {"qslr_vocab": json.dumps(extra["vocab"]), "qslr_crop_size": str(served.crop_size),
@@ -102,7 +101,8 @@ def max_difference(served: ServedModel, session, frames: torch.Tensor, lengths: 
     """Largest |PyTorch - onnxruntime| over the valid steps of every sample."""
     with torch.no_grad():
         expected, expected_lengths = served(frames, lengths)[:2]
-    got, got_lengths = session.run(list(OUTPUTS), {names.FRAMES: frames.numpy(), names.LENGTHS: lengths.numpy()})[:2]
+    feed = {names.FRAMES: frames.numpy(), names.LENGTHS: lengths.numpy()}
+    got, got_lengths = session.run(list(names.OUTPUTS), feed)[:2]
     if not np.array_equal(got_lengths, expected_lengths.numpy()):
         raise AssertionError(f"output lengths differ: onnxruntime {got_lengths}, PyTorch {expected_lengths.tolist()}")
     return max(float(np.abs(got[i, :n] - expected[i, :n].numpy()).max()) for i, n in enumerate(got_lengths))

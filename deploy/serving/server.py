@@ -166,31 +166,26 @@ def exit_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signa
             signal.signal(sig, handler)
 
 
-def child_processes(parent_pid: int) -> dict[int, list[str]]:
-    """pid -> command line of each process whose parent is ``parent_pid`` (Linux's /proc; empty elsewhere)."""
-    children = {}
+def _processes() -> dict[int, tuple[int, list[str]]]:
+    """pid -> (parent pid, command line) of every process (Linux's /proc; empty elsewhere)."""
+    found = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == parent_pid:
-                children[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
         except (OSError, ValueError, IndexError):
             continue  # a process that ended while being looked at
-    return children
+    return found
+
+
+def child_processes(parent_pid: int) -> dict[int, list[str]]:
+    """pid -> command line of each process whose parent is ``parent_pid``."""
+    return {pid: args for pid, (parent, args) in _processes().items() if parent == parent_pid}
 
 
 def _processes_running(folder: Path) -> list[int]:
-    """Processes whose program lies in ``folder`` (Linux's /proc; none elsewhere)."""
-    prefix = f"{folder}/"
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            program = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-        except OSError:
-            continue
-        if program.startswith(prefix):
-            found.append(int(entry.name))
-    return found
+    """Processes whose program lies in ``folder``."""
+    return [pid for pid, (_, args) in _processes().items() if args[0].startswith(f"{folder}/")]
 
 
 def _alive(pid: int) -> bool:

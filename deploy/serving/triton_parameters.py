@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 
 from qslr.deploy.serving.served_limits import ServedLimits
 
@@ -25,12 +26,15 @@ def served_limits(args: dict) -> ServedLimits:
     return ServedLimits(int(parameters["min_frames"]), int(parameters["max_frames"]), int(config["max_batch_size"]))
 
 
-def request_failure(model: str, exc: Exception) -> tuple[str, bool, str | None]:
-    """What to answer one request whose work raised ``exc``, so that only that request fails: (message,
-    whether it is the request's own fault (invalid argument), a traceback for the server log where it is not)."""
-    import traceback
-
-    own = isinstance(exc, ValueError)  # a bad input, named by the check that refused it
+def failed_response(pb_utils, model: str, exc: Exception):
+    """The response of one request whose work raised ``exc``, so that only that request fails: a bad input
+    (a ValueError naming what is wrong) is INVALID_ARG; anything else is INTERNAL, its traceback in the server
+    log. ``pb_utils`` is the python backend's module, which only a model running in Triton can import."""
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    message = f"{model}: {detail}" if own else f"{model}: unexpected {type(exc).__name__}: {detail}"
-    return message, own, None if own else "".join(traceback.format_exception(exc))
+    if isinstance(exc, ValueError):
+        error = pb_utils.TritonError(f"{model}: {detail}", pb_utils.TritonError.INVALID_ARG)
+    else:
+        pb_utils.Logger.log_error("".join(traceback.format_exception(exc)))
+        error = pb_utils.TritonError(f"{model}: unexpected {type(exc).__name__}: {detail}",
+                                     pb_utils.TritonError.INTERNAL)
+    return pb_utils.InferenceResponse(error=error)

@@ -130,9 +130,10 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         values = {**vars(settings), **_preprocess(settings), "limits": None,
                   "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
+                  # The ensembles take the visual model's too: Triton refuses an ensemble allowing a larger batch
+                  # than a model inside it.
                   "max_batch_size": limits.max_batch, "visual_max_batch_size": visual_batch,
-                  # Triton runs a request of an ensemble through every model of it as one batch.
-                  "ensemble_max_batch_size": visual_batch, "min_frames": limits.min_frames,
+                  "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
                   **_decoding(settings, metadata, stride(info.kernels))}

@@ -11,16 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from qslr.deploy.export.graph_checks import operator_counts, tensorrt_problems
-from qslr.deploy.export.onnx_export import (
-    OUTPUTS,
-    example_inputs,
-    export_onnx,
-    max_difference,
-    onnx_session,
-    read_metadata,
-    served_from_checkpoint,
-)
+from qslr.deploy.export.onnx_export import export_onnx, max_difference, onnx_session, read_metadata
 from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError, profile_shapes, require_tensorrt
+from qslr.deploy.served import example_inputs, served_from_checkpoint
+from qslr.deploy.tensor_names import OUTPUTS
 from qslr.tools.cli import cli
 
 # float32 through a CNN, two temporal convolutions and a 2-layer BiLSTM: both runtimes agree to ~1e-6;

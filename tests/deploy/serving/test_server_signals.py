@@ -64,9 +64,8 @@ def test_a_signal_to_the_command_stops_its_server(repository, videos, tmp_path, 
             _until(lambda: sum("model.py" in a for a in _processes_of(own)) >= 3, 120, "the stubs never started")
             time.sleep(1.0)
         process.send_signal(sig)
-        output = process.communicate(timeout=90)[0]
+        process.communicate(timeout=90)  # the command itself exits (TimeoutExpired otherwise)
     finally:
         if process.poll() is None:
             process.kill()
     _until(lambda: not _processes_of(own), 15, f"left behind after {sig.name}: {_processes_of(own)}")
-    assert process.returncode is not None, output

@@ -11,7 +11,7 @@ import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
-from qslr.deploy.serving.triton_parameters import model_parameters, request_failure, version_file
+from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, version_file
 
 
 def _row(values, dtype):
@@ -38,11 +38,7 @@ class TritonPythonModel:
                 result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps),
                                                 int(frames), fps, options)
             except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
-                message, own, trace = request_failure("ctc_decoder", exc)
-                if trace:
-                    pb_utils.Logger.log_error(trace)
-                code = pb_utils.TritonError.INVALID_ARG if own else pb_utils.TritonError.INTERNAL
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)))
+                responses.append(failed_response(pb_utils, "ctc_decoder", exc))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.GLOSSES, _row([g.encode() for g in result.glosses], object)),

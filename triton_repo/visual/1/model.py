@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnx_export import onnx_session
 from qslr.deploy.serving.ragged_batch import check_clip, length_groups, pad_clips, split_steps
-from qslr.deploy.serving.triton_parameters import model_parameters, request_failure, served_limits, version_file
+from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits, version_file
 
 
 class TritonPythonModel:
@@ -30,7 +30,7 @@ class TritonPythonModel:
                 if problem:
                     raise ValueError(problem)
             except Exception as exc:  # noqa: BLE001 - this request fails alone
-                responses[index] = self._failed(exc)
+                responses[index] = failed_response(pb_utils, "visual", exc)
                 continue
             clips.append(frames[:length])
             rows.append(index)
@@ -42,7 +42,7 @@ class TritonPythonModel:
                     try:
                         self._run([i], clips, rows, responses)
                     except Exception as exc:  # noqa: BLE001
-                        responses[rows[i]] = self._failed(exc)
+                        responses[rows[i]] = failed_response(pb_utils, "visual", exc)
         return responses
 
     def _run(self, group, clips, rows, responses):
@@ -54,10 +54,3 @@ class TritonPythonModel:
                 pb_utils.Tensor(names.LOG_PROBS, np.ascontiguousarray(values[None])),
                 pb_utils.Tensor(names.OUTPUT_LENGTHS, np.array([[n]], dtype=np.int64)),
             ])
-
-    def _failed(self, exc):
-        message, own, trace = request_failure("visual", exc)
-        if trace:
-            pb_utils.Logger.log_error(trace)
-        code = pb_utils.TritonError.INVALID_ARG if own else pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
