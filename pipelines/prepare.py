@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from qslr.pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
 from qslr.pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
+from qslr.pipelines.folder_lock import folder_lock
 from qslr.pipelines.gloss_normalisation import SENTENCE_NORMALISERS
 from qslr.pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
 from qslr.pipelines.progress import progress_bar
@@ -241,6 +242,12 @@ def prepare_corpus(corpus: str, root: str | Path, out: str | Path, settings: Pre
     root, out = Path(root), Path(out)
     report = PrepareReport(corpus)
     rows = _accepted_rows(corpus, root, vocab, report, settings.strict)
+    with folder_lock(out, "prepared dataset"):
+        return _prepare_rows(corpus, rows, out, settings, vocab, report, show_progress)
+
+
+def _prepare_rows(corpus: str, rows: list[RawRow], out: Path, settings: PrepareSettings,
+                  vocab: dict[str, int] | None, report: PrepareReport, show_progress: bool) -> PrepareReport:
     _check_output(out, corpus, settings)
     # Encoding can only refuse more, so a verdict already lost on the annotations saves hours of encoding.
     _fail_unless_enough(report, rows, out, settings)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from qslr.pipelines.folder_lock import FolderInUseError
 from qslr.pipelines.gloss_normalisation import NORMALISERS
 from qslr.train.config import ConfigError, available_presets, load_config
 from qslr.train.scoring.sclite import ScliteNotFoundError
@@ -26,7 +27,10 @@ def _run_training(preset: str, overrides: tuple[str, ...], resume: str | None) -
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     started = time.perf_counter()
-    outcome = run(config, resume)
+    try:
+        outcome = run(config, resume)
+    except FolderInUseError as exc:
+        raise click.ClickException(str(exc)) from None
     if outcome.interrupted:
         click.echo(f"interrupted: resumable checkpoint in {outcome.work_dir / 'checkpoints' / 'last.pt'} "
                    f"(continue with --resume auto)", err=True)
@@ -67,9 +71,18 @@ def train(nproc: int, preset: str, resume: str | None, overrides: tuple[str, ...
     if nproc <= 1:
         _run_training(preset, overrides, resume)
         return
+    from qslr.pipelines.folder_lock import folder_lock, launcher_environment
+
+    try:
+        work_dir = load_config(preset, overrides).train.work_dir
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "qslr.train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
-    raise SystemExit(subprocess.call(command))
+    # Held here, so that a second run stops with one line instead of a failed rank inside torchrun's report.
+    with folder_lock(work_dir, "work_dir") as lock:
+        status = subprocess.call(command, env=launcher_environment(lock))
+    raise SystemExit(status)
 
 
 @click.group("eval")

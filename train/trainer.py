@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -20,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from qslr.model.losses import TERMS, VACLoss
 from qslr.model.network import SLRModel, build_model
 from qslr.pipelines.atomic_output import copy_atomic
+from qslr.pipelines.folder_lock import folder_lock
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.progress import progress_bar
 from qslr.train.checkpointing import (
@@ -351,7 +353,16 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def train(config: ExperimentConfig, resume: str | None = None) -> TrainOutcome:
-    """Entry point of one rank (``python -m train`` under torchrun, or a plain process)."""
+    """Entry point of one rank (``python -m train`` under torchrun, or a plain process). Rank 0 holds the
+    work_dir's lock for the run, taken before it joins the process group, so a second run into the same folder
+    stops there and torchrun stops its other ranks."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train_rank(config, resume)
+    with folder_lock(config.train.work_dir, "work_dir"):
+        return _train_rank(config, resume)
+
+
+def _train_rank(config: ExperimentConfig, resume: str | None) -> TrainOutcome:
     env = setup(config.train.device)
     try:
         if env.is_main:
