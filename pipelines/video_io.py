@@ -169,6 +169,8 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
     try:
         name, container, stream = _open(source)
         with container:
+            if stream.codec_context is None:  # the stream names a codec FFmpeg has no decoder for
+                raise VideoDecodeError(f"{name}: cannot decode video (no decoder for its video stream's codec)")
             # Packets come in decoding order; with B-frames the last one is not the last shown, so the
             # readable end is the latest any packet reaches.
             count, end = 0, 0.0

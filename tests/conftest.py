@@ -56,3 +56,9 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
     train(load_config("synthetic", [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", "train.epochs=1",
                                     *SMALL_MODEL]))
     return work / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def escaped_mutants() -> list[Path]:
+    """Damaged videos that once escaped per-upload isolation (found by fuzzing), kept as fixed regression cases."""
+    return sorted((Path(__file__).parent / "resources" / "escaped_mutants").iterdir())

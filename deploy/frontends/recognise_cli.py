@@ -138,7 +138,7 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     for video, utterance, reference in zip(videos, utterances, expected, strict=True):
         try:
             result = recogniser.recognise(video, options)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # a refused video, or a file that cannot be read: this video alone
             failures += 1
             message = " ".join(str(exc).split())  # one line, whatever FFmpeg said
             click.echo(message if message.startswith(str(video)) else f"{video}: {message}", err=True)

@@ -26,7 +26,17 @@ def _floats(array: np.ndarray) -> list[float]:
 
 
 class RecognitionError(RuntimeError):
-    pass
+    """A request the server (or the way to it) failed; ``status`` is the server's status for it ("400" over HTTP,
+    "StatusCode.INVALID_ARGUMENT" over gRPC), None where no answer came (a timeout, a refused connection)."""
+
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @classmethod
+    def of(cls, exc: Exception) -> RecognitionError:
+        status = exc.status() if callable(getattr(exc, "status", None)) else None
+        return cls(str(exc).strip(), None if status is None else str(status))
 
 
 def _module(grpc: bool):
@@ -52,7 +62,7 @@ class CslrClient:
         try:
             result = self.client.infer(model, inputs, outputs=outputs, parameters=parameters or None)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
-            raise RecognitionError(str(exc).strip()) from None
+            raise RecognitionError.of(exc) from None
         alternatives = [Alternative(text.split(), score) for text, score in
                         zip(_strings(result.as_numpy(names.ALTERNATIVES)),
                             _floats(result.as_numpy(names.ALTERNATIVE_SCORES)), strict=True)]
@@ -78,7 +88,7 @@ class CslrClient:
             try:
                 config = self.client.get_model_config(model, **({"as_json": True} if self.grpc else {}))
             except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
-                raise RecognitionError(str(exc).strip()) from None
+                raise RecognitionError.of(exc) from None
             config = config.get("config", config)
             value = config.get("parameters", {}).get(key, {}).get("string_value", str(default))
             self._parameters[model, key] = int(value)

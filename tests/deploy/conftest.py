@@ -11,6 +11,8 @@ from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.video_io import read_video
+from qslr.tools.damaged_videos import container_variants
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,10 @@ def videos(tiny_corpus) -> list[Path]:
     dataset = PreparedDataset(tiny_corpus[0])
     records = [r for split in ("test", "dev", "train") for r in dataset.records(split) if r.num_frames <= MAX_FRAMES]
     return [dataset.video_path(r) for r in records]
+
+
+@pytest.fixture(scope="session")
+def upload_variants(videos) -> dict[str, bytes]:
+    """One test video as uploaded: its WebM file, and its first 24 frames in MKV/VP9, MP4/H.264 and AVI/MJPEG."""
+    frames, _ = read_video(videos[0])
+    return {"webm": Path(videos[0]).read_bytes(), **container_variants(frames[:24])}

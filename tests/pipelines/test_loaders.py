@@ -20,6 +20,7 @@ from qslr.pipelines.prepare import PrepareSettings, prepare_corpus
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.temporal_padding import padded_length
 from qslr.pipelines.video_io import VideoDecodeError
+from qslr.tools.damaged_videos import mutant_pool
 
 SETTINGS = ClipSettings(crop_size=64, flip_prob=0.5, temporal_rescale=0.2, min_frames=16, max_frames=230)
 # Both decode the same VP9 bits (decoding is normative); the reference converts YUV to RGB the way DALI's
@@ -237,3 +238,24 @@ def test_leaving_an_epoch_early_leaves_the_next_one_whole(tiny_corpus, kind):
     _same_epochs(_epoch(loader, 2), expected[2])
     del iterator
     _same_epochs(_epoch(loader, 1), expected[1])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["dali", "reference"])
+def test_damaged_videos_in_a_dataset_are_refused_by_name(tiny_corpus, tmp_path, kind, escaped_mutants):
+    """Seeded mutants of one dev video (and the mutants that once escaped the servers' isolation) in its place:
+    each epoch either reads every video whole or stops with an error naming that video, never another error."""
+    copy, video_id = _damaged_copy(tiny_corpus[0], tmp_path, lambda path: None)
+    target = copy / PreparedDataset(copy).records("dev")[0].video
+    pool = [m.data for m in mutant_pool({"webm": target.read_bytes()}, seed=7)]
+    refused = 0
+    for data in [*pool, *(p.read_bytes() for p in escaped_mutants)]:
+        target.write_bytes(data)
+        source = ClipSource.open(copy, "dev", SETTINGS, train=False)
+        loader = build_loader(kind, source, 2, shuffle=False, drop_last=False, workers=int(kind == "dali"))
+        try:
+            assert sum(len(batch) for batch in loader) == len(source)
+        except (VideoDecodeError, RuntimeError) as exc:
+            assert f"video {video_id}" in str(exc), str(exc)
+            refused += 1
+    assert refused >= len(pool) // 2
