@@ -7,6 +7,8 @@ import click
 from qslr.tools.lazy_group import LazyCommand, LazyGroup
 
 BENCHMARKS = {
+    "corrupt": LazyCommand("qslr.tools.bench_corrupt:bench_corrupt",
+        "Lost / wrong / batch-mates failed / corrupt accepted under load with..."),
     "data": LazyCommand("qslr.tools.bench_data:bench_data",
         "DALI against the reference loader on the same dataset, plans and..."),
     "decode": LazyCommand("qslr.tools.bench_decode:bench_decode",

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
@@ -24,8 +24,10 @@ from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.video_io import read_video
 from qslr.tools.bench_models import checkpoint_or_quick_one
 from qslr.tools.benchmark_report import Rate, report
+from qslr.tools.damaged_videos import container_variants, mutant_pool
 from qslr.tools.serve_breakdown import (
     ENSEMBLE,
     STAGES,
@@ -46,17 +48,34 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def corrupt_uploads(video: bytes, seed: int = 0) -> dict[str, bytes]:
+@dataclass(frozen=True)
+class BrokenUpload:
+    kind: str
+    data: bytes
+    must_refuse: bool  # nothing valid can be read from it; a damaged but readable video may be answered
+
+
+def corrupt_uploads(video: bytes, seed: int = 0) -> list[BrokenUpload]:
     """Broken uploads of several kinds, made from one good video."""
     rng = np.random.default_rng(seed)
     flipped = bytearray(video)
     for position in rng.choice(np.arange(len(video) // 4, len(video)), size=max(1, len(video) // 100),
                                replace=False):
         flipped[position] ^= 0xFF
-    return {"random bytes": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-            "text": b"this is not a video\n" * 64, "empty": b"", "header alone": video[:64],
-            "truncated to a seventh": video[: len(video) // 7], "truncated to a half": video[: len(video) // 2],
-            "bit flips": bytes(flipped)}
+    kinds = {"random bytes": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+             "text": b"this is not a video\n" * 64, "empty": b"", "header alone": video[:64],
+             "truncated to a seventh": video[: len(video) // 7], "truncated to a half": video[: len(video) // 2]}
+    # Bit flips may leave a decodable video: answering it is no fault.
+    return [*(BrokenUpload(kind, data, must_refuse=True) for kind, data in kinds.items()),
+            BrokenUpload("bit flips", bytes(flipped), must_refuse=False)]
+
+
+def fuzzed_uploads(video: bytes, seed: int = 0) -> list[BrokenUpload]:
+    """``corrupt_uploads`` and seeded mutants of ``video`` and of its frames in other containers
+    (qslr.tools.damaged_videos), which a server may answer where enough of them is readable."""
+    frames, _ = read_video(video)
+    pool = mutant_pool({"webm": video, **container_variants(frames[:48])}, seed)
+    return [*corrupt_uploads(video, seed), *(BrokenUpload(m.kind, m.data, must_refuse=False) for m in pool)]
 
 
 def is_corrupt(index: int, share: float) -> bool:
@@ -65,48 +84,49 @@ def is_corrupt(index: int, share: float) -> bool:
 
 
 def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurrency: int, requests: int,
-             timeout: float, corrupt_share: float = 0.0) -> dict:
-    """``requests`` recognitions from ``concurrency`` clients; counts wrong and lost answers, and, among the
-    ``corrupt_share`` of broken uploads mixed in, those refused (by kind) and those answered as if valid."""
+             timeout: float, corrupt_share: float = 0.0, broken: list[BrokenUpload] | None = None) -> dict:
+    """``requests`` recognitions from ``concurrency`` clients, ``corrupt_share`` of them broken uploads (by default
+    ``corrupt_uploads`` of the first video). Valid requests are counted as answered right, ``wrong``, ``failed``
+    (refused by the server: a bad batch-mate's failure reaching them) or ``lost`` (no answer at all); broken ones as
+    refused or answered, by kind, and ``corrupt_accepted`` counts the answers to uploads that must be refused."""
     latencies: list[float] = []
-    wrong = lost = 0
+    counts = {"valid": 0, "wrong": 0, "failed": 0, "lost": 0}
     refused: dict[str, int] = {}
     accepted: dict[str, int] = {}
-    broken = list(corrupt_uploads(videos[0]).items())
-    valid = 0
+    broken = broken if broken is not None else corrupt_uploads(videos[0])
+    must_refuse = {upload.kind for upload in broken if upload.must_refuse}
     lock = threading.Lock()
     local = threading.local()
     clients: list[CslrClient] = []
 
     def one(index: int) -> None:
-        nonlocal wrong, lost, valid
         if not hasattr(local, "client"):
             local.client = CslrClient(url, timeout=timeout)
             with lock:
                 clients.append(local.client)
         if is_corrupt(index, corrupt_share):
-            kind, data = broken[index % len(broken)]
+            upload = broken[index % len(broken)]
             try:
-                local.client.recognise_bytes(data)
+                local.client.recognise_bytes(upload.data)
                 tally = accepted
             except RecognitionError:
                 tally = refused
             with lock:
-                tally[kind] = tally.get(kind, 0) + 1
+                tally[upload.kind] = tally.get(upload.kind, 0) + 1
             return
         start = time.perf_counter()
         try:
             result = local.client.recognise_bytes(videos[index % len(videos)])
-            ok = result.glosses == expected[index % len(videos)]
-        except RecognitionError:
-            ok = None
+            outcome = "right" if result.glosses == expected[index % len(videos)] else "wrong"
+        except RecognitionError as exc:
+            outcome = "lost" if exc.status is None else "failed"
         elapsed = time.perf_counter() - start
         with lock:
-            valid += 1
-            if ok is not None:  # a lost request is no throughput and has no latency
+            counts["valid"] += 1
+            if outcome in ("right", "wrong"):  # a request without an answer is no throughput and has no latency
                 latencies.append(elapsed)
-            wrong += ok is False
-            lost += ok is None
+            if outcome != "right":
+                counts[outcome] += 1
 
     started = time.perf_counter()
     try:
@@ -117,9 +137,13 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
             client.close()
     wall = time.perf_counter() - started
     return {"throughput": len(latencies) / wall, "p50_ms": 1000 * percentile(latencies, 0.5),
-            "p90_ms": 1000 * percentile(latencies, 0.9), "p99_ms": 1000 * percentile(latencies, 0.99),
-            "wrong": wrong, "lost": lost, "valid": valid, "corrupt_refused": refused,
-            "corrupt_accepted": accepted}
+            "p90_ms": 1000 * percentile(latencies, 0.9), "p99_ms": 1000 * percentile(latencies, 0.99), **counts,
+            "corrupt_refused": refused, "corrupt_answered": accepted,
+            "corrupt_accepted": sum(n for kind, n in accepted.items() if kind in must_refuse), "wall_s": wall}
+
+
+def valid_failures(result: dict) -> int:
+    return result["wrong"] + result["failed"] + result["lost"]
 
 
 BASELINE = ("pyav", False)  # the server before the DALI decoder and the batching settings
@@ -229,8 +253,10 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
         for level in levels:
             value = results[name][level]
             click.echo(f"{name} c{level}: p50 {value['p50_ms']:.0f} ms, p90 {value['p90_ms']:.0f} ms, "
-                       f"p99 {value['p99_ms']:.0f} ms, wrong {value['wrong']}, lost {value['lost']} of "
-                       f"{value['valid']} valid" + (f"; corrupt refused {value['corrupt_refused']}, answered "
-                                                    f"{value['corrupt_accepted']}" if corrupt_share else ""))
-    if any(results[n][lv]["wrong"] or results[n][lv]["lost"] for n in results for lv in levels):
-        raise click.ClickException("some requests were lost or answered wrongly under load")
+                       f"p99 {value['p99_ms']:.0f} ms, wrong {value['wrong']}, failed {value['failed']}, lost "
+                       f"{value['lost']} of {value['valid']} valid" + (
+                           f"; corrupt refused {value['corrupt_refused']}, answered {value['corrupt_answered']}"
+                           if corrupt_share else ""))
+    if any(valid_failures(results[n][lv]) or results[n][lv]["corrupt_accepted"] for n in results for lv in levels):
+        raise click.ClickException("under load, some valid requests failed, were lost or answered wrongly, or a "
+                                   "corrupt upload was answered")

@@ -73,8 +73,8 @@ def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp
     decoding = data["notes"].pop("offline_decoding_ms_per_clip")
     assert set(decoding) == {"pyav, one at a time", "pyav, batches of 8"} and min(decoding.values()) > 0
     for name, run in data["notes"].items():
-        assert run["wrong"] == 0 and run["lost"] == 0 and run["valid"] == 8
-        accepted = sum(run["corrupt_accepted"].values())
+        assert run["wrong"] == run["failed"] == run["lost"] == run["corrupt_accepted"] == 0 and run["valid"] == 8
+        accepted = sum(run["corrupt_answered"].values())
         assert sum(run["corrupt_refused"].values()) + accepted == 8
         # Bit flips may leave a decodable video; every other kind is no video at all, or a cut one.
         assert set(run["corrupt_refused"]) >= {"random bytes", "text", "empty", "header alone",
@@ -123,3 +123,21 @@ def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["results"]] == ["dali, 1 process", "reference, 1 process"]
     assert all(0 <= v["data_wait_fraction"] <= 1 and v["frames_per_s"] > 0 for v in data["notes"].values())
+
+
+def test_bench_corrupt_counts_every_valid_and_broken_request(checkpoint, tmp_path):
+    out = tmp_path / "corrupt.json"
+    result = CliRunner().invoke(cli, ["bench", "corrupt", "--checkpoint", str(checkpoint), "--requests", "40",
+                                      "--concurrency", "8", "--share", "0.5", "--videos", "2", "--json-out",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["results"]] == ["0% broken", "50% broken"]
+    assert data["results"][0]["ratio"] == 1.0
+    clean, broken = data["notes"]["0% broken"], data["notes"]["50% broken"]
+    assert clean["valid"] == 40 and broken["valid"] == 20
+    for run in (clean, broken):
+        assert run["lost"] == run["wrong"] == run["failed"] == run["corrupt_accepted"] == 0
+    assert sum(broken["corrupt_refused"].values()) + sum(broken["corrupt_answered"].values()) == 20
+    # The first broken uploads sent are the ones nothing can be read from: all refused.
+    assert {"random bytes", "text", "empty", "header alone"} <= set(broken["corrupt_refused"])
