@@ -105,7 +105,7 @@ def load_run(url: str, videos: list[bytes], expected: list[list[str]], concurren
             with lock:
                 clients.append(local.client)
         if is_corrupt(index, corrupt_share):
-            upload = broken[index % len(broken)]
+            upload = broken[(int((index + 1) * corrupt_share) - 1) % len(broken)]  # each kind in turn
             try:
                 local.client.recognise_bytes(upload.data)
                 tally = accepted
