@@ -62,3 +62,9 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
 def escaped_mutants() -> list[Path]:
     """Damaged videos that once escaped per-upload isolation (found by fuzzing), kept as fixed regression cases."""
     return sorted((Path(__file__).parent / "resources" / "escaped_mutants").iterdir())
+
+
+@pytest.fixture(scope="session")
+def small_model() -> list[str]:
+    """Config overrides that shrink the `synthetic` preset's model for quick runs."""
+    return list(SMALL_MODEL)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SMALL_MODEL
 
 from qslr.pipelines.folder_lock import FolderInUseError, folder_lock, lock_path
 from qslr.tools.cli import cli
@@ -99,9 +98,9 @@ def test_a_second_prepare_into_a_folder_being_prepared_is_refused(raw_phoenix, t
 
 
 @pytest.mark.timeout(300)
-def test_a_second_training_run_or_resume_in_a_live_work_dir_is_refused(tiny_corpus, tmp_path):
+def test_a_second_training_run_or_resume_in_a_live_work_dir_is_refused(tiny_corpus, small_model, tmp_path):
     work = tmp_path / "run"
-    common = [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *SMALL_MODEL]
+    common = [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *small_model]
     first = subprocess.Popen([sys.executable, "-m", "qslr.tools.cli", "train", "--config", "synthetic", *common,
                               "train.max_steps=100000", "train.epochs=1000"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -120,9 +119,10 @@ def test_a_second_training_run_or_resume_in_a_live_work_dir_is_refused(tiny_corp
 
 
 @pytest.mark.timeout(300)
-def test_torchrun_ranks_share_their_launchers_lock_and_a_second_launch_is_refused(tiny_corpus, tmp_path):
+def test_torchrun_ranks_share_their_launchers_lock_and_a_second_launch_is_refused(tiny_corpus, small_model,
+                                                                                  tmp_path):
     work = tmp_path / "ddp"
-    common = [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *SMALL_MODEL, "train.max_steps=1"]
+    common = [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *small_model, "train.max_steps=1"]
     with folder_lock(work, "work_dir"):
         refused = subprocess.run([sys.executable, "-m", "qslr.tools.cli", "train", "--config", "synthetic",
                                   "--nproc", "2", *common], cwd=tmp_path, capture_output=True, text=True, timeout=120)
