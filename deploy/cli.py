@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.tensorrt_engine import ShapeRange
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 from qslr.deploy.serving.served_limits import ServedLimits
@@ -66,26 +67,79 @@ def export() -> None:
 @click.option("--fp16/--fp32", default=False, show_default=True,
               help="Frame encoder, temporal CNN and classifier in half precision (the BiLSTM stays float32): the "
                    "graph `qslr export tensorrt` builds an FP16 engine from.")
+@click.option("--int8", is_flag=True,
+              help="Quantise the frame encoder's and temporal CNN's convolutions to INT8 (a QDQ graph for onnxruntime "
+                   "and TensorRT), calibrated on clips of the training split.")
+@click.option("--calibration-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="--int8: a prepared dataset (its train split) or a folder of videos [default: the checkpoint's "
+                   "training data].")
+@click.option("--calibration-clips", type=click.IntRange(min=1), default=64, show_default=True,
+              help="--int8: how many clips to calibrate on.")
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default=DEFAULT_METHOD,
+              show_default=True, help="--int8: how activation ranges become scales (onnxruntime's calibrators).")
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="Compare onnxruntime with PyTorch on mixed-length batches after the export.")
+              help="Compare onnxruntime with PyTorch on mixed-length batches after the export (--int8: on the "
+                   "calibration clips, greedy labels and probabilities).")
 def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: int | None, top_k: int | None,
-                        fp16: bool, check: bool) -> None:
+                        fp16: bool, int8: bool, calibration_data: Path | None, calibration_clips: int,
+                        calibration_method: str, check: bool) -> None:
     """uint8 frames (B, T, H, W, 3) + lengths -> log-probabilities (B, T', V) + lengths; dynamic B and T."""
     from qslr.deploy.export.graph_checks import tensorrt_problems
     from qslr.deploy.export.onnx_export import export_onnx
 
+    if fp16 and int8:
+        raise click.UsageError("--fp16 and --int8 exclude each other")
     height, width = _frame_size(checkpoint, height, width)
-    precision = "fp16" if fp16 else "fp32"
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    clips = _calibration(checkpoint, calibration_data, calibration_clips, height, width) if int8 else []
     try:
-        info = export_onnx(checkpoint, out, height, width, top_k, precision=precision)
+        if int8:
+            from qslr.deploy.export.int8_export import export_int8
+
+            info = export_int8(checkpoint, out, height, width, clips, calibration_method, top_k)
+        else:
+            info = export_onnx(checkpoint, out, height, width, top_k, precision=precision)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {info.path}: frames {height}x{width}, crop {info.crop_size}, {info.num_classes} classes, "
-               f"{precision}")
+               f"{precision}" + (f" ({calibration_method} calibration on {len(clips)} clips)" if int8 else ""))
     for problem in tensorrt_problems(out):
         click.echo(f"warning: {problem}", err=True)
-    if check:
+    if check and int8:
+        _check_int8(checkpoint, out, clips)
+    elif check:
         _check_parity(checkpoint, out, top_k, height, width, precision)
+
+
+def _calibration(checkpoint: Path, data: Path | None, count: int, height: int, width: int) -> list:
+    from qslr.deploy.export.int8_export import CalibrationError, calibration_clips, calibration_videos
+    from qslr.model.checkpoints import load_checkpoint
+
+    if data is None:
+        data = Path((load_checkpoint(checkpoint).config or {}).get("data", {}).get("root", ""))
+        if not (data / "vocab.json").is_file():
+            raise click.UsageError(f"{checkpoint}: its training data {data} is not here; give --calibration-data")
+    try:
+        return calibration_clips(calibration_videos(data, count), height, width)
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# --int8: the least share of output steps whose greedy label the INT8 graph must keep, on the calibration clips.
+# The demo model keeps 99.9 % (0.45 % test WER either way); a misplaced scale or a padding leak keeps far fewer.
+INT8_AGREEMENT = 0.98
+
+
+def _check_int8(checkpoint: Path, out: Path, clips: list) -> None:
+    from qslr.deploy.export.int8_export import compare_with_float
+
+    comparison = compare_with_float(checkpoint, out, clips)
+    click.echo(f"onnxruntime (int8) vs PyTorch (fp32) on {len(clips)} calibration clips: greedy labels agree on "
+               f"{comparison.agreement:.2%} of {comparison.steps} steps, max |probability difference| "
+               f"{comparison.max_probability_difference:.2e}")
+    if comparison.agreement < INT8_AGREEMENT:
+        raise click.ClickException(f"{out}: the INT8 graph keeps the greedy label of only {comparison.agreement:.2%} "
+                                   f"of the steps (at least {INT8_AGREEMENT:.0%} expected)")
 
 
 # Largest |onnxruntime - PyTorch float32| of a log-probability accepted after an export. The float32 graph agrees
@@ -114,16 +168,24 @@ def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, w
         raise click.ClickException(f"{out}: onnxruntime ({precision}) differs from PyTorch by {worst:.2e}")
 
 
+def _engine_precision(fp16: bool | None, int8: bool) -> str | None:
+    if int8 and fp16 is not None:
+        raise click.UsageError("--int8 excludes --fp16 and --fp32")
+    return "int8" if int8 else None if fp16 is None else "fp16" if fp16 else "fp32"
+
+
 @export.command("tensorrt")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--fp16/--fp32", default=None,
               help="The engine's precision, which must be the graph's (`qslr export onnx --fp16` writes the FP16 "
                    "one) [default: the graph's].")
+@click.option("--int8", is_flag=True,
+              help="An INT8 engine: the graph must be the QDQ one of `qslr export onnx --int8`.")
 @_with_shapes
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reuse and update TensorRT's kernel timing cache (faster rebuilds).")
-def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minimum: str, optimum: str,
+def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8: bool, minimum: str, optimum: str,
                             maximum: str, timing_cache: Path | None) -> None:
     """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
     from qslr.deploy.export.onnx_export import read_metadata
@@ -145,7 +207,7 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, minim
     try:
         shapes = ShapeRange.parse(minimum, optimum, maximum)
         # None: the graph's own precision; a flag must agree with it.
-        build_engine(onnx_path, out, shapes, height, width, None if fp16 is None else ("fp16" if fp16 else "fp32"),
+        build_engine(onnx_path, out, shapes, height, width, _engine_precision(fp16, int8),
                      timing_cache)
         frames, lengths = example_inputs(shapes.opt_batch, shapes.opt_time, height, width)
         worst = engine_parity(out, onnx_path, frames.numpy(), lengths.numpy())
@@ -234,6 +296,9 @@ def triton() -> None:
               help="Served limit: longer videos are refused.")
 @click.option("--beam-size", type=int, default=None,
               help="Default beam (0: greedy) [default: the checkpoint's decode settings].")
+@click.option("--onnx", "visual_graph", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve this graph from `qslr export onnx` of the checkpoint (e.g. --int8 or --fp16) in the "
+                   "onnxruntime visual model [default: a float32 export made here].")
 @click.option("--overwrite", is_flag=True)
 def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, height: int | None,
                  width: int | None, overwrite: bool, min_frames: int, max_frames: int, max_batch_size: int,
@@ -249,7 +314,8 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
         build_repository(checkpoint, out, settings, height, width, overwrite, engine)
     except (ValueError, KeyError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {out}: models preprocess, visual ({visual}), ctc_decoder, cslr, cslr_frames")
+    served = f"{visual}, {options['visual_graph']}" if options["visual_graph"] else visual
+    click.echo(f"wrote {out}: models preprocess, visual ({served}), ctc_decoder, cslr, cslr_frames")
     needed = limits.shared_memory_bytes(height, width, max(options["preprocess_instances"],
                                                            options["visual_instances"]))
     click.echo(f"shared memory for full batches ({limits.max_batch} x {limits.max_frames} frames of {height}x{width}): "

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from qslr.deploy import tensor_names as names
+from qslr.deploy.export import int8_export
 from qslr.deploy.export.onnx_export import export_onnx, onnx_session
 from qslr.deploy.served import example_inputs, served_from_checkpoint
 from qslr.pipelines.progress import counting, progress_bar
-from qslr.tools.bench_models import checkpoint_or_quick_one
+from qslr.tools.bench_models import checkpoint_or_quick_one, untrained_checkpoint
 from qslr.tools.benchmark_report import Rate, measure, report, with_ratios
 from qslr.train.checkpointing import load_trained
 
@@ -27,18 +28,32 @@ from qslr.train.checkpointing import load_trained
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads for PyTorch and onnxruntime alike.")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--untrained", "untrained_preset", default=None,
+              help="Instead of a trained checkpoint, PRESET's model with random weights (e.g. phoenix2014-vac: "
+                   "ResNet-18 at 224x224), fed --size frames; the INT8 graph is calibrated on the demo's videos "
+                   "resized to that size.")
+@click.option("--size", type=int, default=256, show_default=True, help="--untrained: frame height and width.")
+@click.option("--calibration-clips", type=int, default=16, show_default=True,
+              help="Clips the INT8 graph is calibrated on.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/infer.json"),
               show_default=True)
 def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, threads: int, repeats: int,
-                device: str, json_out: Path) -> None:
+                device: str, untrained_preset: str | None, size: int, calibration_clips: int,
+                json_out: Path) -> None:
     """Served signature (uint8 frames -> log-probabilities) at several batch sizes, one run."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="qslr-bench-infer-") as tmp:
-        checkpoint, _ = checkpoint_or_quick_one(checkpoint, Path(tmp))
+        checkpoint, data = checkpoint_or_quick_one(None if untrained_preset else checkpoint, Path(tmp))
+        if untrained_preset:
+            checkpoint = untrained_checkpoint(untrained_preset, Path(tmp), size)
         spec = load_trained(checkpoint).input
         height, width = spec.height, spec.width
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, onnx_path, height, width)
+        int8_path = Path(tmp) / "model.int8.onnx"
+        calibration = int8_export.calibration_clips(int8_export.calibration_videos(data, calibration_clips), height,
+                                                    width)
+        int8_export.quantise_graph(onnx_path, int8_path, calibration)
         # The fp16 graph, as a TensorRT engine is built from it; onnxruntime's CPU kernels are float32, so here it
         # shows what the casts around them cost, not a speed-up.
         half_path = export_onnx(checkpoint, Path(tmp) / "model.fp16.onnx", height, width, precision="fp16").path
@@ -47,28 +62,34 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         served = served.to(target)
         session = onnx_session(onnx_path, threads=threads)
         half_session = onnx_session(half_path, threads=threads)
+        int8_session = onnx_session(int8_path, threads=threads)
         engine = _engine(half_path, Path(tmp), height, width, max(batches), frames) if device == "cuda" else None
         rates, notes = [], {}
         with progress_bar("clips") as progress:
-            runs = (3 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
+            runs = (4 + (engine is not None)) * (1 + repeats)  # per contender, 1 warm-up run
             task = progress.add_task("inferring", total=runs * sum(batches))
             for batch in batches:
                 clips, lengths = example_inputs(batch, frames, height, width)
                 contenders = {f"eager b{batch}": lambda c=clips, n=lengths: _eager(served, c, n, target)}
                 contenders[f"onnxruntime b{batch}"] = lambda c=clips, n=lengths: _ort(session, c, n)
                 contenders[f"onnxruntime fp16 b{batch}"] = lambda c=clips, n=lengths: _ort(half_session, c, n)
+                contenders[f"onnxruntime int8 b{batch}"] = lambda c=clips, n=lengths: _ort(int8_session, c, n)
                 if engine is not None:
                     contenders[f"tensorrt b{batch}"] = lambda c=clips, n=lengths: _trt(engine, c, n)
                 batch_rates = [Rate(name, measure(counting(work, progress, task), repeats))
                                for name, work in contenders.items()]
                 rates += with_ratios(batch_rates, f"eager b{batch}")
         notes["frames_per_s"] = {r.name: r.median * frames for r in rates}
+        by_name = {r.name: r.median for r in rates}
+        notes["int8_over_fp32_onnxruntime"] = {f"b{b}": by_name[f"onnxruntime int8 b{b}"] / by_name[f"onnxruntime b{b}"]
+                                               for b in batches}
         if engine is None:
             notes["tensorrt"] = ("not measured: needs --device cuda, TensorRT and a GPU" if device == "cpu" or
                                  importlib.util.find_spec("tensorrt") is None else "engine build failed")
     report(f"Inference, {frames} frames of {height}x{width}, {threads} threads, {device}", "clips/s", rates,
            "eager (same batch)", {"batches": list(batches), "frames": frames, "threads": threads,
-                                  "repeats": repeats, "device": device, "checkpoint": str(checkpoint)},
+                                  "repeats": repeats, "device": device, "checkpoint": str(checkpoint),
+                                  "untrained": untrained_preset, "calibration_clips": len(calibration)},
            json_out, notes=notes)
 
 

@@ -34,3 +34,22 @@ def checkpoint_or_quick_one(checkpoint: Path | None, workdir: Path) -> tuple[Pat
     train(load_config("synthetic", [f"data.root={root}", f"train.work_dir={workdir / 'run'}", "train.epochs=1",
                                     "train.max_steps=5"]))
     return workdir / "run" / "checkpoints" / "last.pt", root
+
+
+def untrained_checkpoint(preset: str, workdir: Path, size: int, glosses: int = 1295) -> Path:
+    """A checkpoint of ``preset``'s model with random weights (ImageNet weights are not downloaded) for frames of
+    ``size`` x ``size``, for speed measurements: a network's speed does not depend on its weights."""
+    import torch
+
+    from qslr.model.checkpoints import input_spec_for
+    from qslr.model.network import build_model
+    from qslr.train.checkpointing import model_sections, save_training_checkpoint
+
+    config = load_config(preset, ["model.frame_encoder.weights=null"])
+    vocab = {f"GLOSS{i}": i + 1 for i in range(glosses)}
+    torch.manual_seed(0)
+    model = build_model(len(vocab) + 1, **model_sections(config)).eval()
+    spec = input_spec_for(config.model.temporal.kernels, config.data.crop_size, size, size, 25.0)
+    path = workdir / f"untrained-{preset}.pt"
+    save_training_checkpoint(path, model, config, vocab, spec, {})
+    return path

@@ -146,11 +146,19 @@ def valid_failures(result: dict) -> int:
     return result["wrong"] + result["failed"] + result["lost"]
 
 
-BASELINE = ("pyav", False)  # the server before the DALI decoder and the batching settings
+BASELINE = ("pyav", False, False)  # the server before the DALI decoder, the batching settings and INT8
 
 
-def _configuration_name(decoder: str, batching: bool) -> str:
-    return f"{decoder}, {'dynamic batching' if batching else 'no batching'}"
+def _int8_graph(checkpoint: Path, data: Path, folder: Path) -> Path:
+    from qslr.deploy.export import int8_export
+
+    spec = load_trained(checkpoint).input
+    clips = int8_export.calibration_clips(int8_export.calibration_videos(data, 16), spec.height, spec.width)
+    return int8_export.export_int8(checkpoint, folder / "visual.int8.onnx", spec.height, spec.width, clips).path
+
+
+def _configuration_name(decoder: str, batching: bool, int8: bool = False) -> str:
+    return f"{decoder}, {'dynamic batching' if batching else 'no batching'}" + (", int8" if int8 else "")
 
 
 def _breakdown_table(breakdown: dict[str, dict], offline: dict[str, dict[str, float]]) -> Table:
@@ -190,36 +198,44 @@ def _decoding_table(decoding: dict[str, float]) -> Table:
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Per request, seconds.")
 @click.option("--corrupt-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of requests replaced by broken uploads (random bytes, text, truncated, bit flips...).")
+@click.option("--int8", is_flag=True,
+              help="Also serve the INT8 graph (`qslr export onnx --int8`, calibrated on 16 training clips) with the "
+                   "last --decoder and dynamic batching, against the same server in float32.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/serve.json"),
               show_default=True)
 def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int, video_count: int,
                 decoders: tuple[str, ...], max_queue_delay_us: int, timeout: float, corrupt_share: float,
-                json_out: Path) -> None:
+                int8: bool, json_out: Path) -> None:
     """Throughput, latency and per-stage time of the `cslr` ensemble: video decoders, with and without dynamic
     batching, against the same stages run offline."""
     import tritonclient.http as http
 
-    configurations = [BASELINE, *((d, b) for d in decoders for b in (False, True) if (d, b) != BASELINE)]
+    configurations = [BASELINE, *((d, b, False) for d in decoders for b in (False, True) if (d, b, False) != BASELINE)]
+    if int8:  # against the same decoder with dynamic batching in float32
+        configurations.append((decoders[-1], True, True))
     results: dict[str, dict[int, dict]] = {}
     breakdown: dict[str, dict[int, dict[str, StageTime]]] = {}
     offline: dict[str, dict[str, float]] = {}
+    answers: dict[str, list[list[str]]] = {}
     with tempfile.TemporaryDirectory(prefix="qslr-bench-serve-") as tmp:
         checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
         dataset = PreparedDataset(root)
         records = dataset.records("test")[:video_count]
         videos = [dataset.video_path(r).read_bytes() for r in records]
         spec = load_trained(checkpoint).input
-        for decoder, batching in configurations:
-            name = _configuration_name(decoder, batching)
+        int8_graph = _int8_graph(checkpoint, root, Path(tmp)) if int8 else None
+        for decoder, batching, quantised in configurations:
+            name = _configuration_name(decoder, batching, quantised)
             repository = Path(tmp) / name.replace(", ", "-").replace(" ", "-")
             settings = RepositorySettings(dynamic_batching=batching, max_queue_delay_us=max_queue_delay_us,
-                                          video_decoder=decoder)
+                                          video_decoder=decoder, visual_graph=int8_graph if quantised else None)
             build_repository(checkpoint, repository, settings, spec.height, spec.width)
             if decoder not in offline:
                 offline[decoder] = offline_stages(repository, videos, decoder)
             with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
                 with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
                     expected = [single.recognise_bytes(v).glosses for v in videos]
+                answers[name] = expected
                 results[name], breakdown[name] = {}, {}
                 with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
                     for level in levels:
@@ -241,11 +257,18 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                                   "shares": shares(breakdown[name][level])}
              for name in results for level in levels}
     notes["offline_ms_per_clip"] = offline
+    if int8:
+        quantised, reference = _configuration_name(decoders[-1], True, True), _configuration_name(decoders[-1], True)
+        notes["int8_answers_equal_float32"] = sum(a == b for a, b in zip(answers[quantised], answers[reference],
+                                                                         strict=True))
+        notes["int8_over_float32"] = {f"c{level}": results[quantised][level]["throughput"] /
+                                      results[reference][level]["throughput"] for level in levels}
     notes["offline_decoding_ms_per_clip"] = decoding
     report("Serving the cslr ensemble (tritonserver, CPU, python backends)", "requests/s", rates,
            f"{baseline} (same concurrency)",
            {"levels": list(levels), "requests": requests, "videos": len(videos), "decoders": list(decoders),
-            "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share},
+            "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share,
+            "int8": int8},
            json_out, notes=notes)
     Console(width=140).print(_breakdown_table(breakdown, offline))
     Console(width=140).print(_decoding_table(decoding))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import onnx
+from onnx import numpy_helper
 
 from qslr.pipelines.package_data import package_folder
 
@@ -103,9 +104,14 @@ def _graph_problems(graph: onnx.GraphProto, outer_types: dict[str, int], outer_w
     # Weights are what the parser casts down from DOUBLE to FP32 as it reads them (the header's DOUBLE note).
     weights = outer_weights | {t.name for t in graph.initializer}
     weights.update(name for node in graph.node if node.op_type == "Constant" for name in node.output)
+    constants = {t.name: t for t in graph.initializer}
+    constants.update({node.output[0]: attribute.t for node in graph.node if node.op_type == "Constant"
+                      for attribute in node.attribute if attribute.name == "value"})
     problems = []
     for node in graph.node:
         problems += _node_problems(node, types, weights, opsets, io, table)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems += _quantization_problems(node, constants, weights)
         for subgraph in _subgraphs(node):
             problems += _graph_problems(subgraph, types, weights, opsets, io, table)
     return problems
@@ -143,6 +149,40 @@ def _node_problems(node: onnx.NodeProto, types: dict[str, int], weights: set[str
                 node.op_type == "Cast" and _type_name(types.get(node.input[0], 0)) in _UINT8_PARTNERS):
             problems.append(f"{label} writes UINT8 network output {name!r}: TensorRT makes UINT8 only by a Cast "
                             f"from FP32 or FP16")
+    return problems
+
+
+def _quantization_problems(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], weights: set[str]
+                           ) -> list[str]:
+    """TensorRT's explicit quantisation: constant positive scales, zero points present, INT8 and all 0 (so the
+    quantised type is INT8, not ONNX's default UINT8), one scale per tensor on activations; one scale per channel
+    only where a weight is dequantised."""
+    label = f"node {node.name or ', '.join(node.output)!r} ({node.op_type})"
+    scale_name = node.input[1] if len(node.input) > 1 else ""
+    zero_name = node.input[2] if len(node.input) > 2 else ""
+    if scale_name not in constants:
+        return [f"{label}: its scale {scale_name!r} is not a constant; TensorRT needs constant scales"]
+    problems = []
+    scale = numpy_helper.to_array(constants[scale_name])
+    if not (scale > 0).all():
+        problems.append(f"{label}: its scale {scale_name!r} is not positive everywhere")
+    if not zero_name:
+        problems.append(f"{label}: no zero point, so it quantises to UINT8; TensorRT quantises to INT8 (give an "
+                        f"INT8 zero point of 0)")
+    elif zero_name not in constants:
+        problems.append(f"{label}: its zero point {zero_name!r} is not a constant")
+    else:
+        zero = constants[zero_name]
+        if zero.data_type != onnx.TensorProto.INT8:
+            problems.append(f"{label}: its zero point {zero_name!r} is {_type_name(zero.data_type)}; TensorRT "
+                            f"quantises to INT8")
+        if numpy_helper.to_array(zero).any():
+            problems.append(f"{label}: its zero point {zero_name!r} is not 0 (TensorRT's quantisation is symmetric)")
+    if scale.size > 1:
+        dequantises_weight = node.op_type == "DequantizeLinear" and node.input[0] in weights
+        if not dequantises_weight:
+            problems.append(f"{label}: {scale.size} scales on activation {node.input[0]!r}; TensorRT takes one scale "
+                            f"per tensor on activations (per channel only on weights)")
     return problems
 
 

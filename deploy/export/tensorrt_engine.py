@@ -165,7 +165,8 @@ def require_tensorrt():
 
 
 def graph_precision_for(onnx_path: Path, expected: str | None) -> str:
-    """The precision the graph states (`qslr export onnx --fp16` or not), refused if it is not ``expected``.
+    """The precision the graph states (`qslr export onnx --fp16`, `--int8` or neither), refused if it is not
+    ``expected``.
 
     TensorRT 11 builds strongly typed networks only: every layer runs in the type the graph gives it, and
     no builder flag lowers a float32 graph. An FP16 engine therefore needs the FP16 graph, whose program
@@ -176,8 +177,8 @@ def graph_precision_for(onnx_path: Path, expected: str | None) -> str:
 
     precision = graph_precision(read_metadata(onnx_path))
     if expected is not None and precision != expected:
-        raise ValueError(f"{onnx_path} is a {precision} graph, and TensorRT runs a graph in its own types: for a "
-                         f"{expected} engine, export it with `qslr export onnx --{expected}`")
+        raise ValueError(f"{onnx_path}: the graph's precision is {precision}, and TensorRT runs a graph in its own "
+                         f"types: for an engine in {expected}, export it with `qslr export onnx --{expected}`")
     return precision
 
 
@@ -203,6 +204,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
     if precision == "fp16" and weakly_typed:
         config.set_flag(trt.BuilderFlag.FP16)  # lets TensorRT 10 keep the graph's FP16 layers in FP16
+    if precision == "int8" and weakly_typed:
+        # TensorRT 10 runs a weakly typed network's QuantizeLinear/DequantizeLinear pairs in INT8 only with the
+        # flag; 11 takes them from the graph's types.
+        config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     for name, (low, mid, high) in profile_shapes(shapes, height, width).items():
         profile.set_shape(name, low, mid, high)

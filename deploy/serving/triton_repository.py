@@ -18,7 +18,7 @@ from string import Template
 import onnx
 
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
-from qslr.deploy.export.onnx_export import export_onnx, graph_metadata
+from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, graph_precision, read_metadata
 from qslr.deploy.export.tensorrt_engine import check_engine
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
@@ -27,6 +27,7 @@ from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.atomic_output import atomic_directory
 from qslr.pipelines.package_data import package_folder
 from qslr.pipelines.temporal_padding import stride
+from qslr.train.checkpointing import load_trained
 
 SOURCES = package_folder("qslr.triton_repo")
 MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
@@ -58,6 +59,9 @@ class RepositorySettings:
     max_beam_size: int = 10
     beam_size_token: int | None = None
     max_top_k: int = 10  # the most alternatives a request may ask for (at most the widest beam)
+    # A graph from `qslr export onnx` of this checkpoint (an INT8 or FP16 one, say) served by the onnxruntime
+    # visual model instead of a float32 export made here.
+    visual_graph: Path | None = None
 
 
 def _dynamic_batching(settings: RepositorySettings) -> str:
@@ -111,6 +115,9 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
         raise ValueError("--visual tensorrt needs an engine built by `qslr export tensorrt` (--engine)")
     if settings.visual != "tensorrt" and engine is not None:
         raise ValueError("an engine (--engine) is served only with --visual tensorrt")
+    if settings.visual_graph is not None and settings.visual != "onnxruntime":
+        raise ValueError("a graph (--onnx) is served only with --visual onnxruntime; a TensorRT engine is built from "
+                         "it with `qslr export tensorrt`")
     # Refused before the export: an engine this repository's Triton could not load, or that could not run
     # every clip the limits admit.
     visual_batch = settings.visual_max_batch or settings.limits.max_batch
@@ -123,11 +130,16 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
     with atomic_directory(out, overwrite) as root:
         onnx_path = root / "visual" / "1" / "model.onnx"
         onnx_path.parent.mkdir(parents=True)
-        info = export_onnx(checkpoint, onnx_path, height, width)
+        if settings.visual_graph is not None:
+            info = adopt_graph(settings.visual_graph, onnx_path, checkpoint, height, width)
+        else:
+            info = export_onnx(checkpoint, onnx_path, height, width)
         graph = onnx.load(str(onnx_path), load_external_data=False)
         metadata = graph_metadata(graph)
         limits = settings.limits
         values = {**vars(settings), **_preprocess(settings), "limits": None,
+                  "visual_graph": str(settings.visual_graph) if settings.visual_graph else None,
+                  "visual_precision": record.precision if record else info.precision,
                   "dynamic_batching": _dynamic_batching(settings),
                   "height": info.height, "width": info.width, "num_classes": info.num_classes,
                   # The ensembles take the visual model's too: Triton refuses an ensemble allowing a larger batch
@@ -165,6 +177,26 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
     return out
 
 
+def adopt_graph(graph_path: str | Path, out: Path, checkpoint: str | Path, height: int, width: int) -> ExportInfo:
+    """Copy a graph exported from ``checkpoint`` to ``out``, refusing one of another model or frame size."""
+    graph_path = Path(graph_path)
+    metadata = read_metadata(graph_path)
+    if "qslr_vocab" not in metadata or "qslr_input" not in metadata:
+        raise ValueError(f"{graph_path}: not a graph from `qslr export onnx` (it holds no QSLR vocabulary and input)")
+    trained = load_trained(checkpoint)
+    if json.loads(metadata["qslr_vocab"]) != trained.vocab or json.loads(metadata["qslr_input"]) != json.loads(
+            json.dumps(asdict(trained.input))):
+        raise ValueError(f"{graph_path}: was not exported from {checkpoint} (another vocabulary or input contract)")
+    if (int(metadata["qslr_height"]), int(metadata["qslr_width"])) != (height, width):
+        raise ValueError(f"{graph_path}: takes {metadata['qslr_height']}x{metadata['qslr_width']} frames, the "
+                         f"repository {height}x{width}")
+    if int(metadata.get("qslr_top_k", "0")):
+        raise ValueError(f"{graph_path}: has top-k outputs, which the served visual model does not take")
+    shutil.copyfile(graph_path, out)
+    return ExportInfo(out, height, width, int(metadata["qslr_crop_size"]), int(metadata["qslr_num_classes"]), None,
+                      tuple(json.loads(metadata["qslr_input"])["kernels"]), graph_precision(metadata))
+
+
 _DECODER_NOTES = {
     "dali": "DALI's CPU video decoder, the training loader's; VP8, VP9 and MJPEG, other codecs (H.264, ...) "
             "through PyAV",
@@ -187,7 +219,8 @@ def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str
         "|---|---|",
         f"| video decoder (`preprocess`) | `{decoder}`: {_DECODER_NOTES[decoder]}; "
         f"{values['preprocess_threads']} videos at a time per instance |",
-        f"| visual model | `{settings.visual}`, input {values['height']}x{values['width']} uint8 frames |",
+        f"| visual model | `{settings.visual}` ({values['visual_precision']}), input {values['height']}x"
+        f"{values['width']} uint8 frames |",
         f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
         f"per batch ({values['visual_max_batch_size']} in the visual model) |",
         f"| dynamic batching | {batching} |",

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.cli import cli
 
 
@@ -48,15 +49,19 @@ def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_pat
     assert set(data["notes"]["peak_rss_mib"]) == {"reference DataLoader", "DALI (cpu)"}
 
 
-def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tmp_path):
+def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tiny_corpus, tmp_path):
     out = tmp_path / "infer.json"
     result = CliRunner().invoke(cli, ["bench", "infer", "--checkpoint", str(checkpoint), "--batch", "1", "--batch",
                                       "2", "--frames", "32", "--repeats", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert [r["name"] for r in data["results"]] == ["eager b1", "onnxruntime b1", "onnxruntime fp16 b1",
-                                                     "eager b2", "onnxruntime b2", "onnxruntime fp16 b2"]
+    assert [r["name"] for r in data["results"]] == [
+        "eager b1", "onnxruntime b1", "onnxruntime fp16 b1", "onnxruntime int8 b1",
+        "eager b2", "onnxruntime b2", "onnxruntime fp16 b2", "onnxruntime int8 b2"]
     assert "not measured" in data["notes"]["tensorrt"]
+    assert set(data["notes"]["int8_over_fp32_onnxruntime"]) == {"b1", "b2"}
+    train_videos = len(PreparedDataset(tiny_corpus[0]).records("train"))
+    assert data["settings"]["calibration_clips"] == min(16, train_videos)  # the checkpoint's training clips
 
 
 def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp_path):

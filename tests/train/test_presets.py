@@ -1,5 +1,5 @@
-"""Every shipped preset, off the demo's path: two gloo ranks under torchrun, a resume, both ONNX precisions, the
-TensorRT parser rules and a served repository.
+"""Every shipped preset, off the demo's path: two gloo ranks under torchrun, a resume, every ONNX precision (fp32,
+fp16, int8), the TensorRT parser rules and a served repository.
 
 The frame encoder is shrunk by an override so that a preset runs in seconds; everything else (loss terms,
 classifiers and their sharing, temporal kernels, widths, optimiser, decoding) is the preset's own. Presets are
@@ -63,9 +63,10 @@ def test_preset_trains_on_two_ranks_resumes_exports_and_serves(preset, tiny_corp
     assert saved.training["global_step"] == 3 and saved.training["world_size"] == 2
 
     runner = CliRunner()
-    for flag in ("--fp32", "--fp16"):
+    for flag, *options in (("--fp32",), ("--fp16",), ("--int8", "--calibration-clips", "4")):
         graph = tmp_path / f"model{flag[1:]}.onnx"
-        result = runner.invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(graph), flag])
+        result = runner.invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(graph), flag,
+                                     *options])
         assert result.exit_code == 0, result.output
         result = runner.invoke(cli, ["export", "check", str(graph)])
         assert result.exit_code == 0 and '"tensorrt_problems": []' in result.output, result.output

@@ -199,5 +199,5 @@ def test_an_engine_of_another_precision_than_its_graph_is_refused(exported, expo
         result = CliRunner().invoke(cli, ["export", "tensorrt", "--onnx", str(graph), "--out",
                                           str(tmp_path / "m.plan"), flag])
         assert result.exit_code == 1
-        assert f"is a {stated} graph" in result.output and "qslr export onnx --" in result.output
+        assert f"the graph's precision is {stated}," in result.output and "qslr export onnx --" in result.output
         assert not (tmp_path / "m.plan").exists()

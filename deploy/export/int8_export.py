@@ -1,0 +1,199 @@
+"""INT8 export: the float32 served graph with its convolutions quantised, as one QDQ graph for onnxruntime on a CPU
+and for TensorRT's explicit quantisation on a GPU.
+
+What is quantised is the frame encoder's and the temporal CNN's convolutions (their inputs, weights and outputs):
+nearly all of a clip's arithmetic. Weights are int8, symmetric, one scale per output channel; activations int8,
+symmetric, one scale per tensor; every zero point is 0, which is what TensorRT requires of a QDQ graph. The
+BiLSTM, the classifiers, the length arithmetic and the input's uint8 -> float Cast stay float32.
+
+Activation scales come from calibration: the float32 graph runs on clips of the training split, and a
+calibration method (MinMax, Entropy or Percentile, onnxruntime's) turns the ranges it saw into scales. The method
+and the clips used are recorded in the graph's metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
+from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, onnx_session
+from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
+from qslr.deploy.serving.served_video import DecodedClip, clip_decoder
+from qslr.pipelines.atomic_output import atomic_path
+from qslr.pipelines.prepared import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+QUANTISED_OPS = ("Conv",)
+CALIBRATION_WINDOW = 32  # frames a calibration run sees
+VIDEO_SUFFIXES = (".webm", ".mkv", ".mp4", ".avi", ".mov")
+
+
+class CalibrationError(ValueError):
+    """No usable calibration clips."""
+
+
+@dataclass(frozen=True)
+class CalibrationClip:
+    name: str
+    frames: np.ndarray  # uint8 (T, H, W, 3) at the graph's frame size
+
+
+def calibration_videos(source: str | Path, count: int) -> list[Path]:
+    """The first ``count`` videos of a prepared dataset's training split, or of a folder of video files."""
+    source = Path(source)
+    if (source / "vocab.json").is_file():
+        dataset = PreparedDataset(source)
+        videos = [dataset.video_path(r) for r in dataset.records("train")[:count]]
+    elif source.is_dir():
+        videos = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)[:count]
+    else:
+        raise CalibrationError(f"{source}: neither a prepared dataset nor a folder of videos")
+    if not videos:
+        raise CalibrationError(f"{source}: holds no videos to calibrate with")
+    return videos
+
+
+def calibration_clips(videos: Sequence[Path], height: int, width: int,
+                      limits: ServedLimits | None = None) -> list[CalibrationClip]:
+    """The clips as the served model receives them (decoded and resized as `preprocess` does, within the
+    served limits); a video that cannot be read is skipped with a warning."""
+    limits = limits or ServedLimits()
+    decoder = clip_decoder("pyav", height, width, limits)
+    clips = []
+    for video, clip in zip(videos, decoder.decode(list(videos)), strict=True):
+        if isinstance(clip, DecodedClip):
+            clips.append(CalibrationClip(Path(video).name, pad_to_minimum(clip.frames, limits.min_frames)))
+        else:
+            log.warning("calibration: skipped %s (%s)", video, clip)
+    if not clips:
+        raise CalibrationError(f"none of the {len(videos)} calibration videos could be read")
+    return clips
+
+
+class _ClipReader:
+    """onnxruntime's CalibrationDataReader protocol: the clips cut into windows of one length, one window a run.
+    The histogram calibrators (Entropy, Percentile) stack every run's tensors, which must therefore share a shape;
+    the convolutions' ranges do not depend on how long a clip is."""
+
+    def __init__(self, clips: Sequence[CalibrationClip], window: int = CALIBRATION_WINDOW):
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(
+            {names.FRAMES: frames[None], names.LENGTHS: np.array([window], dtype=np.int64)}
+            for clip in clips for frames in _windows(clip.frames, window))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _windows(frames: np.ndarray, window: int) -> list[np.ndarray]:
+    """Consecutive windows of ``window`` frames; a clip shorter than one is padded as the server pads it."""
+    if len(frames) < window:
+        return [pad_to_minimum(frames, window)]
+    return [frames[start:start + window] for start in range(0, len(frames) - window + 1, window)]
+
+
+def quantisable_nodes(graph: onnx.ModelProto) -> list[str]:
+    """The convolutions: the frame encoder's and the temporal CNN's (the classifiers are MatMul/Gemm)."""
+    return [node.name for node in graph.graph.node if node.op_type in QUANTISED_OPS]
+
+
+def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[CalibrationClip],
+                   method: str = DEFAULT_METHOD) -> None:
+    """Write ``fp32_graph`` (from `export_onnx`) with its convolutions quantised, calibrated on ``clips``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r} (known: {', '.join(CALIBRATION_METHODS)})")
+    graph = onnx.load(str(fp32_graph))
+    metadata = graph_metadata(graph)
+    if metadata.get("qslr_precision", "fp32") != "fp32":
+        raise ValueError(f"{fp32_graph}: quantisation starts from a float32 graph, this one is "
+                         f"{metadata['qslr_precision']}")
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work, atomic_path(out) as tmp, _without_advice():
+        staged = Path(work) / "int8.onnx"
+        quantize_static(str(fp32_graph), str(staged), _ClipReader(clips), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTISED_OPS), nodes_to_quantize=quantisable_nodes(graph),
+                        per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                        # Biases stay float: TensorRT dequantizes only 8-bit and narrower types, never INT32.
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+        quantised = onnx.load(str(staged))
+        del quantised.metadata_props[:]
+        metadata.update({"qslr_precision": "int8", "qslr_int8_calibration": method,
+                         "qslr_int8_calibration_clips": json.dumps([clip.name for clip in clips])})
+        for key, value in metadata.items():
+            quantised.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(quantised, full_check=True)
+        onnx.save(quantised, str(tmp))
+
+
+class _PreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_advice() -> Iterator[None]:
+    """quantize_static advises onnxruntime's quant_pre_process on every call. It is left out on purpose: it
+    rewrites the graph with onnxruntime's own optimisations, and this graph must stay what TensorRT imports (the
+    exporter has already folded BatchNorm into the convolutions)."""
+    advice = _PreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+def export_int8(checkpoint: str | Path, out: str | Path, height: int, width: int, clips: Sequence[CalibrationClip],
+                method: str = DEFAULT_METHOD, top_k: int | None = None) -> ExportInfo:
+    """`export_onnx` at float32, then `quantise_graph`."""
+    with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work:
+        info = export_onnx(checkpoint, Path(work) / "fp32.onnx", height, width, top_k)
+        quantise_graph(info.path, out, clips, method)
+    return ExportInfo(Path(out), info.height, info.width, info.crop_size, info.num_classes, top_k, info.kernels,
+                      "int8")
+
+
+@dataclass(frozen=True)
+class FloatComparison:
+    steps: int  # output steps compared, over all clips
+    agreement: float  # share of them whose greedy label is the float32 model's
+    max_probability_difference: float
+
+
+def compare_with_float(checkpoint: str | Path, int8_graph: str | Path, clips: Sequence[CalibrationClip]
+                       ) -> FloatComparison:
+    """The INT8 graph in onnxruntime against the float32 model in PyTorch, clip by clip at each clip's length."""
+    import torch
+
+    served, _ = served_from_checkpoint(checkpoint)
+    session = onnx_session(int8_graph)
+    steps = agree = 0
+    worst = 0.0
+    for clip in clips:
+        frames, lengths = clip.frames[None], np.array([len(clip.frames)], dtype=np.int64)
+        with torch.no_grad():
+            expected, expected_steps = (t.numpy() for t in served(torch.from_numpy(frames),
+                                                                   torch.from_numpy(lengths))[:2])
+        got, got_steps = session.run(list(names.OUTPUTS), {names.FRAMES: frames, names.LENGTHS: lengths})[:2]
+        if not np.array_equal(got_steps, expected_steps):
+            raise AssertionError(f"{clip.name}: output lengths differ: int8 {got_steps}, float32 {expected_steps}")
+        n = int(got_steps[0])
+        steps += n
+        agree += int((got[0, :n].argmax(-1) == expected[0, :n].argmax(-1)).sum())
+        worst = max(worst, float(np.abs(np.exp(got[0, :n]) - np.exp(expected[0, :n])).max()))
+    return FloatComparison(steps, agree / max(steps, 1), worst)

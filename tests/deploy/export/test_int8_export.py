@@ -1,0 +1,204 @@
+"""INT8 export: one QDQ graph (which nodes are quantised, zero points, axes), TensorRT's quantisation rules, its
+outputs against float32 on held-out clips, batch independence and length exactness, and the same answers served
+by Triton as from `qslr recognise --onnx`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.export.graph_checks import tensorrt_problems
+from qslr.deploy.export.int8_export import calibration_clips, calibration_videos, compare_with_float
+from qslr.deploy.export.onnx_export import onnx_session, read_metadata
+from qslr.deploy.serving.client import CslrClient
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.tools.cli import cli
+
+CALIBRATION_CLIPS = 6
+# Measured over held-out clips: this session's small model keeps every greedy label, its probabilities within
+# 2e-5; the demo model keeps 99.7 % of them, within 0.075. A mis-scaled layer or a padding leak changes most labels.
+MIN_AGREEMENT = 0.95
+MAX_PROBABILITY_DIFFERENCE = 0.25
+
+
+@pytest.fixture(scope="module")
+def int8_graph(checkpoint, tiny_corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    result = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--int8",
+                                      "--calibration-data", str(tiny_corpus[0]), "--calibration-clips",
+                                      str(CALIBRATION_CLIPS)])
+    assert result.exit_code == 0, result.output
+    assert f"int8 (minmax calibration on {CALIBRATION_CLIPS} clips)" in result.output
+    assert "greedy labels agree on" in result.output
+    return out
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in graph.node for output in node.output}
+
+
+def test_the_convolutions_and_only_they_are_quantised_symmetrically(int8_graph, tiny_corpus):
+    model = onnx.load(str(int8_graph))
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    made_by = _producers(graph)
+    convolutions = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convolutions) >= 3  # the frame encoder's and the temporal CNN's
+    for conv in convolutions:
+        data, weight = made_by[conv.input[0]], made_by[conv.input[1]]
+        assert data.op_type == weight.op_type == "DequantizeLinear", conv.name
+        assert weights[weight.input[0]].dtype == np.int8  # the weights are stored quantised
+        scale = weights[weight.input[1]]
+        out_channels = weights[weight.input[0]].shape[0]
+        assert scale.shape == (out_channels,)  # one scale per output channel, on axis 0
+        assert [a.i for a in weight.attribute if a.name == "axis"] in ([], [0])
+        assert weights[data.input[1]].shape == ()  # one scale per activation tensor
+        if len(conv.input) > 2:  # the bias stays float: TensorRT dequantises no INT32
+            assert conv.input[2] in weights and weights[conv.input[2]].dtype == np.float32
+        # The output is quantised too, so that onnxruntime runs the convolution in INT8.
+        consumers = [n for n in graph.node if conv.output[0] in n.input]
+        assert [n.op_type for n in consumers] == ["QuantizeLinear"]
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero = weights[node.input[2]]
+            assert zero.dtype == np.int8 and not zero.any(), node.name
+        if node.op_type in ("LSTM", "Gemm", "MatMul"):  # the BiLSTM and the classifiers stay float
+            assert all(made_by.get(i) is None or made_by[i].op_type != "DequantizeLinear" for i in node.input)
+    (cast,) = [n for n in graph.node if names.FRAMES in n.input]
+    assert cast.op_type == "Cast"  # uint8 frames become float before anything is quantised
+    metadata = read_metadata(int8_graph)
+    assert metadata["qslr_precision"] == "int8" and metadata["qslr_int8_calibration"] == "minmax"
+    train = PreparedDataset(tiny_corpus[0]).records("train")[:CALIBRATION_CLIPS]
+    assert json.loads(metadata["qslr_int8_calibration_clips"]) == [Path(r.video).name for r in train]
+    assert tensorrt_problems(int8_graph) == []
+    checked = CliRunner().invoke(cli, ["export", "check", str(int8_graph)])
+    assert checked.exit_code == 0, checked.output
+
+
+def _rewritten(int8_graph: Path, tmp_path: Path, change) -> Path:
+    model = onnx.load(str(int8_graph))
+    change(model.graph, {t.name: t for t in model.graph.initializer})
+    out = tmp_path / "changed.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def _first(graph, op_type: str, on_weight: bool):
+    weights = {t.name for t in graph.initializer}
+    return next(n for n in graph.node if n.op_type == op_type and (n.input[0] in weights) == on_weight)
+
+
+def _set(initializers, name: str, array: np.ndarray) -> None:
+    initializers[name].CopyFrom(numpy_helper.from_array(array, name))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda g, i: _set(i, _first(g, "QuantizeLinear", False).input[2], np.int8(3)), "is not 0"),
+    (lambda g, i: _set(i, _first(g, "QuantizeLinear", False).input[2], np.uint8(0)), "is UINT8; TensorRT quantises"),
+    (lambda g, i: _first(g, "QuantizeLinear", False).input.pop(), "no zero point, so it quantises to UINT8"),
+    (lambda g, i: _set(i, _first(g, "QuantizeLinear", False).input[1], np.float32(-0.1)), "is not positive"),
+    (lambda g, i: _set(i, _first(g, "QuantizeLinear", False).input[1], np.full(4, 0.1, np.float32)),
+     "4 scales on activation"),
+])
+def test_tensorrt_quantisation_rules_name_the_node(int8_graph, tmp_path, change, message):
+    problems = tensorrt_problems(_rewritten(int8_graph, tmp_path, change))
+    assert any(message in p and "(QuantizeLinear)" in p for p in problems), problems
+
+
+def test_an_int32_bias_dequantisation_is_refused(int8_graph, tmp_path):
+    def int32_weight(graph, initializers):
+        node = _first(graph, "DequantizeLinear", True)
+        _set(initializers, node.input[0], numpy_helper.to_array(initializers[node.input[0]]).astype(np.int32))
+        _set(initializers, node.input[2], numpy_helper.to_array(initializers[node.input[2]]).astype(np.int32))
+
+    problems = tensorrt_problems(_rewritten(int8_graph, tmp_path, int32_weight))
+    assert any("(DequantizeLinear) input" in p and "is INT32" in p for p in problems), problems
+
+
+@pytest.fixture(scope="module")
+def held_out(tiny_corpus):
+    dataset = PreparedDataset(tiny_corpus[0])
+    videos = [dataset.video_path(r) for split in ("test", "dev") for r in dataset.records(split)]
+    return calibration_clips(videos, 72, 72)
+
+
+def test_outputs_stay_close_to_float32_on_held_out_clips(checkpoint, int8_graph, held_out):
+    comparison = compare_with_float(checkpoint, int8_graph, held_out)  # also checks every clip's output length
+    assert comparison.steps > 0
+    assert comparison.agreement >= MIN_AGREEMENT, comparison
+    assert comparison.max_probability_difference <= MAX_PROBABILITY_DIFFERENCE, comparison
+
+
+def test_a_clip_in_a_padded_batch_equals_the_clip_alone(int8_graph, held_out):
+    session = onnx_session(int8_graph)
+    clips = sorted(held_out, key=lambda c: len(c.frames))[:3]
+    longest = max(len(c.frames) for c in clips)
+    batch = np.zeros((len(clips), longest, 72, 72, 3), np.uint8)
+    for row, clip in enumerate(clips):
+        batch[row, : len(clip.frames)] = clip.frames
+    lengths = np.array([len(c.frames) for c in clips], dtype=np.int64)
+    together, steps = session.run(list(names.OUTPUTS), {names.FRAMES: batch, names.LENGTHS: lengths})[:2]
+    for row, clip in enumerate(clips):
+        alone, alone_steps = session.run(list(names.OUTPUTS), {names.FRAMES: clip.frames[None],
+                                                                names.LENGTHS: lengths[row:row + 1]})[:2]
+        assert steps[row] == alone_steps[0]
+        np.testing.assert_allclose(together[row, : steps[row]], alone[0], atol=1e-5)
+
+
+def test_calibration_takes_a_folder_of_videos_and_refuses_an_empty_one(tiny_corpus, tmp_path):
+    dataset = PreparedDataset(tiny_corpus[0])
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for record in dataset.records("dev")[:2]:
+        (folder / Path(record.video).name).write_bytes(dataset.video_path(record).read_bytes())
+    assert [p.name for p in calibration_videos(folder, 5)] == sorted(p.name for p in folder.iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no videos to calibrate with"):
+        calibration_videos(empty, 5)
+
+
+def test_precision_flags_that_contradict_are_refused_in_one_line(checkpoint, int8_graph, tmp_path):
+    both = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out",
+                                    str(tmp_path / "x.onnx"), "--int8", "--fp16"])
+    assert both.exit_code == 2 and "--fp16 and --int8 exclude each other" in both.output
+    engine = CliRunner().invoke(cli, ["export", "tensorrt", "--onnx", str(int8_graph), "--out",
+                                      str(tmp_path / "x.plan"), "--fp16"])
+    assert engine.exit_code == 1 and "the graph's precision is int8, " in engine.output
+
+
+@pytest.mark.timeout(300)
+def test_the_int8_repository_answers_as_recognise_onnx_does(checkpoint, int8_graph, videos, tmp_path):
+    repository = tmp_path / "repo"
+    built = CliRunner().invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out", str(repository),
+                                     "--onnx", str(int8_graph), "--height", "72", "--width", "72",
+                                     "--decoder", "pyav"])
+    assert built.exit_code == 0, built.output
+    assert (repository / "visual" / "1" / "model.onnx").read_bytes() == int8_graph.read_bytes()
+    assert "(int8)" in (repository / "README.md").read_text()
+    local = CliRunner().invoke(cli, ["recognise", "--onnx", str(int8_graph), "--json", *map(str, videos[:4])])
+    assert local.exit_code == 0, local.output
+    expected = [json.loads(line)["glosses"] for line in local.output.splitlines() if line.startswith("{")]
+    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server, \
+            contextlib.closing(CslrClient(server.http_url)) as client:
+        for video, want in zip(videos[:4], expected, strict=True):
+            served = client.recognise_file(video)
+            assert served.glosses == [g["gloss"] for g in want]
+            assert served.start_s == pytest.approx([g["start"] for g in want], abs=1e-3)
+
+
+def test_a_graph_for_another_frame_size_is_refused_by_the_repository(checkpoint, int8_graph, tmp_path):
+    built = CliRunner().invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out",
+                                     str(tmp_path / "repo"), "--onnx", str(int8_graph), "--height", "80", "--width",
+                                     "80"])
+    assert built.exit_code == 1 and "takes 72x72 frames, the repository 80x80" in built.output
+    assert not (tmp_path / "repo").exists()
