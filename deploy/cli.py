@@ -112,7 +112,7 @@ def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: 
 
 
 def _calibration(checkpoint: Path, data: Path | None, count: int, height: int, width: int) -> list:
-    from qslr.deploy.export.int8_export import CalibrationError, calibration_clips, calibration_videos
+    from qslr.deploy.export.int8_export import CalibrationError, calibration_set
     from qslr.model.checkpoints import load_checkpoint
 
     if data is None:
@@ -120,7 +120,7 @@ def _calibration(checkpoint: Path, data: Path | None, count: int, height: int, w
         if not (data / "vocab.json").is_file():
             raise click.UsageError(f"{checkpoint}: its training data {data} is not here; give --calibration-data")
     try:
-        return calibration_clips(calibration_videos(data, count), height, width)
+        return calibration_set(data, count, height, width)
     except CalibrationError as exc:
         raise click.ClickException(str(exc)) from None
 

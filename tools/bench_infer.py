@@ -51,8 +51,7 @@ def bench_infer(checkpoint: Path | None, batches: tuple[int, ...], frames: int, 
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, onnx_path, height, width)
         int8_path = Path(tmp) / "model.int8.onnx"
-        calibration = int8_export.calibration_clips(int8_export.calibration_videos(data, calibration_clips), height,
-                                                    width)
+        calibration = int8_export.calibration_set(data, calibration_clips, height, width)
         int8_export.quantise_graph(onnx_path, int8_path, calibration)
         # The fp16 graph, as a TensorRT engine is built from it; onnxruntime's CPU kernels are float32, so here it
         # shows what the casts around them cost, not a speed-up.

@@ -153,7 +153,7 @@ def _int8_graph(checkpoint: Path, data: Path, folder: Path) -> Path:
     from qslr.deploy.export import int8_export
 
     spec = load_trained(checkpoint).input
-    clips = int8_export.calibration_clips(int8_export.calibration_videos(data, 16), spec.height, spec.width)
+    clips = int8_export.calibration_set(data, 16, spec.height, spec.width)
     return int8_export.export_int8(checkpoint, folder / "visual.int8.onnx", spec.height, spec.width, clips).path
 
 

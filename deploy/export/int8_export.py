@@ -35,7 +35,7 @@ from qslr.pipelines.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
 
-QUANTISED_OPS = ("Conv",)
+QUANTISED_OPS = ("Conv",)  # the frame encoder's and temporal CNN's; the classifiers are MatMul/Gemm
 CALIBRATION_WINDOW = 32  # frames a calibration run sees
 VIDEO_SUFFIXES = (".webm", ".mkv", ".mp4", ".avi", ".mov")
 
@@ -82,6 +82,11 @@ def calibration_clips(videos: Sequence[Path], height: int, width: int,
     return clips
 
 
+def calibration_set(source: str | Path, count: int, height: int, width: int) -> list[CalibrationClip]:
+    """`calibration_clips` of `calibration_videos`: what every INT8 export calibrates on."""
+    return calibration_clips(calibration_videos(source, count), height, width)
+
+
 class _ClipReader:
     """onnxruntime's CalibrationDataReader protocol: the clips cut into windows of one length, one window a run.
     The histogram calibrators (Entropy, Percentile) stack every run's tensors, which must therefore share a shape;
@@ -103,11 +108,6 @@ def _windows(frames: np.ndarray, window: int) -> list[np.ndarray]:
     return [frames[start:start + window] for start in range(0, len(frames) - window + 1, window)]
 
 
-def quantisable_nodes(graph: onnx.ModelProto) -> list[str]:
-    """The convolutions: the frame encoder's and the temporal CNN's (the classifiers are MatMul/Gemm)."""
-    return [node.name for node in graph.graph.node if node.op_type in QUANTISED_OPS]
-
-
 def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[CalibrationClip],
                    method: str = DEFAULT_METHOD) -> None:
     """Write ``fp32_graph`` (from `export_onnx`) with its convolutions quantised, calibrated on ``clips``."""
@@ -125,7 +125,7 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
     with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work, atomic_path(out) as tmp, _without_advice():
         staged = Path(work) / "int8.onnx"
         quantize_static(str(fp32_graph), str(staged), _ClipReader(clips), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTISED_OPS), nodes_to_quantize=quantisable_nodes(graph),
+                        op_types_to_quantize=list(QUANTISED_OPS),
                         per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calibrate,
                         # Biases stay float: TensorRT dequantizes only 8-bit and narrower types, never INT32.
