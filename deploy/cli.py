@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import click
@@ -105,6 +106,8 @@ def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: 
                f"{precision}" + (f" ({calibration_method} calibration on {len(clips)} clips)" if int8 else ""))
     for problem in tensorrt_problems(out):
         click.echo(f"warning: {problem}", err=True)
+    if int8:
+        _report_fusion(out)
     if check and int8:
         _check_int8(checkpoint, out, clips)
     elif check:
@@ -128,6 +131,17 @@ def _calibration(checkpoint: Path, data: Path | None, count: int, height: int, w
 # --int8: the least share of output steps whose greedy label the INT8 graph must keep, on the calibration clips.
 # The demo model keeps 99.9 % (0.45 % test WER either way); a misplaced scale or a padding leak keeps far fewer.
 INT8_AGREEMENT = 0.98
+
+
+def _report_fusion(graph: Path) -> None:
+    from qslr.deploy.export.qdq_layout import onnxruntime_fusion
+
+    with tempfile.TemporaryDirectory(prefix="qslr-fusion-") as work:
+        fusion = onnxruntime_fusion(graph, work)
+    click.echo(f"onnxruntime runs {fusion.int8} of {fusion.total} convolutions in INT8 (QLinearConv)")
+    if fusion.int8 < fusion.total:
+        click.echo(f"warning: {graph}: onnxruntime runs {fusion.total - fusion.int8} convolutions in float32 between "
+                   f"their DequantizeLinear and QuantizeLinear", err=True)
 
 
 def _check_int8(checkpoint: Path, out: Path, clips: list) -> None:

@@ -26,7 +26,8 @@ import onnx
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
-from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, onnx_session
+from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, onnx_session, read_metadata
+from qslr.deploy.export.qdq_layout import arrange_for_onnxruntime
 from qslr.deploy.served import served_from_checkpoint
 from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
 from qslr.deploy.serving.served_video import DecodedClip, clip_decoder
@@ -110,27 +111,21 @@ def _windows(frames: np.ndarray, window: int) -> list[np.ndarray]:
 
 def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[CalibrationClip],
                    method: str = DEFAULT_METHOD) -> None:
-    """Write ``fp32_graph`` (from `export_onnx`) with its convolutions quantised, calibrated on ``clips``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    """Write ``fp32_graph`` (from `export_onnx`) with its convolutions quantised, calibrated on ``clips``, in the
+    layout that onnxruntime runs in INT8 (`arrange_for_onnxruntime`)."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r} (known: {', '.join(CALIBRATION_METHODS)})")
-    graph = onnx.load(str(fp32_graph))
-    metadata = graph_metadata(graph)
+    metadata = read_metadata(fp32_graph)
     if metadata.get("qslr_precision", "fp32") != "fp32":
         raise ValueError(f"{fp32_graph}: quantisation starts from a float32 graph, this one is "
                          f"{metadata['qslr_precision']}")
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work, atomic_path(out) as tmp, _without_advice():
+    with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work, atomic_path(out) as tmp:
         staged = Path(work) / "int8.onnx"
-        quantize_static(str(fp32_graph), str(staged), _ClipReader(clips), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTISED_OPS),
-                        per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                        # Biases stay float: TensorRT dequantizes only 8-bit and narrower types, never INT32.
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+        quantise_convolutions(fp32_graph, staged, _ClipReader(clips), method)
         quantised = onnx.load(str(staged))
+        arrangement = arrange_for_onnxruntime(quantised, QUANTISED_OPS)
+        log.info("int8 layout: %d readers moved to the float tensor, %d quantisation pairs of their own",
+                 arrangement.float_readers, arrangement.own_pairs)
         del quantised.metadata_props[:]
         metadata.update({"qslr_precision": "int8", "qslr_int8_calibration": method,
                          "qslr_int8_calibration_clips": json.dumps([clip.name for clip in clips])})
@@ -140,16 +135,37 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
         onnx.save(quantised, str(tmp))
 
 
+def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, method: str = DEFAULT_METHOD) -> None:
+    """onnxruntime's static quantisation of ``fp32_graph``'s convolutions as TensorRT takes them (int8 weights per
+    output channel, int8 activations per tensor, zero points 0, float biases), calibrated on what ``reader`` (an
+    onnxruntime CalibrationDataReader) feeds; the layout is onnxruntime's quantiser's own."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    with _without_advice():
+        quantize_static(str(fp32_graph), str(out), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTISED_OPS),
+                        per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                        # Biases stay float: TensorRT dequantizes only 8-bit and narrower types, never INT32.
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+
+
 class _PreprocessingAdvice(logging.Filter):
+    # The second: a bias shared by several convolutions (the exporter de-duplicates equal constants) is read
+    # through an Identity; it matters only where biases are quantised, and here they stay float.
+    _MESSAGES = ("pre-processing before quantization", "to be an initializer")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        return not any(message in record.getMessage() for message in self._MESSAGES)
 
 
 @contextlib.contextmanager
 def _without_advice() -> Iterator[None]:
     """quantize_static advises onnxruntime's quant_pre_process on every call. It is left out on purpose: it
     rewrites the graph with onnxruntime's own optimisations, and this graph must stay what TensorRT imports (the
-    exporter has already folded BatchNorm into the convolutions)."""
+    exporter has already folded BatchNorm into the convolutions). Its warnings about float biases go too."""
     advice = _PreprocessingAdvice()
     logging.getLogger().addFilter(advice)
     try:

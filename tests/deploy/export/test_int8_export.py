@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ def int8_graph(checkpoint, tiny_corpus, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     assert f"int8 (minmax calibration on {CALIBRATION_CLIPS} clips)" in result.output
     assert "greedy labels agree on" in result.output
+    fused = re.search(r"onnxruntime runs (\d+) of (\d+) convolutions in INT8", result.output)
+    assert fused and fused[1] == fused[2] and int(fused[1]) >= 3, result.output
     return out
 
 
