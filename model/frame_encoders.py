@@ -117,14 +117,23 @@ def tiny_cnn_encoder(*, weights: str | None = None, channels: Sequence[int] = (8
     return encoder
 
 
-FRAME_ENCODERS: dict[str, Callable[..., FrameEncoder]] = {
+def _corrnet_encoder(**kw) -> nn.Module:
+    from qslr.model.corrnet import corrnet_encoder  # it builds on resnet_encoder above
+
+    return corrnet_encoder(**kw)
+
+
+FRAME_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": lambda **kw: resnet_encoder("resnet18", **kw),
     "resnet34": lambda **kw: resnet_encoder("resnet34", **kw),
     "tiny_cnn": tiny_cnn_encoder,
+    "corrnet_resnet18": _corrnet_encoder,
 }
 
 
-def build_frame_encoder(arch: str, weights: str | None = None, options: dict | None = None) -> FrameEncoder:
+def build_frame_encoder(arch: str, weights: str | None = None, options: dict | None = None) -> nn.Module:
+    """A per-frame encoder (`FrameEncoder`), or a clip-aware one (``clip_aware``: it also takes the clips'
+    lengths, its output at a frame depending on the clip's other frames) such as CorrNet's."""
     if arch not in FRAME_ENCODERS:
         raise ValueError(f"unknown frame encoder {arch!r} (known: {', '.join(FRAME_ENCODERS)})")
     try:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from qslr.model.classifier import make_classifier
-from qslr.model.frame_encoders import FrameEncoder, build_frame_encoder
+from qslr.model.frame_encoders import build_frame_encoder
 from qslr.model.sequence_model import BiLSTM
 from qslr.model.temporal_conv import TemporalConv
 
@@ -23,7 +23,7 @@ class ModelOutput:
 
 
 class SLRModel(nn.Module):
-    def __init__(self, num_classes: int, frame_encoder: FrameEncoder, temporal: TemporalConv, sequence: BiLSTM,
+    def __init__(self, num_classes: int, frame_encoder: nn.Module, temporal: TemporalConv, sequence: BiLSTM,
                  weight_norm: bool = False, shared: bool = False):
         super().__init__()
         self.num_classes = num_classes
@@ -39,9 +39,13 @@ class SLRModel(nn.Module):
 
     def encode_frames(self, videos: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) -> (B, T, D), running the CNN only on each sample's first ``lengths[i]`` frames,
-        so that BatchNorm statistics never see another sample's padding."""
+        so that BatchNorm statistics never see another sample's padding. A clip-aware encoder (CorrNet's) takes
+        the clips whole, with their lengths, and keeps to each clip's own frames itself."""
         batch, time = videos.shape[:2]
         valid = torch.arange(time, device=videos.device)[None, :] < lengths.to(videos.device)[:, None]
+        if getattr(self.frame_encoder, "clip_aware", False):
+            features = self.frame_encoder(videos.flatten(0, 1), lengths.to(videos.device))
+            return features.reshape(batch, time, -1) * valid[:, :, None].to(features.dtype)
         features = self.frame_encoder(videos[valid])
         framewise = features.new_zeros(batch, time, features.shape[-1])
         framewise[valid] = features

@@ -59,7 +59,9 @@ class ServedModel(nn.Module):
         padded_lengths = _round_up(lengths, self.stride) + self.margin
         # In eval mode BatchNorm uses its running statistics, so encoding every frame and zeroing those past
         # each clip equals encoding only the valid ones, without the data-dependent shapes of a boolean mask.
-        features = self.model.frame_encoder(images)
+        encoder = self.model.frame_encoder
+        # A clip-aware encoder (CorrNet's) is told where each clip's frames end; the rest are per frame.
+        features = encoder(images, padded_lengths) if getattr(encoder, "clip_aware", False) else encoder(images)
         features = features.reshape(lengths.shape[0], -1, features.shape[-1])
         valid = torch.arange(features.shape[1], device=frames.device)[None, :] < padded_lengths[:, None]
         features = features * valid[:, :, None].to(features.dtype)

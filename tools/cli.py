@@ -26,7 +26,7 @@ COMMANDS = {
     "features": LazyCommand("qslr.train.cli:features",
         "Write frame-wise features per video (<out>/<split>/<id>.npy and..."),
     "model": LazyCommand("qslr.model.cli:model",
-        "Inspect QSLR checkpoints and convert the original VAC code's."),
+        "Inspect QSLR checkpoints and convert the original VAC and CorrNet..."),
     "export": LazyCommand("qslr.deploy.cli:export",
         "Export a checkpoint to ONNX, TensorRT or torch-tensorrt."),
     "triton": LazyCommand("qslr.deploy.cli:triton",

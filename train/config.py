@@ -329,7 +329,10 @@ def load_config(preset: str | Path | None = None, overrides: Sequence[str] = ())
     """Defaults, then the preset's YAML, then the command-line overrides.
 
     Mapping-valued fields (loss weights, builder options) merge entry by entry at every level, so
-    ``loss.weights.Dist=25`` adds a term and keeps the others.
+    ``loss.weights.Dist=25`` adds a term and keeps the others. One exception: an override that changes the frame
+    encoder's ``arch`` and gives no ``options`` drops the preset's options, which belong to its own encoder
+    (``synthetic model.frame_encoder.arch=corrnet_resnet18`` builds CorrNet, not CorrNet given the small CNN's
+    channel widths).
     """
     data = ExperimentConfig().to_dict()
     if preset is not None:
@@ -338,4 +341,10 @@ def load_config(preset: str | Path | None = None, overrides: Sequence[str] = ())
         # Validate the YAML on its own first, so that its errors name the file.
         data = deep_merge(data, load_yaml(path))
         build(ExperimentConfig, data, str(path))
-    return build(ExperimentConfig, deep_merge(data, parse_overrides(overrides)), "command line")
+    changes = parse_overrides(overrides)
+    model_changes = changes.get("model")
+    encoder = model_changes.get("frame_encoder") if isinstance(model_changes, dict) else None
+    if isinstance(encoder, dict) and encoder.get("arch", data["model"]["frame_encoder"]["arch"]) != \
+            data["model"]["frame_encoder"]["arch"] and "options" not in encoder:
+        data["model"]["frame_encoder"]["options"] = {}
+    return build(ExperimentConfig, deep_merge(data, changes), "command line")

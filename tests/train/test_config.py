@@ -63,6 +63,32 @@ def test_phoenix_presets_hold_the_original_recipe():
     assert (smkd.model.classifier.weight_norm, smkd.model.classifier.shared) == (True, True)
 
 
+def test_corrnet_presets_hold_its_recipe():
+    smkd = load_config("phoenix2014-smkd")
+    for name, stages in (("phoenix2014-corrnet", [2, 3, 4]), ("phoenix2014t-corrnet", [2, 3, 4]),
+                         ("csl-daily-corrnet", [3, 4])):
+        config = load_config(name)
+        encoder = config.model.frame_encoder
+        assert (encoder.arch, encoder.weights, encoder.options) == ("corrnet_resnet18", "IMAGENET1K_V1",
+                                                                     {"stages": stages})
+        assert config.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0, "Dist": 25.0} and config.loss.temperature == 8
+        assert (config.model.classifier, config.model.temporal, config.model.sequence) == \
+            (smkd.model.classifier, smkd.model.temporal, smkd.model.sequence)
+    assert load_config("csl-daily-corrnet").data == load_config("csl-daily-smkd").data
+    assert load_config("phoenix2014t-corrnet").data.root == "data/phoenix2014t"
+
+
+def test_another_encoder_on_the_command_line_drops_the_preset_s_encoder_options():
+    assert load_config("synthetic").model.frame_encoder.options == {"channels": [8, 16, 32, 64]}
+    changed = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18"]).model.frame_encoder
+    assert (changed.arch, changed.options, changed.weights) == ("corrnet_resnet18", {}, None)
+    given = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18",
+                                      "model.frame_encoder.options.stages=[3, 4]"]).model.frame_encoder
+    assert given.options == {"channels": [8, 16, 32, 64], "stages": [3, 4]}  # options given: merged as ever
+    same = load_config("synthetic", ["model.frame_encoder.arch=tiny_cnn"]).model.frame_encoder
+    assert same.options == {"channels": [8, 16, 32, 64]}
+
+
 def test_priority_command_line_over_yaml_over_defaults(tmp_path):
     preset = tmp_path / "mine.yaml"
     preset.write_text("optim:\n  lr: 0.5\n  gamma: 0.3\n")
