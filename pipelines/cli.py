@@ -64,6 +64,36 @@ def synth(out: Path, workers: int | None, phoenix_raw: Path | None, overwrite: b
     _show(out, as_json)
 
 
+@data.command("concat")
+@click.option("--data", "root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A prepared dataset.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "dev", "test"]))
+@click.option("--clips", type=int, default=10, show_default=True, help="How many clips to join.")
+@click.option("--first", type=int, default=0, show_default=True, help="Position of the first clip in the split.")
+@click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The joined video (.webm for VP9, .mp4 for H.264); its reference goes beside it as .json.")
+def concat(root: Path, split: str, clips: int, first: int, codec: str, out: Path) -> None:
+    """Join clips of a split into one long video, with the reference: their glosses in order and where each
+    clip starts and ends."""
+    # Imported here: encoding pulls in PyAV, which the other data commands do not all need.
+    from qslr.pipelines.long_videos import CODECS, ConcatError, JoinedVideo, choose_clips, join_clips
+    from qslr.pipelines.prepared import DatasetFormatError, PreparedDataset
+    from qslr.pipelines.video_io import VideoDecodeError
+
+    suffix = CODECS[codec][2]
+    if out.suffix.lower() != suffix:
+        raise click.BadParameter(f"{out}: a {codec} video is written as {suffix}", param_hint="--out")
+    try:
+        dataset = PreparedDataset(root)
+        joined = join_clips(dataset, choose_clips(dataset, split, clips, first), out, codec)
+    except (ConcatError, DatasetFormatError, VideoDecodeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: {len(joined.parts)} clips, {joined.frames} frames ({joined.frames / joined.fps:.1f} s "
+               f"at {joined.fps:g} fps), {len(joined.glosses.split())} glosses; reference "
+               f"{JoinedVideo.reference_path(out)}")
+
+
 def _parse_size(value: str) -> tuple[int, int]:
     width, _, height = value.lower().partition("x")
     if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0

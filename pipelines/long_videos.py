@@ -1,0 +1,125 @@
+"""Long videos for testing and measuring recognition of videos of several sentences: clips of a prepared dataset's
+split joined into one file, with the reference beside it (the clips' glosses in order, and where each clip
+starts and ends in the joined video).
+
+The clips are decoded and re-encoded one at a time, so a joined video of any length never sits in memory whole.
+The file appears only when complete (written under a temporary name, then renamed), and its reference after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from qslr.pipelines.atomic_output import atomic_path, write_text_atomic
+from qslr.pipelines.prepared import PreparedDataset, VideoRecord
+from qslr.pipelines.video_io import Vp9Settings, read_video
+
+# codec -> (container format, FFmpeg encoder, file suffix)
+CODECS = {"vp9": ("webm", "libvpx-vp9", ".webm"), "h264": ("mp4", "libx264", ".mp4")}
+
+
+class ConcatError(ValueError):
+    """Clips that cannot be joined; the message names the clip or the request."""
+
+
+@dataclass(frozen=True)
+class JoinedPart:
+    id: str
+    glosses: str  # the clip's annotation, as in the dataset
+    first_frame: int  # where the clip starts in the joined video
+    frames: int
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class JoinedVideo:
+    video: str  # the file's name, beside its reference
+    codec: str
+    fps: float
+    frames: int
+    glosses: str  # every part's glosses in order: the reference for the whole video
+    parts: tuple[JoinedPart, ...]
+
+    @staticmethod
+    def reference_path(video: str | Path) -> Path:
+        return Path(video).with_suffix(".json")
+
+    @classmethod
+    def read(cls, video: str | Path) -> JoinedVideo:
+        data = json.loads(cls.reference_path(video).read_text(encoding="utf-8"))
+        return cls(**{**data, "parts": tuple(JoinedPart(**p) for p in data["parts"])})
+
+
+def choose_clips(dataset: PreparedDataset, split: str, count: int, first: int = 0) -> list[VideoRecord]:
+    """Clips ``first`` .. ``first + count - 1`` of ``split``, in the split's order."""
+    records = dataset.records(split)
+    if count < 1 or first < 0:
+        raise ConcatError(f"need at least one clip from a position of 0 or more, got {count} from {first}")
+    if first + count > len(records):
+        raise ConcatError(f"{dataset.root}: the {split} split has {len(records)} clips, {count} from position "
+                          f"{first} asked")
+    return records[first:first + count]
+
+
+def join_clips(dataset: PreparedDataset, records: Sequence[VideoRecord], out: str | Path, codec: str = "vp9"
+               ) -> JoinedVideo:
+    """Write ``records``' videos one after the other to ``out`` in ``codec``, and the reference beside it."""
+    if codec not in CODECS:
+        raise ConcatError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
+    out = Path(out)
+    parts: list[JoinedPart] = []
+    fps = records[0].fps
+    with atomic_path(out) as tmp:
+        written = _encode(tmp, codec, fps, _frames_of(dataset, records, parts))
+    joined = JoinedVideo(out.name, codec, fps, written, " ".join(r.glosses for r in records), tuple(parts))
+    write_text_atomic(JoinedVideo.reference_path(out), json.dumps(asdict(joined), indent=1) + "\n")
+    return joined
+
+
+def _frames_of(dataset: PreparedDataset, records: Sequence[VideoRecord], parts: list[JoinedPart]
+               ) -> Iterator[np.ndarray]:
+    """Each clip's frames in turn, recording where it lands; clips of another frame size or rate are refused."""
+    first_frame = 0
+    shape = None
+    fps = records[0].fps
+    for record in records:
+        frames, clip_fps = read_video(dataset.video_path(record))
+        if shape is None:
+            shape = frames.shape[1:]
+        if frames.shape[1:] != shape or abs((clip_fps or fps) - fps) > 1e-6:
+            raise ConcatError(f"{record.id}: {frames.shape[2]}x{frames.shape[1]} at {clip_fps:g} fps, the clips "
+                              f"before it are {shape[1]}x{shape[0]} at {fps:g} fps")
+        parts.append(JoinedPart(record.id, record.glosses, first_frame, len(frames), round(first_frame / fps, 6),
+                                round((first_frame + len(frames)) / fps, 6)))
+        first_frame += len(frames)
+        yield from frames
+
+
+def _encode(path: Path, codec: str, fps: float, frames: Iterator[np.ndarray]) -> int:
+    container_format, encoder, _ = CODECS[codec]
+    # The VP9 settings are the corpus's own (deterministic, every coded frame shown); x264 at a like quality.
+    options = (Vp9Settings().codec_options() if codec == "vp9" else
+               {"crf": "18", "preset": "veryfast", "threads": "1", "bf": "0"})
+    count = 0
+    with av.open(str(path), "w", format=container_format, options={"fflags": "+bitexact"}) as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001), options=options)
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.codec_context.flags |= av.codec.context.Flags.bitexact
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            count += 1
+        if stream is None:
+            raise ConcatError(f"{path}: no frames to write")
+        container.mux(stream.encode())
+    return count
