@@ -307,7 +307,19 @@ def triton() -> None:
 @click.option("--min-frames", type=int, default=ServedLimits.min_frames, show_default=True,
               help="Served limit: shorter clips are padded to it (a TensorRT engine's profile must start there).")
 @click.option("--max-frames", type=int, default=ServedLimits.max_frames, show_default=True,
-              help="Served limit: longer videos are refused.")
+              help="Served limit: frames per clip (cslr_frames, the visual model); longer videos go to cslr in "
+                   "windows of at most this many frames.")
+@click.option("--max-duration", type=float, default=ServedLimits.max_seconds, show_default=True,
+              help="Served limit: the longest video cslr takes, in seconds.")
+@click.option("--window", "window_frames", type=int, default=None,
+              help="cslr: frames per window of a longer video [default: the checkpoint's decode settings].")
+@click.option("--context", "context_frames", type=int, default=None,
+              help="cslr: frames of context on each side of a window's kept middle [default: the checkpoint's].")
+@click.option("--window-batch", type=int, default=None,
+              help="cslr: windows of a long video sent to the visual model at once [default: 4, or the visual "
+                   "model's batch limit if smaller].")
+@click.option("--cslr-instances", type=int, default=2, show_default=True,
+              help="cslr: videos worked on at once (a long one holds its instance until answered).")
 @click.option("--beam-size", type=int, default=None,
               help="Default beam (0: greedy) [default: the checkpoint's decode settings].")
 @click.option("--onnx", "visual_graph", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -316,20 +328,21 @@ def triton() -> None:
 @click.option("--overwrite", is_flag=True)
 def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, height: int | None,
                  width: int | None, overwrite: bool, min_frames: int, max_frames: int, max_batch_size: int,
-                 **options) -> None:
-    """A versioned repository: preprocess, visual, ctc_decoder and the cslr / cslr_frames ensembles."""
+                 max_duration: float, **options) -> None:
+    """A versioned repository: preprocess, visual, ctc_decoder, the cslr_clip / cslr_frames ensembles, and cslr
+    (a video of any length up to --max-duration)."""
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.pipelines.atomic_output import OutputExistsError
 
     height, width = _frame_size(checkpoint, height, width)
     try:
-        limits = ServedLimits(min_frames, max_frames, max_batch_size)
+        limits = ServedLimits(min_frames, max_frames, max_batch_size, max_duration)
         settings = RepositorySettings(visual=visual, limits=limits, **options)
         build_repository(checkpoint, out, settings, height, width, overwrite, engine)
     except (ValueError, KeyError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     served = f"{visual}, {options['visual_graph']}" if options["visual_graph"] else visual
-    click.echo(f"wrote {out}: models preprocess, visual ({served}), ctc_decoder, cslr, cslr_frames")
+    click.echo(f"wrote {out}: models preprocess, visual ({served}), ctc_decoder, cslr_clip, cslr, cslr_frames")
     needed = limits.shared_memory_bytes(height, width, max(options["preprocess_instances"],
                                                            options["visual_instances"]))
     click.echo(f"shared memory for full batches ({limits.max_batch} x {limits.max_frames} frames of {height}x{width}): "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,32 +125,89 @@ def _cannot_decode(name: str, exc: Exception) -> VideoDecodeError:
 
 def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
     """As `read_frames`, with the video's frame rate (0.0 where its container states none)."""
-    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
-    try:
-        name, container, stream = _open(source)
-        with container:
-            # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only
-            # compete with their workers for the same cores.
-            stream.thread_count = 1
-            decoded = []
+    with VideoReader(source) as reader:
+        chunks = list(reader.chunks(_WHOLE_VIDEO_CHUNK))
+        return (chunks[0] if len(chunks) == 1 else np.concatenate(chunks)), reader.fps
+
+
+# Frames decoded before each colour conversion when a video is read whole: the conversion's float copies of
+# a chunk are then small beside the video's own frames.
+_WHOLE_VIDEO_CHUNK = 256
+
+
+class VideoReader:
+    """A video's frames as RGB uint8 chunks (n, H, W, 3), decoded a chunk at a time, so that a long video is
+    never held whole. The checks of `read_frames` hold: a decoding failure part-way, or frames ending before
+    what the container declares, raise TruncatedVideoError naming how much could be read, after the chunks
+    before it have been given."""
+
+    def __init__(self, source: str | Path | bytes):
+        self.name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+        try:
+            self.name, self._container, self._stream = _open(source)
+        except (av.FFmpegError, IndexError, ValueError) as exc:
+            raise _cannot_decode(self.name, exc) from None
+        # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only compete
+        # with their workers for the same cores.
+        self._stream.thread_count = 1
+        self.fps = _frames_per_second(self._stream)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._container.close()
+
+    def chunks(self, size: int) -> Iterator[np.ndarray]:
+        count, last, as_planes, pending = 0, None, None, []
+        try:
             try:
-                for frame in container.decode(stream):
-                    decoded.append(frame)
+                for frame in self._container.decode(self._stream):
+                    if as_planes is None:
+                        as_planes = frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
+                    self._check_no_gap(last, frame, count)
+                    pending.append(frame)
+                    count, last = count + 1, frame
+                    if len(pending) == size:
+                        yield _to_rgb(pending, as_planes)
+                        pending = []
             except av.FFmpegError as exc:
-                if not decoded:
+                if not count:
                     raise
                 raise TruncatedVideoError(
-                    f"{name}: the video is truncated or incomplete: decoding failed after {len(decoded)} frames "
-                    f"({_seconds(decoded[-1], stream):.2f} s could be read): {exc}") from None
-            if not decoded:
-                raise VideoDecodeError(f"{name}: video has no frames")
-            _check_complete(name, container, stream, len(decoded), _seconds(decoded[-1], stream))
-            fps = _frames_per_second(stream)
-            if decoded[0].format.name == "yuv420p" and decoded[0].width % 2 == 0 and decoded[0].height % 2 == 0:
-                return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in decoded])), fps
-            return np.stack([f.to_ndarray(format="rgb24") for f in decoded]), fps
-    except (av.FFmpegError, IndexError, ValueError) as exc:
-        raise _cannot_decode(name, exc) from None
+                    f"{self.name}: the video is truncated or incomplete: decoding failed after {count} frames "
+                    f"({_seconds(last, self._stream):.2f} s could be read): {exc}") from None
+            if not count:
+                raise VideoDecodeError(f"{self.name}: video has no frames")
+            _check_complete(self.name, self._container, self._stream, count, _seconds(last, self._stream))
+            if pending:
+                yield _to_rgb(pending, as_planes)
+        except (av.FFmpegError, IndexError, ValueError) as exc:
+            raise _cannot_decode(self.name, exc) from None
+
+
+    def _check_no_gap(self, previous, frame, count: int) -> None:
+        """A damaged stretch of a file makes the demuxer skip to the next readable cluster, and FFmpeg's decoders
+        drop damaged frames, both without an error: the video then decodes shorter, with a jump in it."""
+        if previous is None or frame.pts is None or previous.pts is None:
+            return
+        until = _seconds(frame, self._stream) - _seconds_per_frame(frame, self._stream)  # where this frame starts
+        since = _seconds(previous, self._stream)
+        if until - since > max(MAX_GAP_SECONDS, MAX_GAP_FRAMES * _frame_period(self._stream)):
+            raise TruncatedVideoError(
+                f"{self.name}: the video is corrupt midway: it has no frames from {since:.2f} s to {until:.2f} s "
+                f"({count} frames before it could be read)")
+
+
+# A stretch without frames longer than both of these is damage, not a variable frame rate's slow moment.
+MAX_GAP_SECONDS = 1.0
+MAX_GAP_FRAMES = 10
+
+
+def _to_rgb(frames: list, as_planes: bool) -> np.ndarray:
+    if as_planes:
+        return yuv420p_to_rgb(np.stack([f.to_ndarray(format="yuv420p") for f in frames]))
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames])
 
 
 @dataclass(frozen=True)
@@ -207,12 +264,15 @@ def _frame_period(stream) -> float:
     return 1.0 / float(rate) if rate else 0.0
 
 
+def _seconds_per_frame(item, stream) -> float:
+    return float(item.duration * item.time_base) if item.duration else _frame_period(stream)
+
+
 def _seconds(item, stream) -> float:
     """Where the video's content ends with ``item`` (a frame or a packet): its start plus its duration."""
     if item.pts is None or item.time_base is None:
         return 0.0
-    duration = float(item.duration * item.time_base) if item.duration else _frame_period(stream)
-    return float(item.pts * item.time_base) + duration
+    return float(item.pts * item.time_base) + _seconds_per_frame(item, stream)
 
 
 def _check_complete(name: str, container, stream, count: int, end_seconds: float) -> None:

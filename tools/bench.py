@@ -15,6 +15,8 @@ BENCHMARKS = {
         "Decodes/s on one CPU core, all contenders on the same..."),
     "infer": LazyCommand("qslr.tools.bench_infer:bench_infer",
         "Served signature (uint8 frames -> log-probabilities) at several batch..."),
+    "long": LazyCommand("qslr.tools.bench_long:bench_long",
+        "Long videos in windows against their clips one by one: WER, gloss..."),
     "score": LazyCommand("qslr.tools.bench_score:bench_score",
         "Splits scored per second (normalisation, [EMPTY] filling, alignment)..."),
     "serve": LazyCommand("qslr.tools.bench_serve:bench_serve",

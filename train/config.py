@@ -134,6 +134,16 @@ class DecodeConfig:
     backend: str = _choice("flashlight", "flashlight", "ctcdecode")
     beam_size: int = _at_least(10, 1)
     beam_size_token: int = _at_least(40, 1)  # tokens expanded per frame (ctcdecode's cutoff_top_n)
+    # Videos longer than window_frames are recognised in windows overlapping by context_frames on each side
+    # (deploy/serving/buffered.py); both are multiples of the model's frames per output step. The defaults were
+    # chosen by measurement on the demo model (docs/benchmarks.md, "Long videos").
+    window_frames: int = _at_least(400, 8)
+    context_frames: int = _at_least(64, 0)
+
+    def search(self) -> dict[str, Any]:
+        """The beam search's own settings (CTCDecoder's keyword arguments)."""
+        return {"method": self.method, "backend": self.backend, "beam_size": self.beam_size,
+                "beam_size_token": self.beam_size_token}
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ def decode_split(model: SLRModel, config: ExperimentConfig, split: str, device: 
                  vocab: dict[str, int]) -> tuple[dict[str, Hypothesis], dict[str, Hypothesis]]:
     """(BiLSTM branch, conv branch) hypotheses per video id."""
     loader = make_loader(config, split, train=False, device=str(device), vocab=vocab)
-    decoder = CTCDecoder(vocab, **asdict(config.decode))
+    decoder = CTCDecoder(vocab, **config.decode.search())
     was_training = model.training
     model.eval()
     sequence: dict[str, Hypothesis] = {}

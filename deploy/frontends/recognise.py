@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +22,13 @@ import torch
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.serving.buffered import BufferedOutput, VisualRunner, WindowPlan, video_log_probs
 from qslr.deploy.serving.recognition import Recognition
 from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
-from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
-from qslr.deploy.serving.served_video import clip_decoder
+from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.temporal_padding import stride
 
 log = logging.getLogger(__name__)
-
-# uint8 frames (B, T, H, W, 3) and their counts (B,) -> log-probabilities (B, T', V) and valid steps (B,)
-VisualRunner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class ModelLoadError(ValueError):
@@ -46,10 +43,15 @@ class LocalModel:
     height: int
     width: int
     decoder: DecoderSettings
+    windows: WindowPlan  # how a video longer than one window is recognised
 
 
 def _decoder_settings(config: Mapping, kernels, fps: float | None) -> DecoderSettings:
     return DecoderSettings.for_model(config.get("decode", {}), stride(kernels), fps)
+
+
+def _window_plan(config: Mapping, kernels) -> WindowPlan:
+    return WindowPlan.for_model(config.get("decode", {}), stride(kernels))
 
 
 def frame_size(source: Path, stated: tuple[int | None, int | None], height: int | None,
@@ -77,7 +79,8 @@ def load_checkpoint_model(path: str | Path, height: int | None = None, width: in
             log_probs, steps = served(torch.from_numpy(frames), torch.from_numpy(lengths))
         return log_probs.numpy(), steps.numpy()
 
-    return LocalModel(path, run, extra["vocab"], *size, _decoder_settings(extra["config"], spec.kernels, spec.fps))
+    return LocalModel(path, run, extra["vocab"], *size, _decoder_settings(extra["config"], spec.kernels, spec.fps),
+                      _window_plan(extra["config"], spec.kernels))
 
 
 def load_onnx_model(path: str | Path, height: int | None = None, width: int | None = None,
@@ -111,15 +114,29 @@ def load_onnx_model(path: str | Path, height: int | None = None, width: int | No
         return log_probs, steps
 
     return LocalModel(path, run, json.loads(metadata["qslr_vocab"]), *size,
-                      _decoder_settings(config, kernels, spec.get("fps")))
+                      _decoder_settings(config, kernels, spec.get("fps")), _window_plan(config, kernels))
 
 
 class LocalRecogniser:
-    """Videos -> Recognitions, one video at a time, as the server's models would answer them."""
+    """Videos -> Recognitions, one video at a time, as the server's models would answer them.
 
-    def __init__(self, model: LocalModel, limits: ServedLimits | None = None):
+    A video of at most one window's frames runs whole, as the server runs it. A longer one, up to the limits'
+    duration, runs in overlapping windows (deploy/serving/buffered.py), ``window_batch`` windows to a model call,
+    its frames decoded a chunk at a time: memory follows the window, not the video. One window a call by default:
+    a model's activations for a batch of windows are what a long video costs (docs/benchmarks.md, "Long videos"),
+    and on a CPU a batch of windows runs no faster than the windows one after the other.
+    """
+
+    def __init__(self, model: LocalModel, limits: ServedLimits | None = None, windows: WindowPlan | None = None,
+                 window_batch: int = 1):
         self.model, self.limits = model, limits or ServedLimits()
-        self.clips = clip_decoder("pyav", model.height, model.width, self.limits)
+        self.windows = windows or model.windows
+        if self.windows.window > self.limits.max_frames:
+            raise ValueError(f"a window of {self.windows.window} frames is more than the served maximum of "
+                             f"{self.limits.max_frames} frames a clip")
+        if window_batch < 1:
+            raise ValueError(f"window_batch must be at least 1, got {window_batch}")
+        self.window_batch = window_batch
         self.decoder = ServedDecoder(model.vocab, model.decoder)
 
     def options(self, beam_size: int | None = None, top_k: int | None = None) -> DecodeOptions:
@@ -127,12 +144,15 @@ class LocalRecogniser:
         parameters = {names.BEAM_SIZE_PARAMETER: beam_size, names.TOP_K_PARAMETER: top_k}
         return self.decoder.options({key: value for key, value in parameters.items() if value is not None})
 
+    def outputs(self, video: str | Path) -> tuple[BufferedOutput, float]:
+        """The video's log-probabilities, whole or joined from windows, and its frame rate (0.0: none stated)."""
+        output, fps = video_log_probs(video, self.model.height, self.model.width, self.limits, self.windows,
+                                      self.model.run, self.window_batch, self.model.decoder.fps)
+        log.debug("%s: %d frames at %.3g fps, %d windows, %d output steps", video, output.frames, fps,
+                  output.windows, output.steps)
+        return output, fps
+
     def recognise(self, video: str | Path, options: DecodeOptions) -> Recognition:
         """One video file; a video that cannot be recognised raises the decoder's error (a ValueError)."""
-        (clip,) = self.clips.decode([Path(video)])
-        if isinstance(clip, Exception):
-            raise clip
-        frames = pad_to_minimum(clip.frames, self.limits.min_frames)[None]
-        log_probs, steps = self.model.run(frames, np.array([len(clip.frames)], dtype=np.int64))
-        log.debug("%s: %d frames at %.3g fps, %d output steps", video, len(clip.frames), clip.fps, steps[0])
-        return self.decoder.recognise(log_probs[0], int(steps[0]), len(clip.frames), clip.fps, options)
+        output, fps = self.outputs(video)
+        return self.decoder.recognise(output.log_probs, output.steps, output.frames, fps, options)

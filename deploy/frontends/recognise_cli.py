@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from qslr.deploy.serving.served_limits import ServedLimits
+
 
 @dataclass(frozen=True)
 class ReferenceCheck:
@@ -38,9 +40,15 @@ def check_reference(reference: list[str], hypothesis: list[str]) -> ReferenceChe
 
 
 def read_reference(value: str) -> list[str]:
-    """A --ref value: the glosses themselves, or a file holding them."""
+    """A --ref value: the glosses themselves, a file holding them, or the JSON reference of a joined video."""
     path = Path(value)
     text = path.read_text(encoding="utf-8") if path.is_file() else value
+    if path.is_file() and path.suffix == ".json":  # the reference `qslr data concat` writes beside a long video
+        try:
+            text = json.loads(text)["glosses"]
+        except (ValueError, KeyError, TypeError):
+            raise click.BadParameter(f"{value}: not a reference written by `qslr data concat` (no glosses)",
+                                     param_hint="--ref") from None
     glosses = text.split()
     if not glosses:
         raise click.BadParameter(f"{value!r} holds no glosses", param_hint="--ref")
@@ -107,9 +115,15 @@ def ctm_lines(utterance: str, result) -> list[str]:
               help="Also write the glosses to this CTM file, each video's id its file name without extension.")
 @click.option("--ref", "references", multiple=True,
               help="Reference glosses (or a file holding them) of each video, in order: WER and alignment.")
+@click.option("--window", type=int, default=None,
+              help="Frames per window for videos longer than one [default: the model's decode settings].")
+@click.option("--context", type=int, default=None,
+              help="Frames of context on each side of a window's kept middle [default: the model's].")
+@click.option("--max-duration", type=float, default=ServedLimits.max_seconds, show_default=True,
+              help="Longest video recognised, in seconds.")
 def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | None, beam_size: int | None,
               top_k: int | None, height: int | None, width: int | None, json_lines: bool, ctm: Path | None,
-              references: tuple[str, ...]) -> None:
+              references: tuple[str, ...], window: int | None, context: int | None, max_duration: float) -> None:
     """Recognise VIDEOS locally (no server): the glosses of each, with their time spans."""
     if (checkpoint is None) == (onnx is None):
         raise click.UsageError("give a model: --checkpoint or --onnx (one of them)")
@@ -122,12 +136,15 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     expected = [read_reference(value) for value in references] or [None] * len(videos)
 
     from qslr.deploy.frontends.recognise import LocalRecogniser, ModelLoadError, load_checkpoint_model, load_onnx_model
+    from qslr.deploy.serving.buffered import WindowPlan
     from qslr.pipelines.atomic_output import write_text_atomic
 
     try:
         model = load_checkpoint_model(checkpoint, height, width) if checkpoint else load_onnx_model(onnx, height,
                                                                                                     width)
-        recogniser = LocalRecogniser(model)
+        plan = WindowPlan(window or model.windows.window, model.windows.context if context is None else context,
+                          model.windows.stride)
+        recogniser = LocalRecogniser(model, ServedLimits(max_seconds=max_duration), plan)
         options = recogniser.options(beam_size, top_k)
     except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from None

@@ -13,10 +13,21 @@ window is one window: the path, and the log-probabilities, of recognising it who
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
+from qslr.pipelines.video_io import VideoProbe, VideoReader, probe_video, resize_frames
+from qslr.train.config import DecodeConfig
+
+# Frames decoded and resized at a time: a long video streams into its windows this many frames at once.
+CHUNK_FRAMES = 64
+
+# uint8 frames (B, T, H, W, 3) and their counts (B,) -> log-probabilities (B, T', V) and valid steps (B,)
+VisualRunner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,15 @@ class WindowPlan:
             raise ValueError(f"window {self.window} frames leaves no middle part after {self.context} frames of "
                              f"context on each side")
 
+    @classmethod
+    def for_model(cls, decode: Mapping, stride: int, window: int | None = None, context: int | None = None
+                  ) -> WindowPlan:
+        """The window and context asked for, else a training config's decode section's, else the defaults."""
+        # Checkpoints written before these settings existed take today's defaults.
+        default = DecodeConfig()
+        return cls(window or int(decode.get("window_frames", default.window_frames)),
+                   int(decode.get("context_frames", default.context_frames)) if context is None else context, stride)
+
     @property
     def middle(self) -> int:
         return self.window - 2 * self.context
@@ -49,19 +69,22 @@ class WindowPlan:
         """Output steps of a video of ``frames`` frames, recognised whole or in windows."""
         return math.ceil(frames / self.stride)
 
+    def window_at(self, index: int, frames: int | None = None) -> Window:
+        """Window ``index`` of a video of ``frames`` frames (None: of a video that goes on past it)."""
+        middle_start = index * self.middle
+        middle_stop = middle_start + self.middle
+        start, stop = max(0, middle_start - self.context), middle_stop + self.context
+        if frames is not None:
+            middle_stop, stop = min(middle_stop, frames), min(stop, frames)
+        first_step = start // self.stride
+        return Window(start, stop, middle_start // self.stride - first_step, self.steps(middle_stop) - first_step)
+
     def windows(self, frames: int) -> list[Window]:
         if frames < 1:
             raise ValueError(f"a video of {frames} frames has no windows")
         if frames <= self.window:
             return [Window(0, frames, 0, self.steps(frames))]
-        out = []
-        for middle_start in range(0, frames, self.middle):
-            middle_stop = min(middle_start + self.middle, frames)
-            start, stop = max(0, middle_start - self.context), min(frames, middle_stop + self.context)
-            first_step = start // self.stride
-            out.append(Window(start, stop, middle_start // self.stride - first_step,
-                              self.steps(middle_stop) - first_step))
-        return out
+        return [self.window_at(index, frames) for index in range(math.ceil(frames / self.middle))]
 
 
 def stitch(windows: Sequence[Window], log_probs: Sequence[np.ndarray], steps: Sequence[int]) -> np.ndarray:
@@ -75,3 +98,87 @@ def stitch(windows: Sequence[Window], log_probs: Sequence[np.ndarray], steps: Se
                              f"{window.keep_stop} expected")
         kept.append(output[window.keep_start:window.keep_stop])
     return np.concatenate(kept)
+
+
+@dataclass(frozen=True)
+class BufferedOutput:
+    log_probs: np.ndarray  # (T', V), the first ``steps`` valid: the whole video's output steps
+    steps: int
+    frames: int
+    windows: int  # 1: the video was recognised whole
+
+
+def _pad_batch(clips: Sequence[np.ndarray], min_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    longest = max(min_frames, *(len(clip) for clip in clips))
+    batch = np.zeros((len(clips), longest, *clips[0].shape[1:]), dtype=clips[0].dtype)
+    for row, clip in zip(batch, clips, strict=True):
+        row[:len(clip)] = clip
+    return batch, np.array([len(clip) for clip in clips], dtype=np.int64)
+
+
+def run_buffered(chunks: Iterable[np.ndarray], plan: WindowPlan, run: VisualRunner, batch: int = 4,
+                 min_frames: int = 16) -> BufferedOutput:
+    """A video's log-probabilities from its frames, given as chunks (n, H, W, 3) in order.
+
+    A video of at most ``plan.window`` frames runs whole, as one clip. A longer one runs as windows, ``batch``
+    of them to a call of ``run``; a window is cut as soon as its last frame has arrived, and the frames before
+    the next window's first are let go. So what is held is at most a batch of windows and one chunk, however
+    long the video: only the output steps, a few numbers per frame, grow with it.
+    """
+    held: np.ndarray | None = None
+    held_start = total = cut = 0  # held_start: the video frame held[0] is; cut: windows cut so far
+    pending: list[tuple[Window, np.ndarray]] = []
+    kept: list[np.ndarray] = []
+
+    def run_pending() -> None:
+        frames, lengths = _pad_batch([clip for _, clip in pending], min_frames)
+        log_probs, steps = run(frames, lengths)
+        kept.append(stitch([window for window, _ in pending], list(log_probs), steps.tolist()))
+        pending.clear()
+
+    def cut_window(window: Window) -> None:
+        nonlocal cut
+        pending.append((window, held[window.start - held_start:window.stop - held_start]))
+        cut += 1
+        if len(pending) == batch:
+            run_pending()
+
+    for chunk in chunks:
+        held = chunk if held is None else np.concatenate([held, chunk])
+        total += len(chunk)
+        if total <= plan.window:  # perhaps a short video, recognised whole
+            continue
+        while (window := plan.window_at(cut)).stop <= total:
+            cut_window(window)
+            next_start = plan.window_at(cut).start
+            held, held_start = held[next_start - held_start:], next_start
+    if held is None or not total:
+        raise ValueError("a video without frames has no output steps")
+    if total <= plan.window:
+        log_probs, steps = run(pad_to_minimum(held, min_frames)[None], np.array([total], dtype=np.int64))
+        return BufferedOutput(log_probs[0], int(steps[0]), total, 1)
+    windows = plan.windows(total)
+    for window in windows[cut:]:
+        cut_window(window)
+    if pending:
+        run_pending()
+    log_probs = np.concatenate(kept)
+    if len(log_probs) != plan.steps(total):
+        raise RuntimeError(f"{len(windows)} windows gave {len(log_probs)} steps for {total} frames, "
+                           f"{plan.steps(total)} expected")
+    return BufferedOutput(log_probs, len(log_probs), total, len(windows))
+
+
+def video_log_probs(video: bytes | str | Path, height: int, width: int, limits: ServedLimits, plan: WindowPlan,
+                    run: VisualRunner, window_batch: int, model_fps: float = 0.0,
+                    probe: VideoProbe | None = None) -> tuple[BufferedOutput, float]:
+    """An uploaded or local video's log-probabilities, whole or in windows, and its frame rate (0.0: none stated).
+
+    The container is read without decoding first (unless ``probe`` is that reading), so that a truncated video,
+    or one longer than ``limits.max_seconds`` (timed at ``model_fps`` when it states no rate), is refused before
+    any work. The frames are then decoded and resized a chunk at a time into the windows."""
+    probe = probe or probe_video(video)
+    limits.check_duration(probe.packets, probe.fps or model_fps)
+    with VideoReader(video) as reader:
+        chunks = (resize_frames(chunk, height, width) for chunk in reader.chunks(CHUNK_FRAMES))
+        return run_buffered(chunks, plan, run, window_batch, limits.min_frames), reader.fps

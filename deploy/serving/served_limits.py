@@ -1,4 +1,5 @@
-"""The served limits, defined once: how many frames one clip and how many clips one batch may hold.
+"""The served limits, defined once: how many frames one clip and how many clips one batch may hold, and how
+long a whole video recognised in windows (deploy/serving/buffered.py) may last.
 
 Every model of a repository follows them. `preprocess` and the python `visual` model refuse a longer clip,
 and pad a shorter one with blank frames up to the minimum (its length still counts only its own frames, so
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# A video stating no frame rate is timed at the rate of the corpora QSLR is trained on (Phoenix, CSL-Daily).
+RATE_WHEN_UNKNOWN = 25.0
+
 
 class ClipTooLongError(ValueError):
     """A clip has more frames than the served maximum."""
@@ -23,6 +27,7 @@ class ServedLimits:
     min_frames: int = 16
     max_frames: int = 400
     max_batch: int = 16
+    max_seconds: float = 600.0  # a whole video, recognised in windows of at most max_frames frames
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.max_frames:
@@ -30,6 +35,8 @@ class ServedLimits:
                              f"{self.max_frames}")
         if self.max_batch < 1:
             raise ValueError(f"served limits: max_batch must be at least 1, got {self.max_batch}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"served limits: max_seconds must be positive, got {self.max_seconds}")
 
     def batch_bytes(self, height: int, width: int) -> int:
         """Bytes of the largest batch of frames a model of the repository exchanges: uint8 (B, T, H, W, 3)."""
@@ -55,6 +62,20 @@ class ServedLimits:
         problem = self.too_long(frames)
         if problem:
             raise ClipTooLongError(problem)
+
+    def check_duration(self, frames: int, fps: float) -> None:
+        """Refuse a whole video lasting longer than ``max_seconds`` (``frames`` at ``fps``; 0: unknown)."""
+        rate = fps or RATE_WHEN_UNKNOWN
+        seconds = frames / rate
+        if seconds > self.max_seconds:
+            raise ClipTooLongError(f"video too long: it lasts {minutes(seconds)} ({frames} frames at {rate:g} fps"
+                                   f"{'' if fps else ', assumed'}), the served maximum is {minutes(self.max_seconds)}")
+
+
+def minutes(seconds: float) -> str:
+    """600.0 -> '10:00.0' (minutes and seconds)."""
+    whole, rest = divmod(seconds, 60)
+    return f"{int(whole)}:{rest:04.1f}"
 
 
 def pad_to_minimum(frames: np.ndarray, minimum: int) -> np.ndarray:

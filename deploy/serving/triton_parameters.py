@@ -23,7 +23,10 @@ def served_limits(args: dict) -> ServedLimits:
     """The repository's served limits, as the builder wrote them into every model's config."""
     config = json.loads(args["model_config"])
     parameters = model_parameters(args)
-    return ServedLimits(int(parameters["min_frames"]), int(parameters["max_frames"]), int(config["max_batch_size"]))
+    # Only `cslr`, which takes whole videos, states their longest duration.
+    max_seconds = float(parameters.get("max_seconds", ServedLimits.max_seconds))
+    return ServedLimits(int(parameters["min_frames"]), int(parameters["max_frames"]), int(config["max_batch_size"]),
+                        max_seconds)
 
 
 def failed_response(pb_utils, model: str, exc: Exception):

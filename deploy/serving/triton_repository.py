@@ -20,6 +20,7 @@ import onnx
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, graph_precision, read_metadata
 from qslr.deploy.export.tensorrt_engine import check_engine
+from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 from qslr.deploy.serving.served_decoding import DecoderSettings
@@ -30,7 +31,7 @@ from qslr.pipelines.temporal_padding import stride
 from qslr.train.checkpointing import load_trained
 
 SOURCES = package_folder("qslr.triton_repo")
-MODELS = ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")
+MODELS = ("preprocess", "visual", "ctc_decoder", "cslr_clip", "cslr", "cslr_frames")
 
 
 class RepositoryCheckError(ValueError):
@@ -59,6 +60,12 @@ class RepositorySettings:
     max_beam_size: int = 10
     beam_size_token: int | None = None
     max_top_k: int = 10  # the most alternatives a request may ask for (at most the widest beam)
+    # `cslr`, which takes whole videos: windows for videos longer than one (None: the checkpoint's decode
+    # settings), how many windows go to the visual model at once, and how many videos it works on at once.
+    window_frames: int | None = None
+    context_frames: int | None = None
+    window_batch: int | None = None  # None: 4, or the visual model's batch limit if smaller
+    cslr_instances: int = 2
     # A graph from `qslr export onnx` of this checkpoint (an INT8 or FP16 one, say) served by the onnxruntime
     # visual model instead of a float32 export made here.
     visual_graph: Path | None = None
@@ -77,6 +84,24 @@ def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per
     fps = json.loads(metadata.get("qslr_input", "{}")).get("fps")
     return asdict(DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size,
                                             settings.max_beam_size, settings.beam_size_token, settings.max_top_k))
+
+
+def _windows(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int, visual_batch: int
+             ) -> dict[str, object]:
+    decode = json.loads(metadata["qslr_config"]).get("decode", {})
+    plan = WindowPlan.for_model(decode, frames_per_step, settings.window_frames, settings.context_frames)
+    longest = settings.limits.max_frames - settings.limits.max_frames % frames_per_step
+    if settings.window_frames is None and plan.window > longest:  # the checkpoint's window, cut to the limits
+        plan = WindowPlan(longest, plan.context, frames_per_step)
+    if plan.window > settings.limits.max_frames:
+        raise ValueError(f"a window of {plan.window} frames is more than the served maximum of "
+                         f"{settings.limits.max_frames} frames a clip")
+    window_batch = min(4, visual_batch) if settings.window_batch is None else settings.window_batch
+    if not 1 <= window_batch <= visual_batch:
+        raise ValueError(f"the windows run at once must be 1..{visual_batch} (the visual model's batch limit), "
+                         f"got {window_batch}")
+    return {"window_frames": plan.window, "context_frames": plan.context, "window_batch": window_batch,
+            "max_seconds": settings.limits.max_seconds}
 
 
 def resolve_video_decoder(requested: str | None) -> str:
@@ -148,7 +173,8 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
-                  **_decoding(settings, metadata, stride(info.kernels))}
+                  **_decoding(settings, metadata, stride(info.kernels)),
+                  **_windows(settings, metadata, stride(info.kernels), visual_batch)}
         for name in MODELS:
             folder = root / name
             (folder / "1").mkdir(parents=True, exist_ok=True)
@@ -223,6 +249,9 @@ def _readme(checkpoint: Path, settings: RepositorySettings, values: dict) -> str
         f"{values['width']} uint8 frames |",
         f"| served limits | {limits.min_frames} to {limits.max_frames} frames per clip, {limits.max_batch} clips "
         f"per batch ({values['visual_max_batch_size']} in the visual model) |",
+        f"| whole videos (`cslr`) | up to {limits.max_seconds:g} s; longer than {values['window_frames']} frames in "
+        f"windows of {values['window_frames']} frames with {values['context_frames']} frames of context on each "
+        f"side, {values['window_batch']} windows at a time |",
         f"| dynamic batching | {batching} |",
         f"| default decoding | {'greedy' if int(values['beam_size']) == 0 else 'beam ' + str(values['beam_size'])}, "
         f"beam widths up to {values['max_beam_size']} per request |",

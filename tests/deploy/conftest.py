@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from served_settings import MAX_FRAMES
+from served_settings import MAX_FRAMES, MAX_SECONDS
 
 from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
@@ -18,7 +18,8 @@ from qslr.tools.damaged_videos import container_variants
 @pytest.fixture(scope="session")
 def repository(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("repo") / "cslr-repo"
-    settings = RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES), max_queue_delay_us=20000)
+    settings = RepositorySettings(limits=ServedLimits(max_frames=MAX_FRAMES, max_seconds=MAX_SECONDS),
+                                  max_queue_delay_us=20000)
     build_repository(checkpoint, out, settings, 72, 72)
     return out
 

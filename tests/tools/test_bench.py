@@ -84,13 +84,14 @@ def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp
         # Bit flips may leave a decodable video; every other kind is no video at all, or a cut one.
         assert set(run["corrupt_refused"]) >= {"random bytes", "text", "empty", "header alone",
                                                "truncated to a seventh", "truncated to a half"}, run
-        # Triton counts the requests each model answered: preprocess all 16 (a refusal is an answer of its
-        # own), the later stages the valid ones and the corrupt ones preprocess let through.
+        # Triton counts the requests each model answered: cslr (the python model every upload goes to) and
+        # preprocess all 16 (a refusal is an answer of its own), the later stages the valid ones and the corrupt
+        # ones preprocess let through.
         for model in ("preprocess", "visual", "ctc_decoder", "cslr"):
             stage = run["stages"][model]
-            assert stage["requests"] == (16 if model == "preprocess" else 8 + accepted), (name, model, stage)
+            assert stage["requests"] == (16 if model in ("preprocess", "cslr") else 8 + accepted), (name, model, stage)
             assert stage["compute_ms"] > 0
-            if "no batching" in name or model == "cslr":
+            if "no batching" in name:
                 assert stage["executions"] == stage["requests"], (name, model, stage)
             else:
                 assert 1 <= stage["executions"] <= stage["requests"]
@@ -146,3 +147,28 @@ def test_bench_corrupt_counts_every_valid_and_broken_request(checkpoint, tmp_pat
     assert sum(broken["corrupt_refused"].values()) + sum(broken["corrupt_answered"].values()) == 20
     # The first broken uploads sent are the ones nothing can be read from: all refused.
     assert {"random bytes", "text", "empty", "header alone"} <= set(broken["corrupt_refused"])
+
+
+def test_bench_long_scores_windows_against_clips_one_by_one(checkpoint, tiny_corpus, tmp_path):
+    out = tmp_path / "long.json"
+    result = CliRunner().invoke(cli, ["bench", "long", "--checkpoint", str(checkpoint), "--data", str(tiny_corpus[0]),
+                                      "--split", "train", "--clips", "2,4", "--window", "64,400", "--context", "0,16",
+                                      "--repeats", "1", "--memory-minutes", "1", "--serve-requests", "2",
+                                      "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    records = PreparedDataset(tiny_corpus[0]).records("train")
+    rows = data["accuracy"]
+    assert {(r["clips"], r["window"], r["context"]) for r in rows} == {
+        (n, w, c) for n in (2, 4) for w in (64, 400) for c in (0, 16)}
+    for row in rows:
+        assert row["videos"] == len(records) // row["clips"]
+        assert 0 <= row["boundary_repeats"] < row["videos"] * row["clips"]
+        # The baseline does not depend on the windows: the same clips, recognised alone.
+        assert row["wer_one_by_one"] == next(r["wer_one_by_one"] for r in rows if r["clips"] == row["clips"])
+    assert data["speed"]["ratio"] > 0 and data["speed"]["long_clips"] == 4
+    assert [round(m["minutes"]) for m in data["memory"]] == [0, 1]
+    assert all(m["peak_mib"] > 0 and m["whole_decode_peak_mib"] > 0 for m in data["memory"])
+    assert {(s["upload"], s["concurrency"]) for s in data["served"]} == {
+        (u, c) for u in ("one-minute video", "clips alone") for c in (1, 4)}
+    assert all(s["wrong"] == s["lost"] == s["failed"] == 0 for s in data["served"])

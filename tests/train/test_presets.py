@@ -82,4 +82,4 @@ def test_preset_trains_on_two_ranks_resumes_exports_and_serves(preset, tiny_corp
     result = runner.invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "repo")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "repo").iterdir() if p.is_dir()) == \
-           ["cslr", "cslr_frames", "ctc_decoder", "preprocess", "visual"]
+           ["cslr", "cslr_clip", "cslr_frames", "ctc_decoder", "preprocess", "visual"]

@@ -4,7 +4,7 @@ decoder recognises with the output steps each one spans."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ class VideoPosteriors:
 
 def checkpoint_decoder(trained: TrainedModel, beam_size: int | None = None) -> CTCDecoder:
     """The decoder of the checkpoint's config, with another beam width if given (0: greedy)."""
-    settings = asdict(trained.config.decode)
+    settings = trained.config.decode.search()
     if beam_size == 0:
         settings["method"] = "greedy"
     elif beam_size is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import uvicorn
 from playwright.sync_api import expect, sync_playwright
-from served_settings import MAX_FRAMES
+from served_settings import MAX_SECONDS
 
 from qslr.deploy.frontends.web.app import UploadLimits, create_app, readable
 from qslr.deploy.frontends.web.timeline import VideoTiming, read_timing
@@ -187,13 +187,15 @@ def test_a_vp8_webm_recording_without_a_duration_is_recognised(app_url, referenc
 
 
 def test_bad_videos_get_the_servers_message_readably(app_url, reference, videos, tmp_path):
-    long_video = tmp_path / "long.webm"
-    write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 20)), FPS)
+    too_long = tmp_path / "too-long.webm"
+    frames = int(MAX_SECONDS * FPS) + FPS
+    write_vp9(too_long, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(frames)), FPS)
     whole = videos[0].read_bytes()
     good = reference.recognise_bytes(whole).glosses
     cases = [(b"definitely not a video" * 20, "cannot decode video"),
              (whole[: int(len(whole) * 0.6)], "truncated or incomplete: .* could be read"),
-             (long_video.read_bytes(), f"video too long: {MAX_FRAMES + 20} frames, the served maximum is {MAX_FRAMES}")]
+             (too_long.read_bytes(), rf"video too long: it lasts 0:{MAX_SECONDS + 1:04.1f} \({frames} frames at "
+                                     rf"{FPS} fps\), the served maximum is 0:{MAX_SECONDS:04.1f}")]
     for data, message in cases:
         response = _upload(app_url, data)
         assert response.status == 422, response.body

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from served_settings import MAX_FRAMES
+from served_settings import MAX_FRAMES, MAX_SECONDS
 
 import qslr.deploy.serving.server as server_module
 from qslr.deploy import tensor_names as names
@@ -208,13 +208,18 @@ def _cut(video: Path, share: float) -> bytes:
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tmp_path):
     client = CslrClient(server.http_url)
     good = client.recognise_file(videos[0])
-    long_video = tmp_path / "long.webm"
-    write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 20)), 25)
+    too_long = tmp_path / "too-long.webm"
+    frames = int(MAX_SECONDS * 25) + 25
+    write_vp9(too_long, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(frames)), 25)
     cases = [
         (lambda: client.recognise_bytes(b"definitely not a video" * 20), "cannot decode video"),
         (lambda: client.recognise_bytes(Path(videos[0]).read_bytes()[:300]), "preprocess"),
         (lambda: client.recognise_bytes(_cut(videos[0], 0.6)), "truncated or incomplete: .* could be read"),
-        (lambda: client.recognise_file(long_video),
+        (lambda: client.recognise_file(too_long),
+         rf"cslr: video too long: it lasts 0:{MAX_SECONDS + 1:04.1f} \({frames} frames at 25 fps\), the served "
+         rf"maximum is 0:{MAX_SECONDS:04.1f}"),
+        # Raw frames are a clip: cslr_frames takes at most the served frames, as the visual model does.
+        (lambda: client.recognise_frames(np.zeros((MAX_FRAMES + 20, 72, 72, 3), np.uint8)),
          f"video too long: {MAX_FRAMES + 20} frames, the served maximum is {MAX_FRAMES}"),
         (lambda: client.recognise_frames(np.zeros((10, 50, 72, 3), np.uint8)), "shape"),
         (lambda: client.recognise_file(videos[0], beam_size=99), "beam_size must be an integer in 0..10"),
@@ -243,9 +248,9 @@ def _batched_share(server, model: str) -> tuple[int, int]:
 def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path):
     client = CslrClient(server.http_url)
     expected = {video: client.recognise_file(video).glosses for video in videos[:4]}
-    long_video = tmp_path / "long.webm"
-    write_vp9(long_video, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(MAX_FRAMES + 5)), 25)
-    bad = [(lambda: long_video.read_bytes(), {}, "video too long"),
+    too_long = tmp_path / "too-long.webm"
+    write_vp9(too_long, (np.full((72, 72, 3), i % 255, np.uint8) for i in range(int(MAX_SECONDS * 25) + 5)), 25)
+    bad = [(lambda: too_long.read_bytes(), {}, "video too long: it lasts"),
            (lambda: b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4, {}, "cannot decode video"),
            (lambda: _cut(videos[0], 0.6), {}, "truncated or incomplete"),
            (lambda: videos[1].read_bytes(), {"beam_size": -1}, "beam_size must be an integer"),
@@ -267,13 +272,14 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
                 result = one.recognise_file(source, **options)
                 return result.glosses == expected[source] and len(result.alternatives) <= options.get("top_k", 1)
             one.recognise_bytes(source(), **options)
-            return False
+            return "answered"
         except Exception as exc:  # noqa: BLE001 - RecognitionError or tritonclient's own
-            return kind == "bad" and re.search(message, str(exc)) is not None
+            return (kind == "bad" and re.search(message, str(exc)) is not None) or str(exc)
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         outcomes = list(pool.map(run, jobs))
-    assert all(outcomes), [job[0] for job, ok in zip(jobs, outcomes, strict=True) if not ok]
+    assert all(outcome is True for outcome in outcomes), [
+        (job[0], job[3], outcome) for job, outcome in zip(jobs, outcomes, strict=True) if outcome is not True]
     # The requests really were batched together: fewer executions than requests in some model.
     after = {model: _batched_share(server, model) for model in before}
     assert any((after[m][0] - before[m][0]) > (after[m][1] - before[m][1]) for m in before), (before, after)
@@ -307,7 +313,7 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
         (tritonserver,) = [pid for pid, args in server_module.child_processes(serve.pid).items()
                            if args[0].endswith("tritonserver")]
         stubs = {model: pid for pid, model in server_module.python_stubs(tritonserver).items()}
-        assert set(stubs) == {"preprocess", "visual", "ctc_decoder"}
+        assert set(stubs) == {"preprocess", "visual", "ctc_decoder", "cslr"}
         os.kill(stubs["preprocess"], signal.SIGKILL)
         started = time.monotonic()
         with pytest.raises(Exception):  # noqa: B017 - an error, not a hang: "not healthy", or the server gone

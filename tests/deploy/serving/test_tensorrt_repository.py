@@ -69,7 +69,7 @@ def test_the_tensorrt_config_describes_the_exported_graph(tensorrt_repository, e
 
 
 def test_every_model_follows_the_same_served_limits(tensorrt_repository):
-    for name in ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames"):
+    for name in ("preprocess", "visual", "ctc_decoder", "cslr_clip", "cslr", "cslr_frames"):
         config = read_config(tensorrt_repository / name / "config.pbtxt")
         assert config.max_batch_size == LIMITS.max_batch, name
         if "max_frames" in config.parameters:
@@ -118,7 +118,7 @@ def test_the_builder_refuses_an_engine_without_its_record(checkpoint, tmp_path):
 
 def test_the_python_server_refuses_a_tensorrt_repository_in_one_line(tensorrt_repository):
     assert required_backends(tensorrt_repository) == {"visual": "tensorrt", "preprocess": "python",
-                                                      "ctc_decoder": "python"}
+                                                      "ctc_decoder": "python", "cslr": "python"}
     with pytest.raises(ServerError) as error:
         TritonServer(tensorrt_repository, Ports(free_port(), free_port(), free_port())).start()
     assert "visual needs the tensorrt backend" in str(error.value) and TRITON_CONTAINER in str(error.value)
@@ -142,8 +142,10 @@ def test_the_visual_models_batch_may_be_set_below_the_served_one(checkpoint, tmp
     out = build_repository(checkpoint, tmp_path / "r", settings, 72, 72,
                            engine=engine_file(tmp_path, profile=ShapeRange(1, 2, 2, 16, 140, 240)))
     batches = {name: read_config(out / name / "config.pbtxt").max_batch_size
-               for name in ("preprocess", "visual", "ctc_decoder", "cslr", "cslr_frames")}
-    assert batches == {"preprocess": 8, "visual": 2, "ctc_decoder": 8, "cslr": 2, "cslr_frames": 2}
+               for name in ("preprocess", "visual", "ctc_decoder", "cslr_clip", "cslr", "cslr_frames")}
+    assert batches == {"preprocess": 8, "visual": 2, "ctc_decoder": 8, "cslr_clip": 2, "cslr": 2, "cslr_frames": 2}
+    parameters = read_config(out / "cslr" / "config.pbtxt").parameters
+    assert parameters["window_batch"].string_value == "2"  # no more windows at once than the visual model takes
     with pytest.raises(EngineMismatchError, match="ends at batch 2, the served maximum is 4"):
         build_repository(checkpoint, tmp_path / "r4", RepositorySettings(visual="tensorrt", limits=LIMITS,
                                                                          visual_max_batch=4), 72, 72,

@@ -1,0 +1,137 @@
+"""Triton python model `cslr`: an uploaded video of any length -> its glosses, by business logic scripting.
+
+A video of at most one window's frames goes to the `cslr_clip` ensemble (preprocess -> visual -> ctc_decoder)
+as it is: the path, and the answer, of a clip. The videos of a batch are sent to it together, so that its
+models batch them as they would batch the clips of an ensemble request. A longer video, up to the served
+duration, is decoded here a chunk at a time into overlapping windows (deploy/serving/buffered.py); `visual` runs
+them a batch of windows at a time, and `ctc_decoder` decodes the joined log-probabilities once, so the spans are
+in the whole video's seconds. Each request gets its own answer or its own error.
+
+Why scripting, not an ensemble: an ensemble passes one request's tensors from step to step, and a step cannot
+turn one upload into a batch of windows, nor join their outputs; a model that calls the others can, and a
+clip still takes the ensemble unchanged.
+"""
+
+import asyncio
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from qslr.deploy import tensor_names as names
+from qslr.deploy.serving.buffered import WindowPlan, video_log_probs
+from qslr.deploy.serving.served_video import isolated
+from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits
+from qslr.pipelines.video_io import probe_video
+
+OUTPUTS = [names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
+           names.ALTERNATIVES, names.ALTERNATIVE_SCORES]
+
+
+def _answer(response):
+    """A response of a model called here, as this model's response: its outputs, or its error. The error is the
+    failing model's own message ("preprocess: video too long ..."), as an ensemble request got it; a video
+    refused here (an exception) is named as `cslr`'s."""
+    if isinstance(response, Exception):
+        return failed_response(pb_utils, "cslr", response)
+    if response.has_error():
+        message = re.sub(r"^in ensemble '[^']*',\s*", "", response.error().message())
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+    return pb_utils.InferenceResponse(output_tensors=[
+        pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(response, name).as_numpy()) for name in OUTPUTS])
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = model_parameters(args)
+        self.limits = served_limits(args)
+        self.height, self.width = int(parameters["height"]), int(parameters["width"])
+        self.model_fps = float(parameters["fps"])
+        self.plan = WindowPlan(int(parameters["window_frames"]), int(parameters["context_frames"]),
+                               int(parameters["frames_per_step"]))
+        self.window_batch = int(parameters["window_batch"])
+        # Long videos are decoded on these threads, so that the event loop goes on sending the calls of the
+        # batch's other videos (and of the windows) meanwhile.
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cslr-windows")
+        self.logger = pb_utils.Logger
+
+    def finalize(self):
+        self.pool.shutdown(wait=True)
+
+    async def execute(self, requests):
+        loop = asyncio.get_running_loop()
+        calls = [self._call(request, loop) for request in requests]
+        return [_answer(answer) for answer in await asyncio.gather(*calls)]  # in the requests' order
+
+    def _call(self, request, loop):
+        """What answers ``request``: the clip ensemble's call, a long video's work on the pool, or (whatever went
+        wrong in building either) its own error."""
+        try:
+            video = pb_utils.get_input_tensor_by_name(request, names.VIDEO)
+            data = video.as_numpy().reshape(-1).tobytes()
+            probe = isolated(data, lambda: probe_video(data))
+            if isinstance(probe, Exception) or probe.packets <= self.plan.window:
+                # A clip, or a video the ensemble's decoder refuses with the error a clip gets.
+                return pb_utils.InferenceRequest(
+                    model_name="cslr_clip", inputs=[pb_utils.Tensor(names.VIDEO, video.as_numpy())],
+                    requested_output_names=OUTPUTS, parameters=_parameters(request)).async_exec()
+            return loop.run_in_executor(self.pool, self._in_windows, request, data, probe, loop)
+        except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
+            return asyncio.sleep(0, result=exc)
+
+    def _in_windows(self, request, data: bytes, probe, loop):
+        """On a pool thread: the video's windows through `visual`, then `ctc_decoder` on the joined output."""
+        def work():
+            return video_log_probs(data, self.height, self.width, self.limits, self.plan,
+                                   lambda frames, lengths: self._visual(frames, lengths, loop), self.window_batch,
+                                   self.model_fps, probe)
+
+        result = isolated(data, work)
+        if isinstance(result, Exception):
+            self.logger.log_warn(f"cslr: {result}")
+            return result
+        output, fps = result
+        inputs = [(names.LOG_PROBS, np.ascontiguousarray(output.log_probs[None], dtype=np.float32)),
+                  (names.OUTPUT_LENGTHS, np.array([[output.steps]], dtype=np.int64)),
+                  (names.LENGTHS, np.array([[output.frames]], dtype=np.int64)),
+                  (names.FPS, np.array([[fps]], dtype=np.float32))]
+        (decoded,) = _on_loop(loop, [("ctc_decoder", inputs, OUTPUTS, _parameters(request))])
+        return decoded
+
+    def _visual(self, frames: np.ndarray, lengths: np.ndarray, loop):
+        """The served signature over a batch of windows: one request each (the visual model takes a clip a
+        request), sent together so that its dynamic batcher runs them as one batch."""
+        calls = [("visual", [(names.FRAMES, frames[i:i + 1]), (names.LENGTHS, lengths[i:i + 1, None])],
+                  [names.LOG_PROBS, names.OUTPUT_LENGTHS], {}) for i in range(len(frames))]
+        outputs, steps = [], []
+        for response in _on_loop(loop, calls):
+            if response.has_error():
+                raise RuntimeError(response.error().message())
+            outputs.append(pb_utils.get_output_tensor_by_name(response, names.LOG_PROBS).as_numpy()[0])
+            steps.append(int(pb_utils.get_output_tensor_by_name(response, names.OUTPUT_LENGTHS).as_numpy()
+                             .reshape(-1)[0]))
+        log_probs = np.zeros((len(outputs), max(len(o) for o in outputs), outputs[0].shape[-1]), dtype=np.float32)
+        for row, output in zip(log_probs, outputs, strict=True):
+            row[:len(output)] = output
+        return log_probs, np.array(steps, dtype=np.int64)
+
+
+def _parameters(request) -> dict:
+    """The request's parameters, to pass on. A BLS request takes bool, int and str values only: any other
+    (a float beam width, say) goes on as text, for the decoder to refuse by name."""
+    return {key: value if isinstance(value, (bool, int, str)) else json.dumps(value)
+            for key, value in json.loads(request.parameters() or "{}").items()}
+
+
+def _on_loop(loop, calls):
+    """BLS calls (model, [(input name, array)], output names, request parameters) made together on the model's
+    event loop from a pool thread; their responses, in order."""
+    async def send():
+        return await asyncio.gather(*(pb_utils.InferenceRequest(
+            model_name=model, inputs=[pb_utils.Tensor(name, value) for name, value in inputs],
+            requested_output_names=list(outputs), parameters=parameters).async_exec()
+            for model, inputs, outputs, parameters in calls))
+
+    return asyncio.run_coroutine_threadsafe(send(), loop).result()
