@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -22,21 +21,21 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
-from served_settings import MAX_SECONDS
+from served_settings import MAX_FRAMES, MAX_SECONDS
 
 from qslr.deploy.frontends.web.app import UploadLimits, create_app, readable
+from qslr.deploy.frontends.web.in_thread import serving_in_thread
 from qslr.deploy.frontends.web.timeline import VideoTiming, read_timing
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import free_port, port_in_use
-from qslr.pipelines.atomic_output import write_bytes_atomic
+from qslr.pipelines.long_videos import choose_clips, join_clips
+from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_frames, write_vp9
 
 FPS = 25  # the synthetic corpus's frame rate
 STRIDE = 4
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "web.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  # A synthetic camera, granted without asking: the page's recording path runs headless.
@@ -48,23 +47,6 @@ def reference(server):
     client = CslrClient(server.http_url)
     yield client
     client.close()
-
-
-@contextlib.contextmanager
-def _page_server(app):
-    """The app under uvicorn on a free local port, in a thread: the same HTTP stack the page is served with."""
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not web.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{web.config.port}/"
-    finally:
-        web.should_exit = True
-        thread.join(timeout=30)
 
 
 @dataclass(frozen=True)
@@ -85,7 +67,7 @@ def _request(url: str, path: str, data=None, headers=None) -> Answer:
 @pytest.fixture(scope="module")
 def app_url(server):
     # Frames per output step as the repository states it (the spans below are checked against STRIDE).
-    with _page_server(create_app(lambda: CslrClient(server.http_url), UploadLimits(max_bytes=2**20))) as url:
+    with serving_in_thread(create_app(lambda: CslrClient(server.http_url), UploadLimits(max_bytes=2**20))) as url:
         yield url
 
 
@@ -224,7 +206,7 @@ def test_uploads_too_large_or_not_a_video_are_refused_before_the_server(app_url)
 
 
 def test_an_unreachable_server_is_told_apart_from_a_refused_video(videos):
-    with _page_server(create_app(lambda: CslrClient(f"127.0.0.1:{free_port()}", timeout=5))) as url:
+    with serving_in_thread(create_app(lambda: CslrClient(f"127.0.0.1:{free_port()}", timeout=5))) as url:
         response = _upload(url, videos[0].read_bytes())
     assert response.status == 502 and "cannot be reached" in response.body["error"]
 
@@ -278,7 +260,7 @@ def _settings_or_none(url: str) -> dict | None:
 
 @pytest.fixture(scope="module")
 def page_url(server):
-    with _page_server(create_app(lambda: CslrClient(server.http_url), UploadLimits())) as url:
+    with serving_in_thread(create_app(lambda: CslrClient(server.http_url), UploadLimits())) as url:
         yield url
 
 
@@ -339,13 +321,6 @@ def test_the_page_shows_the_servers_glosses_seeks_to_them_and_explains_errors(br
         _until(page, "start => Math.abs(document.getElementById('video').currentTime - start) < 0.05", start)
         expect(chip).to_have_class(re.compile(r"\bactive\b"))
         assert problems == []
-        if os.environ.get("QSLR_UPDATE_SCREENSHOT") == "1":
-            # The frame at the gloss, without the player's loading spinner over it.
-            _until(page, "() => !document.getElementById('video').seeking"
-                         " && document.getElementById('video').readyState >= 3")
-            page.mouse.move(0, 0)
-            page.wait_for_timeout(1000)
-            write_bytes_atomic(SCREENSHOT, page.screenshot(full_page=True))
 
         page.eval_on_selector("#beam", "beam => { beam.value = '0'; beam.dispatchEvent(new Event('input'));"
                                        " beam.dispatchEvent(new Event('change')); }")
@@ -360,6 +335,38 @@ def test_the_page_shows_the_servers_glosses_seeks_to_them_and_explains_errors(br
         assert page.is_hidden("#timeline") and _shown_glosses(page) == []
         # The browser logs the refused request itself (422); nothing else may fail.
         assert [p for p in problems if "422" not in p] == []
+
+
+@pytest.mark.slow
+def test_a_long_video_s_timeline_scrolls_zooms_and_follows_the_video(browser, page_url, reference, tiny_corpus,
+                                                                      tmp_path):
+    dataset = PreparedDataset(tiny_corpus[0])
+    long_video = tmp_path / "long.webm"
+    joined = join_clips(dataset, choose_clips(dataset, "train", len(dataset.records("train"))), long_video)
+    expected = reference.recognise_file(long_video, 10)  # in windows: longer than the served frames
+    assert joined.frames > MAX_FRAMES and expected.glosses
+    with _watched_page(browser, page_url, viewport={"width": 600, "height": 780}) as (page, problems):
+        page.set_input_files("#file", str(long_video))
+        expect(page.locator("#status")).to_contain_text("latency", timeout=60_000)
+        assert _shown_glosses(page) == expected.glosses
+        lane = "document.getElementById('lane')"
+        view = "document.getElementById('timeline')"
+        # Laid out at 150 px a second or more (a gloss, about 0.3 s, then shows its name): wider than the page,
+        # so the lane scrolls and the zoom shows.
+        width = page.evaluate(f"{lane}.clientWidth")
+        assert width >= 150 * joined.frames / joined.fps - 1 > page.evaluate(f"{view}.clientWidth")
+        assert page.is_visible("#zoom")
+        page.eval_on_selector("#zoom", "zoom => { zoom.value = '20'; zoom.dispatchEvent(new Event('input')); }")
+        assert page.evaluate(f"{lane}.clientWidth") == pytest.approx(4 * width, rel=0.01)
+        assert "x4.0" in page.text_content("#zoom-value")
+        # Playing on to the last gloss scrolls the lane to it.
+        assert page.evaluate(f"{view}.scrollLeft") == 0
+        page.evaluate("time => { document.getElementById('video').currentTime = time; }", expected.start_s[-1])
+        _until(page, f"() => {view}.scrollLeft > 0")
+        playhead = page.locator("#playhead").bounding_box()
+        box = page.locator("#timeline").bounding_box()
+        assert box["x"] <= playhead["x"] <= box["x"] + box["width"]
+        assert problems == []
 
 
 @pytest.mark.slow

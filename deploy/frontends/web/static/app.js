@@ -41,10 +41,16 @@ function choose(blob, name) {
   recognise();
 }
 
+// Seconds of video that fit the page before the lane scrolls: a longer video is laid out at least this
+// many pixels a second, so that its glosses (about half a second each) stay readable; the zoom widens it.
+const READABLE_PX_PER_S = 150;
+const MIN_TICK_GAP_PX = 80;
+
 function clearResult() {
   track.replaceChildren();
   $("axis").replaceChildren();
   $("timeline").hidden = true;
+  $("zoom-control").hidden = true;
   $("sentence").textContent = "";
 }
 
@@ -113,8 +119,8 @@ function show(answer, roundTrip) {
   const playhead = document.createElement("div");
   playhead.id = "playhead";
   track.append(playhead);
-  drawAxis(state.duration);
   $("timeline").hidden = false;
+  layOut();
   $("sentence").textContent = glosses.length ? glosses.map((g) => g.gloss).join(" ") : "(no glosses recognised)";
   const beamText = answer.beam_size === 0 ? "greedy" : `beam ${answer.beam_size}`;
   setStatus(`${glosses.length} gloss${glosses.length === 1 ? "" : "es"} · ${beamText} · ` +
@@ -123,9 +129,23 @@ function show(answer, roundTrip) {
   markPlaying(video.currentTime || 0);
 }
 
-function drawAxis(duration) {
-  const steps = [0.25, 0.5, 1, 2, 5, 10, 15, 30, 60];
-  const step = steps.find((s) => duration / s <= 10) || 120;
+// The lane's width for the video's duration and the zoom (each step of it 2^(1/10) wider), then its time axis.
+function layOut() {
+  const view = $("timeline").clientWidth || 1;
+  const fit = view / state.duration;
+  const base = Math.max(fit, READABLE_PX_PER_S);
+  const pxPerSecond = base * 2 ** (Number($("zoom").value) / 10);
+  $("lane").style.width = `${Math.max(view, pxPerSecond * state.duration)}px`;
+  $("zoom-control").hidden = pxPerSecond * state.duration <= view;
+  $("zoom-value").textContent = Number($("zoom").value) ? `x${(pxPerSecond / base).toFixed(1)}` : "fit";
+  $("axis").replaceChildren();
+  drawAxis(state.duration, Math.max(view, pxPerSecond * state.duration) / state.duration);
+  markPlaying(video.currentTime || 0);
+}
+
+function drawAxis(duration, pxPerSecond) {
+  const steps = [0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300];
+  const step = steps.find((s) => s * pxPerSecond >= MIN_TICK_GAP_PX) || 600;
   for (let t = 0; t <= duration + 1e-9; t += step) {
     const tick = document.createElement("span");
     tick.textContent = `${Number(t.toFixed(2))} s`;
@@ -138,6 +158,11 @@ function markPlaying(time) {
   const playhead = $("playhead");
   if (!playhead || !state.duration) return;
   playhead.style.left = `${Math.min(100, (100 * time) / state.duration)}%`;
+  // A scrolled lane follows the video: the playhead is kept in view, a third from the left when it moves on.
+  const timeline = $("timeline"), x = (timeline.scrollWidth * Math.min(time, state.duration)) / state.duration;
+  if (x < timeline.scrollLeft || x > timeline.scrollLeft + timeline.clientWidth) {
+    timeline.scrollLeft = x - timeline.clientWidth / 3;
+  }
   for (const chip of track.querySelectorAll(".gloss")) {
     chip.classList.toggle("active", time >= Number(chip.dataset.start) && time < Number(chip.dataset.end));
   }
@@ -211,6 +236,8 @@ function init() {
   });
   beam.addEventListener("change", () => state.upload && recognise());
   video.addEventListener("timeupdate", () => markPlaying(video.currentTime));
+  $("zoom").addEventListener("input", () => state.duration && !$("timeline").hidden && layOut());
+  window.addEventListener("resize", () => state.duration && !$("timeline").hidden && layOut());
   video.addEventListener("seeked", () => markPlaying(video.currentTime));
   video.addEventListener("error", () => {
     if (state.upload) $("playback").hidden = false;
