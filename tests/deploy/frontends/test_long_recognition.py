@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model
 from qslr.deploy.served import served_from_checkpoint
 from qslr.deploy.serving.buffered import WindowPlan, stitch
-from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits
+from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits, pad_to_minimum
 from qslr.pipelines.long_videos import JoinedVideo, choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_video, resize_frames
@@ -54,6 +54,19 @@ def test_a_long_video_s_output_is_its_windows_run_alone_and_stitched(checkpoint,
     assert output.steps == len(expected) == -(-reference.frames // 4)
     # Batched with other windows, a window gives its output alone up to float rounding (batch independence).
     np.testing.assert_allclose(output.log_probs, expected, atol=1e-4)
+
+
+def test_a_video_of_one_window_gets_a_clip_s_log_probabilities_bit_for_bit(checkpoint, videos):
+    """Streamed in chunks or not, a video no longer than a window is the clip the served signature takes whole."""
+    model = load_checkpoint_model(checkpoint)
+    recogniser = LocalRecogniser(model)
+    for video in videos[:3]:
+        output, _ = recogniser.outputs(video)
+        frames = resize_frames(read_video(video)[0], model.height, model.width)
+        log_probs, steps = model.run(pad_to_minimum(frames, ServedLimits().min_frames)[None],
+                                     np.array([len(frames)], dtype=np.int64))
+        assert output.windows == 1 and output.steps == int(steps[0])
+        assert np.array_equal(output.log_probs, log_probs[0])
 
 
 def test_spans_are_in_the_whole_video_s_seconds(checkpoint, joined):
