@@ -165,7 +165,9 @@ class VideoReader:
                 for frame in self._container.decode(self._stream):
                     if as_planes is None:
                         as_planes = frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
-                    self._check_no_gap(last, frame, count)
+                    if last is not None and frame.pts is not None and last.pts is not None:
+                        _check_no_gap(self.name, self._stream, _seconds(last, self._stream),
+                                      float(frame.pts * frame.time_base), count)
                     pending.append(frame)
                     count, last = count + 1, frame
                     if len(pending) == size:
@@ -186,22 +188,18 @@ class VideoReader:
             raise _cannot_decode(self.name, exc) from None
 
 
-    def _check_no_gap(self, previous, frame, count: int) -> None:
-        """A damaged stretch of a file makes the demuxer skip to the next readable cluster, and FFmpeg's decoders
-        drop damaged frames, both without an error: the video then decodes shorter, with a jump in it."""
-        if previous is None or frame.pts is None or previous.pts is None:
-            return
-        until = _seconds(frame, self._stream) - _seconds_per_frame(frame, self._stream)  # where this frame starts
-        since = _seconds(previous, self._stream)
-        if until - since > max(MAX_GAP_SECONDS, MAX_GAP_FRAMES * _frame_period(self._stream)):
-            raise TruncatedVideoError(
-                f"{self.name}: the video is corrupt midway: it has no frames from {since:.2f} s to {until:.2f} s "
-                f"({count} frames before it could be read)")
-
-
 # A stretch without frames longer than both of these is damage, not a variable frame rate's slow moment.
 MAX_GAP_SECONDS = 1.0
 MAX_GAP_FRAMES = 10
+
+
+def _check_no_gap(name: str, stream, since: float, until: float, count: int) -> None:
+    """A damaged stretch of a file makes the demuxer skip to the next readable cluster, and FFmpeg's decoders
+    drop damaged frames, both without an error: the video then decodes shorter, with a jump in it. ``since``:
+    where the content read so far ends; ``until``: where the next frame starts."""
+    if until - since > max(MAX_GAP_SECONDS, MAX_GAP_FRAMES * _frame_period(stream)):
+        raise TruncatedVideoError(f"{name}: the video is corrupt midway: it has no frames from {since:.2f} s to "
+                                  f"{until:.2f} s ({count} frames before it could be read)")
 
 
 def _to_rgb(frames: list, as_planes: bool) -> np.ndarray:
@@ -238,6 +236,8 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
                             f"{name}: the video is truncated or incomplete: frame {count + 1} of it is incomplete "
                             f"({end:.2f} s could be read)")
                     if packet.size:
+                        if count and packet.pts is not None:  # decoding order: compared with the furthest yet
+                            _check_no_gap(name, stream, end, float(packet.pts * packet.time_base), count)
                         count, end = count + 1, max(end, _seconds(packet, stream))
             except av.FFmpegError as exc:
                 if not count:
@@ -264,15 +264,12 @@ def _frame_period(stream) -> float:
     return 1.0 / float(rate) if rate else 0.0
 
 
-def _seconds_per_frame(item, stream) -> float:
-    return float(item.duration * item.time_base) if item.duration else _frame_period(stream)
-
-
 def _seconds(item, stream) -> float:
     """Where the video's content ends with ``item`` (a frame or a packet): its start plus its duration."""
     if item.pts is None or item.time_base is None:
         return 0.0
-    return float(item.pts * item.time_base) + _seconds_per_frame(item, stream)
+    duration = float(item.duration * item.time_base) if item.duration else _frame_period(stream)
+    return float(item.pts * item.time_base) + duration
 
 
 def _check_complete(name: str, container, stream, count: int, end_seconds: float) -> None:

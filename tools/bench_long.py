@@ -11,6 +11,7 @@ its own, so that one's peak does not hide another's).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -117,25 +118,23 @@ def _minutes_of_clips(dataset: PreparedDataset, records: Sequence[VideoRecord], 
     return join_clips(dataset, chosen, out)
 
 
-def _served_latency(checkpoint: Path, dataset: PreparedDataset, records: Sequence[VideoRecord], work: Path,
-                    requests: int) -> list[dict]:
+def _served_latency(checkpoint: Path, frame_size: tuple[int, int], dataset: PreparedDataset,
+                    records: Sequence[VideoRecord], work: Path, requests: int) -> list[dict]:
     """Latency of a one-minute upload and of single clips on a real server (a repository of default settings),
     at concurrency 1 and 4."""
     from qslr.deploy.serving.client import CslrClient
     from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.tools.bench_serve import load_run
-    from qslr.train.checkpointing import load_trained
 
     minute = work / "served-minute.webm"
     _minutes_of_clips(dataset, records, 1, minute)
-    spec = load_trained(checkpoint).input
     repository = work / "repository"
-    build_repository(checkpoint, repository, RepositorySettings(), spec.height, spec.width)
+    build_repository(checkpoint, repository, RepositorySettings(), *frame_size)
     clips = [dataset.video_path(r).read_bytes() for r in records[:16]]
     rows = []
-    with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
-        single = CslrClient(server.http_url, timeout=600)
+    with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server, \
+            contextlib.closing(CslrClient(server.http_url, timeout=600)) as single:
         uploads = {"one-minute video": [minute.read_bytes()], "clips alone": clips}
         for name, videos in uploads.items():
             expected = [single.recognise_bytes(video).glosses for video in videos]
@@ -145,7 +144,6 @@ def _served_latency(checkpoint: Path, dataset: PreparedDataset, records: Sequenc
                 rows.append({"upload": name, "concurrency": concurrency, "requests": count,
                              **{key: result[key] for key in ("p50_ms", "p90_ms", "throughput", "wrong", "lost",
                                                              "failed")}})
-        single.close()
     _table(f"Served latency ({requests} one-minute uploads at each concurrency)",
            ["upload", "concurrency", "p50 ms", "p90 ms", "uploads/s", "wrong/lost/failed"],
            [[r["upload"], str(r["concurrency"]), f"{r['p50_ms']:,.0f}", f"{r['p90_ms']:,.0f}",
@@ -197,9 +195,9 @@ def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str
     """Long videos in windows against their clips one by one: WER, gloss spans, frames/s, peak memory."""
     model = load_checkpoint_model(checkpoint)
     if data is None:
-        import torch
+        from qslr.train.checkpointing import load_trained
 
-        data = Path(torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]["data"]["root"])
+        data = Path(load_trained(checkpoint).config.data.root)
     dataset = PreparedDataset(data)
     records = dataset.records(split)
     stride = model.windows.stride
@@ -279,7 +277,8 @@ def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str
                [[f"{m['minutes']:.2f} min", f"{m['peak_mib']:.0f}", f"{m['whole_decode_peak_mib']:.0f}"]
                 for m in memory])
 
-    served = _served_latency(checkpoint, dataset, records, work, serve_requests) if serve_requests else []
+    served = _served_latency(checkpoint, (model.height, model.width), dataset, records, work,
+                                                       serve_requests) if serve_requests else []
     shutil.rmtree(work)
     payload = {"title": "Long videos: buffered recognition against clips one by one", "checkpoint": str(checkpoint),
                "split": split, "accuracy": [asdict(a) for a in accuracy], "speed": speed, "memory": memory,

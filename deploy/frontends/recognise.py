@@ -131,9 +131,7 @@ class LocalRecogniser:
                  window_batch: int = 1):
         self.model, self.limits = model, limits or ServedLimits()
         self.windows = windows or model.windows
-        if self.windows.window > self.limits.max_frames:
-            raise ValueError(f"a window of {self.windows.window} frames is more than the served maximum of "
-                             f"{self.limits.max_frames} frames a clip")
+        self.windows.check_fits(self.limits.max_frames)
         if window_batch < 1:
             raise ValueError(f"window_batch must be at least 1, got {window_batch}")
         self.window_batch = window_batch

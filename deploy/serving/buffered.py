@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
+from qslr.deploy.serving.ragged_batch import pad_clips
+from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.video_io import VideoProbe, VideoReader, probe_video, resize_frames
 from qslr.train.config import DecodeConfig
 
@@ -60,6 +61,12 @@ class WindowPlan:
         default = DecodeConfig()
         return cls(window or int(decode.get("window_frames", default.window_frames)),
                    int(decode.get("context_frames", default.context_frames)) if context is None else context, stride)
+
+    def check_fits(self, max_frames: int) -> None:
+        """Refuse windows longer than the clips the visual model takes (the served maximum)."""
+        if self.window > max_frames:
+            raise ValueError(f"a window of {self.window} frames is more than the served maximum of {max_frames} "
+                             f"frames a clip")
 
     @property
     def middle(self) -> int:
@@ -108,14 +115,6 @@ class BufferedOutput:
     windows: int  # 1: the video was recognised whole
 
 
-def _pad_batch(clips: Sequence[np.ndarray], min_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    longest = max(min_frames, *(len(clip) for clip in clips))
-    batch = np.zeros((len(clips), longest, *clips[0].shape[1:]), dtype=clips[0].dtype)
-    for row, clip in zip(batch, clips, strict=True):
-        row[:len(clip)] = clip
-    return batch, np.array([len(clip) for clip in clips], dtype=np.int64)
-
-
 def run_buffered(chunks: Iterable[np.ndarray], plan: WindowPlan, run: VisualRunner, batch: int = 4,
                  min_frames: int = 16) -> BufferedOutput:
     """A video's log-probabilities from its frames, given as chunks (n, H, W, 3) in order.
@@ -131,7 +130,7 @@ def run_buffered(chunks: Iterable[np.ndarray], plan: WindowPlan, run: VisualRunn
     kept: list[np.ndarray] = []
 
     def run_pending() -> None:
-        frames, lengths = _pad_batch([clip for _, clip in pending], min_frames)
+        frames, lengths = pad_clips([clip for _, clip in pending], min_frames)
         log_probs, steps = run(frames, lengths)
         kept.append(stitch([window for window, _ in pending], list(log_probs), steps.tolist()))
         pending.clear()
@@ -155,7 +154,7 @@ def run_buffered(chunks: Iterable[np.ndarray], plan: WindowPlan, run: VisualRunn
     if held is None or not total:
         raise ValueError("a video without frames has no output steps")
     if total <= plan.window:
-        log_probs, steps = run(pad_to_minimum(held, min_frames)[None], np.array([total], dtype=np.int64))
+        log_probs, steps = run(*pad_clips([held], min_frames))
         return BufferedOutput(log_probs[0], int(steps[0]), total, 1)
     windows = plan.windows(total)
     for window in windows[cut:]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import traceback
 
 from qslr.deploy.serving.served_limits import ServedLimits
@@ -41,3 +42,8 @@ def failed_response(pb_utils, model: str, exc: Exception):
         error = pb_utils.TritonError(f"{model}: unexpected {type(exc).__name__}: {detail}",
                                      pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(error=error)
+
+
+def without_ensemble_prefix(message: str) -> str:
+    """A failing model's own message, without the "in ensemble 'NAME', " Triton puts before it."""
+    return re.sub(r"^in ensemble '[^']*',\s*", "", message)

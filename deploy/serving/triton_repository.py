@@ -93,9 +93,7 @@ def _windows(settings: RepositorySettings, metadata: dict[str, str], frames_per_
     longest = settings.limits.max_frames - settings.limits.max_frames % frames_per_step
     if settings.window_frames is None and plan.window > longest:  # the checkpoint's window, cut to the limits
         plan = WindowPlan(longest, plan.context, frames_per_step)
-    if plan.window > settings.limits.max_frames:
-        raise ValueError(f"a window of {plan.window} frames is more than the served maximum of "
-                         f"{settings.limits.max_frames} frames a clip")
+    plan.check_fits(settings.limits.max_frames)
     window_batch = min(4, visual_batch) if settings.window_batch is None else settings.window_batch
     if not 1 <= window_batch <= visual_batch:
         raise ValueError(f"the windows run at once must be 1..{visual_batch} (the visual model's batch limit), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -92,3 +93,30 @@ def test_b_frames_do_not_make_a_whole_video_look_cut(tmp_path):
     assert probe_video(data).packets == len(read_frames(data)) == shown
     with pytest.raises(TruncatedVideoError):
         probe_video(data[: int(len(data) * 0.8)])
+
+
+def _with_a_pause(path: Path, pause_s: float) -> None:
+    """60 frames at 25 fps whose timestamps jump by ``pause_s`` after frame 30: what a damaged stretch the
+    demuxer skipped looks like, or, short, a variable-rate recording's slow moment."""
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("libvpx-vp9", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for index, frame in enumerate(_frames()):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = round(1000 * (index / 25 + (pause_s if index >= 30 else 0.0)))
+            picture.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("read", [probe_video, read_frames])
+def test_frames_that_stop_for_over_a_second_are_refused_as_corrupt_midway(tmp_path, read):
+    paused = tmp_path / "paused.mkv"
+    _with_a_pause(paused, 1.5)
+    with pytest.raises(TruncatedVideoError, match=r"paused\.mkv: the video is corrupt midway: it has no frames "
+                                                  r"from 1\.20 s to 2\.70 s \(30 frames before it could be read\)"):
+        read(paused)
+    slow = tmp_path / "slow.mkv"
+    _with_a_pause(slow, 0.6)  # a variable-rate recording's slow moment is not damage
+    assert len(read_frames(slow)) == FRAMES and probe_video(slow).packets == FRAMES

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from qslr.deploy.frontends.web.timeline import read_timing
 from qslr.deploy.serving.client import Recognition, RecognitionError
+from qslr.deploy.serving.triton_parameters import without_ensemble_prefix
 from qslr.pipelines.package_data import package_folder
 
 STATIC = package_folder("qslr.deploy.frontends.web") / "static"
@@ -88,7 +89,7 @@ def _unreachable(error: RecognitionError) -> bool:
 def readable(message: str) -> str:
     """Triton's error text without the status code and ensemble prefix it wraps around the model's message."""
     message = re.sub(r"^\[(?:\d+|StatusCode\.\w+)\]\s*", "", message.strip())
-    return re.sub(r"^in ensemble '[^']*',\s*", "", message)
+    return without_ensemble_prefix(message)
 
 
 async def _body(request: Request, limits: UploadLimits) -> bytes:

@@ -10,6 +10,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from click.testing import CliRunner
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
 from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model
@@ -19,6 +20,7 @@ from qslr.deploy.serving.repository_checks import read_config
 from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.long_videos import JoinedVideo, choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
+from qslr.tools.cli import cli
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,9 @@ def test_a_batch_mixing_long_short_and_corrupt_videos_answers_each(server, long_
     for video, answer in zip(order, answers, strict=True):
         if video == corrupt:
             assert isinstance(answer, Exception)
-            assert re.search(r"cslr: video bytes: the video is (corrupt midway|truncated or incomplete): .* could be "
-                             r"read", str(answer)), str(answer)
+            # Refused when its container is read (as a clip's upload is, by preprocess) or while it is decoded.
+            assert re.search(r"(preprocess|cslr): video bytes: the video is (corrupt midway|truncated or "
+                             r"incomplete): .* could be read", str(answer)), str(answer)
         else:
             assert answer.glosses == alone[str(video)].glosses
     assert client.recognise_file(videos[0]).glosses == alone[str(videos[0])].glosses
@@ -89,3 +92,22 @@ def test_the_repository_states_its_windows_and_duration(repository):
     settings = json.loads((repository / "qslr-repository.json").read_text())["settings"]
     assert (settings["window_frames"], settings["max_seconds"]) == (MAX_FRAMES - MAX_FRAMES % 4, MAX_SECONDS)
     assert "windows of 180 frames" in (repository / "README.md").read_text()
+
+
+def test_triton_build_takes_the_window_settings_and_refuses_a_window_over_the_served_frames(checkpoint, tmp_path):
+    out = tmp_path / "repo"
+    result = CliRunner().invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out", str(out),
+                                      "--window", "96", "--context", "16", "--window-batch", "2",
+                                      "--max-duration", "120", "--cslr-instances", "3"])
+    assert result.exit_code == 0, result.output
+    config = read_config(out / "cslr" / "config.pbtxt")
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    assert (parameters["window_frames"], parameters["context_frames"], parameters["window_batch"],
+            parameters["max_seconds"]) == ("96", "16", "2", "120.0")
+    assert config.instance_group[0].count == 3
+    refused = CliRunner().invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out",
+                                       str(tmp_path / "r2"), "--window", "800"])
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines()[-1] == \
+        "Error: a window of 800 frames is more than the served maximum of 400 frames a clip"
+    assert not (tmp_path / "r2").exists()

@@ -14,7 +14,6 @@ clip still takes the ensemble unchanged.
 
 import asyncio
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,8 +21,14 @@ import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.buffered import WindowPlan, video_log_probs
+from qslr.deploy.serving.ragged_batch import pad_clips
 from qslr.deploy.serving.served_video import isolated
-from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits
+from qslr.deploy.serving.triton_parameters import (
+    failed_response,
+    model_parameters,
+    served_limits,
+    without_ensemble_prefix,
+)
 from qslr.pipelines.video_io import probe_video
 
 OUTPUTS = [names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
@@ -37,8 +42,8 @@ def _answer(response):
     if isinstance(response, Exception):
         return failed_response(pb_utils, "cslr", response)
     if response.has_error():
-        message = re.sub(r"^in ensemble '[^']*',\s*", "", response.error().message())
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+            without_ensemble_prefix(response.error().message()), pb_utils.TritonError.INVALID_ARG))
     return pb_utils.InferenceResponse(output_tensors=[
         pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(response, name).as_numpy()) for name in OUTPUTS])
 
@@ -112,10 +117,7 @@ class TritonPythonModel:
             outputs.append(pb_utils.get_output_tensor_by_name(response, names.LOG_PROBS).as_numpy()[0])
             steps.append(int(pb_utils.get_output_tensor_by_name(response, names.OUTPUT_LENGTHS).as_numpy()
                              .reshape(-1)[0]))
-        log_probs = np.zeros((len(outputs), max(len(o) for o in outputs), outputs[0].shape[-1]), dtype=np.float32)
-        for row, output in zip(log_probs, outputs, strict=True):
-            row[:len(output)] = output
-        return log_probs, np.array(steps, dtype=np.int64)
+        return pad_clips(outputs)[0], np.array(steps, dtype=np.int64)
 
 
 def _parameters(request) -> dict:
