@@ -208,6 +208,7 @@ class TritonServer:
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._shm_before: set[str] = set()
         self.stubs: dict[int, str] = {}
+        self.python_models: set[str] = set()
 
     @property
     def http_url(self) -> str:
@@ -280,6 +281,8 @@ class TritonServer:
             if self.ready():
                 log.info("tritonserver ready on %s (HTTP) and %s (gRPC)", self.http_url, self.grpc_url)
                 self.stubs = python_stubs(self.process.pid)
+                self.python_models = {model for model, backend in required_backends(self.repository).items()
+                                      if backend == "python"}
                 return
             time.sleep(0.3)
         tail = "\n".join(list(self.log_tail)[-15:])
@@ -287,8 +290,17 @@ class TritonServer:
         raise ServerError(f"tritonserver was not ready after {self.startup_timeout:.0f} s:\n{tail}")
 
     def dead_models(self) -> list[str]:
-        """Python models whose stub process has died since the server became ready."""
-        return sorted({model for pid, model in self.stubs.items() if not _alive(pid)})
+        """Python models one of whose stub processes has died since the server became ready.
+
+        A stub killed between the server's readiness and the look at its processes is a zombie by then, with no
+        command line, so it is missing from ``stubs``: a python model of the repository with no live stub at all
+        is dead as well.
+        """
+        dead = {model for pid, model in self.stubs.items() if not _alive(pid)}
+        if Path("/proc").is_dir() and self.process is not None:
+            alive = set(python_stubs(self.process.pid).values())
+            dead |= self.python_models - alive
+        return sorted(dead)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -286,6 +287,34 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
 
 
 @pytest.mark.timeout(180)
+def test_a_stub_dead_before_the_server_first_looks_is_found_dead(repository, monkeypatch):
+    import os
+    import signal
+    import time
+
+    # The race seen in CI: a client kills a stub between the server's readiness and its first look at its
+    # processes, where the dead stub is a zombie without a command line.
+    look = server_module.python_stubs
+    killed = []
+
+    def kill_preprocess_then_look(server_pid):
+        if not killed:
+            (pid,) = [pid for pid, model in look(server_pid).items() if model == "preprocess"]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            deadline = time.monotonic() + 10
+            while server_module._alive(pid):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        return look(server_pid)
+
+    monkeypatch.setattr(server_module, "python_stubs", kill_preprocess_then_look)
+    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
+        assert killed and "preprocess" not in running.stubs.values()
+        assert running.dead_models() == ["preprocess"]
+
+
+@pytest.mark.timeout(180)
 def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos):
     import os
     import signal
@@ -323,6 +352,10 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
         output, _ = serve.communicate(timeout=120)
     finally:
         if serve.poll() is None:
+            # The server runs in a session of its own: killing the command alone would leave it running.
+            for pid in server_module.child_processes(serve.pid):
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
             os.killpg(serve.pid, signal.SIGKILL)
     assert serve.returncode == 1
     assert "python model preprocess died (its stub process exited)" in output.splitlines()[-1], output[-2000:]
