@@ -188,14 +188,6 @@ def _processes_running(folder: Path) -> list[int]:
     return [pid for pid, (_, args) in _processes().items() if args[0].startswith(f"{folder}/")]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a stub the server has not reaped yet is dead all the same
-
-
 class TritonServer:
     """A tritonserver process on 127.0.0.1 (by default); use as a context manager."""
 
@@ -292,15 +284,15 @@ class TritonServer:
     def dead_models(self) -> list[str]:
         """Python models one of whose stub processes has died since the server became ready.
 
-        A stub killed between the server's readiness and the look at its processes is a zombie by then, with no
-        command line, so it is missing from ``stubs``: a python model of the repository with no live stub at all
-        is dead as well.
+        One look at the server's processes answers both ways a stub can be missing: one seen at readiness that is
+        gone (or a zombie, which has no command line), and a model with no live stub at all, which covers a stub
+        killed between the server's readiness and that first look.
         """
-        dead = {model for pid, model in self.stubs.items() if not _alive(pid)}
-        if Path("/proc").is_dir() and self.process is not None:
-            alive = set(python_stubs(self.process.pid).values())
-            dead |= self.python_models - alive
-        return sorted(dead)
+        if self.process is None or not Path("/proc").is_dir():
+            return []  # python_stubs sees nothing without /proc: no stub can be told dead
+        live = python_stubs(self.process.pid)
+        dead = {model for pid, model in self.stubs.items() if pid not in live}
+        return sorted(dead | (self.python_models - set(live.values())))
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
