@@ -138,7 +138,8 @@ def _report_fusion(graph: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="qslr-fusion-") as work:
         fusion = onnxruntime_fusion(graph, work)
-    click.echo(f"onnxruntime runs {fusion.int8} of {fusion.total} convolutions in INT8 (QLinearConv)")
+    click.echo(f"onnxruntime runs {fusion.int8} of {fusion.total} convolutions in INT8 (QLinearConv); "
+               f"{fusion.float_relus} ReLUs stay float32")
     if fusion.int8 < fusion.total:
         click.echo(f"warning: {graph}: onnxruntime runs {fusion.total - fusion.int8} convolutions in float32 between "
                    f"their DequantizeLinear and QuantizeLinear", err=True)

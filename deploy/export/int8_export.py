@@ -1,8 +1,12 @@
-"""INT8 export: the float32 served graph with its convolutions quantised, as one QDQ graph for onnxruntime on a CPU
-and for TensorRT's explicit quantisation on a GPU.
+"""INT8 export: the float32 served graph with its convolutional part quantised, as one QDQ graph for onnxruntime on
+a CPU and for TensorRT's explicit quantisation on a GPU.
 
-What is quantised is the frame encoder's and the temporal CNN's convolutions (their inputs, weights and outputs):
-nearly all of a clip's arithmetic. Weights are int8, symmetric, one scale per output channel; activations int8,
+What is quantised is the frame encoder's and the temporal CNN's arithmetic: every convolution's input and weights,
+the inputs of the residual additions, and max-pooling (INT8 in, INT8 out at one scale). A convolution's or an
+addition's output is not quantised itself: it is quantised after the ReLU that follows, where the next quantised
+operator reads it. That is the placement TensorRT's guide asks for (it then fuses Conv + ReLU and Conv + Add +
+ReLU into INT8 kernels), and the one in which onnxruntime, given the graph as `qdq_layout` gives it, runs the
+whole frame encoder in INT8. Weights are int8, symmetric, one scale per output channel; activations int8,
 symmetric, one scale per tensor; every zero point is 0, which is what TensorRT requires of a QDQ graph. The
 BiLSTM, the classifiers, the length arithmetic and the input's uint8 -> float Cast stay float32.
 
@@ -27,7 +31,6 @@ import onnx
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, onnx_session, read_metadata
-from qslr.deploy.export.qdq_layout import arrange_for_onnxruntime
 from qslr.deploy.served import served_from_checkpoint
 from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
 from qslr.deploy.serving.served_video import DecodedClip, clip_decoder
@@ -36,7 +39,13 @@ from qslr.pipelines.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
 
-QUANTISED_OPS = ("Conv",)  # the frame encoder's and temporal CNN's; the classifiers are MatMul/Gemm
+_POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+QUANTISED_OPS = ("Conv", *_POOLS, "Add", "Flatten")  # Add and Flatten: only some, see `quantised_nodes`
+# Quantised where the ReLU after them is (the next quantised operator's input), not at their own output; a Flatten
+# only reshapes, and what reads it (the small CNN's Linear) is float.
+UNQUANTISED_OUTPUTS = ("Conv", "Add", "Flatten")
+# What a residual addition's operands are made by; the classifier's bias Add and the length arithmetic differ.
+_ACTIVATION_MAKERS = frozenset({"Conv", "Relu", "Add", *_POOLS})
 CALIBRATION_WINDOW = 32  # frames a calibration run sees
 VIDEO_SUFFIXES = (".webm", ".mkv", ".mp4", ".avi", ".mov")
 
@@ -111,8 +120,7 @@ def _windows(frames: np.ndarray, window: int) -> list[np.ndarray]:
 
 def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[CalibrationClip],
                    method: str = DEFAULT_METHOD) -> None:
-    """Write ``fp32_graph`` (from `export_onnx`) with its convolutions quantised, calibrated on ``clips``, in the
-    layout that onnxruntime runs in INT8 (`arrange_for_onnxruntime`)."""
+    """Write ``fp32_graph`` (from `export_onnx`) with its convolutional part quantised, calibrated on ``clips``."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r} (known: {', '.join(CALIBRATION_METHODS)})")
     metadata = read_metadata(fp32_graph)
@@ -123,9 +131,6 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
         staged = Path(work) / "int8.onnx"
         quantise_convolutions(fp32_graph, staged, _ClipReader(clips), method)
         quantised = onnx.load(str(staged))
-        arrangement = arrange_for_onnxruntime(quantised, QUANTISED_OPS)
-        log.info("int8 layout: %d readers moved to the float tensor, %d quantisation pairs of their own",
-                 arrangement.float_readers, arrangement.own_pairs)
         del quantised.metadata_props[:]
         metadata.update({"qslr_precision": "int8", "qslr_int8_calibration": method,
                          "qslr_int8_calibration_clips": json.dumps([clip.name for clip in clips])})
@@ -135,21 +140,39 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
         onnx.save(quantised, str(tmp))
 
 
+def quantised_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The nodes `quantise_convolutions` quantises: every convolution and pooling, each addition of two
+    activations (a residual block's; not the classifier's bias or the length arithmetic), and a Flatten of the
+    frame encoder's last activation, so that the convolution that makes it has a quantised output too (the small
+    CNN's last ReLU goes straight to a Flatten and a float Linear)."""
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    return [node.name for node in graph.node
+            if node.op_type in ("Conv", *_POOLS)
+            or (node.op_type == "Add" and all(made_by.get(i) in _ACTIVATION_MAKERS for i in node.input))
+            or (node.op_type == "Flatten" and made_by.get(node.input[0]) in ("Relu", *_POOLS))]
+
+
 def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, method: str = DEFAULT_METHOD) -> None:
-    """onnxruntime's static quantisation of ``fp32_graph``'s convolutions as TensorRT takes them (int8 weights per
-    output channel, int8 activations per tensor, zero points 0, float biases), calibrated on what ``reader`` (an
-    onnxruntime CalibrationDataReader) feeds; the layout is onnxruntime's quantiser's own."""
+    """onnxruntime's static quantisation of ``fp32_graph``'s `quantised_nodes` as TensorRT takes them (int8
+    weights per output channel, int8 activations per tensor, zero points 0, float biases, no quantisation at a
+    convolution's or addition's own output), calibrated on what ``reader`` (an onnxruntime
+    CalibrationDataReader) feeds."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
+    nodes = quantised_nodes(onnx.load(str(fp32_graph), load_external_data=False).graph)
     with _without_advice():
         quantize_static(str(fp32_graph), str(out), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTISED_OPS),
+                        op_types_to_quantize=list(QUANTISED_OPS), nodes_to_quantize=nodes,
                         per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calibrate,
                         # Biases stay float: TensorRT dequantizes only 8-bit and narrower types, never INT32.
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+                        # A max-pooling's input is quantised even where nothing quantised made it (the stem's
+                        # ReLU), so that it pools integers.
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                       "ForceQuantizeNoInputCheck": True,
+                                       "OpTypesToExcludeOutputQuantization": list(UNQUANTISED_OUTPUTS)})
 
 
 class _PreprocessingAdvice(logging.Filter):

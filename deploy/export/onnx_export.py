@@ -13,6 +13,7 @@ import onnx
 import torch
 
 from qslr.deploy import tensor_names as names
+from qslr.deploy.export.qdq_layout import onnxruntime_graph
 from qslr.deploy.served import example_inputs, served_from_checkpoint
 from qslr.model.served_model import ServedModel, fix_adaptive_pools
 from qslr.pipelines.atomic_output import atomic_path
@@ -94,7 +95,7 @@ def onnx_session(path: str | Path, threads: int = 1):
     # Idle workers sleep instead of spinning: in a server the cores they would spin on decode and search
     # for the other models (measured in docs/benchmarks.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(onnxruntime_graph(path), options, providers=["CPUExecutionProvider"])
 
 
 def max_difference(served: ServedModel, session, frames: torch.Tensor, lengths: torch.Tensor) -> float:

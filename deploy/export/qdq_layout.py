@@ -1,131 +1,120 @@
-"""The layout of a QDQ graph's activation quantisation, arranged so that onnxruntime runs every quantised
-convolution in INT8 (as ``QLinearConv``) instead of in float32 between a DequantizeLinear and a QuantizeLinear.
+"""How onnxruntime's CPU provider is given a QDQ graph so that it runs the quantised part in INT8 from end to end.
 
-onnxruntime's CPU provider fuses DequantizeLinear -> Conv -> QuantizeLinear into ``QLinearConv`` only where the
-convolution's input and output are quantised to the same type. Its x86 kernels want unsigned activations, so an
-optimiser pass turns each signed Q -> DQ pair into an unsigned one, but only where the QuantizeLinear has exactly one
-consumer. onnxruntime's quantiser leaves one QuantizeLinear per tensor, shared by every reader: a residual block's
-input feeds the block's first convolution, the downsampling convolution and the skip connection's Add. Such a tensor
-stays signed, the convolution's output becomes unsigned, the types differ, and the convolution runs in float32 (in
-ResNet-18, 11 of its 20 convolutions). Duplicating the pair by hand does not help by itself: the optimiser's
-common-subexpression pass merges identical QuantizeLinear nodes back into one.
+The saved INT8 graph is the one TensorRT's explicit quantisation takes: every QuantizeLinear / DequantizeLinear
+pair is INT8 with a zero point of 0, placed where TensorRT wants it (after each ReLU, not between a convolution
+and its ReLU; see `int8_export`). onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into a
+``QLinearConv``, an Add between pairs into a ``QLinearAdd``, and pools integers between pairs of one scale; a ReLU
+in front of a QuantizeLinear it removes only where that QuantizeLinear's zero point is the smallest value of its
+type, so that clamping to the type's range is the ReLU. With signed INT8 and a zero point of 0 it is not: the
+ReLU stays, and with it the convolution before it runs in float32 (DequantizeLinear -> Conv -> Relu ->
+QuantizeLinear is no pattern onnxruntime fuses), as do the residual additions.
 
-So, for each QuantizeLinear made for a tensor that a quantised operator reads (not for a quantised operator's
-output, whose single QuantizeLinear is part of that operator's fusion):
-- a reader outside the quantised operators (the skip connection's Add) reads the float tensor itself, which is
-  also the more exact residual;
-- every other reader gets a Q -> DQ pair of its own, with scale and zero-point constants of its own (equal
-  values, different names), so that no pass merges them.
-The arithmetic is unchanged: each quantised reader sees the same scale and zero point as before.
+So before onnxruntime sees the graph, `for_onnxruntime` stores every tensor that cannot be negative (a ReLU's
+output, and what max-pooling, average-pooling or a reshape makes of one) as UINT8 with a zero point of 0 at the
+same scale: 0..127 in INT8 are 0..127 in UINT8, so each value is what it was. The one difference is above the
+calibrated range, where UINT8 saturates at 255 steps instead of 127 (the INT8 graph clips there). The pass runs
+in memory, in every onnxruntime session QSLR opens (`onnxruntime_graph`); the graph on disk, and what TensorRT
+builds from, stays INT8.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import TensorProto, numpy_helper
 
 log = logging.getLogger(__name__)
 
+# Operators whose output is non-negative when their (first) data input is: pooling and layout changes.
+_SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Unsqueeze", "Squeeze",
+                           "Reshape", "Transpose", "Flatten", "Identity"})
+
 
 @dataclass(frozen=True)
-class Arrangement:
-    float_readers: int  # readers moved from a DequantizeLinear to the float tensor
-    own_pairs: int  # Q -> DQ pairs added so that each quantised reader has its own
+class Lowering:
+    unsigned: int  # QuantizeLinear nodes (with their DequantizeLinear readers) moved from INT8 to UINT8
+    signed: int  # activation QuantizeLinear nodes left INT8 (their tensor may be negative)
 
 
-def arrange_for_onnxruntime(model: onnx.ModelProto, quantised_ops: Iterable[str]) -> Arrangement:
-    """Rewrite ``model``'s graph in place as the module's docstring says."""
+def for_onnxruntime(model: onnx.ModelProto) -> Lowering:
+    """Rewrite ``model`` in place as the module's docstring says."""
     graph = model.graph
-    quantised = set(quantised_ops)
     constants = {t.name: t for t in graph.initializer}
-    made_by = {output: node for node in graph.node for output in node.output}
-
-    def input_quantiser(dq: onnx.NodeProto | None) -> onnx.NodeProto | None:
-        """The QuantizeLinear behind an activation DequantizeLinear, if it quantises a quantised op's input."""
-        if dq is None or dq.op_type != "DequantizeLinear":
-            return None
-        q = made_by.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            return None
-        source = made_by.get(q.input[0])
-        return None if source is not None and source.op_type in quantised else q
-
-    float_readers = 0
-    for node in graph.node:
-        if node.op_type in quantised or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        for index, name in enumerate(node.input):
-            q = input_quantiser(made_by.get(name))
-            if q is not None:
-                node.input[index] = q.input[0]
-                float_readers += 1
-
-    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
-            readers[name].append(node)
-    graph_outputs = {o.name for o in graph.output}
-    nodes: list[onnx.NodeProto] = []
-    own_pairs = 0
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and not readers[node.output[0]] and node.output[0] not in graph_outputs:
-            continue  # every reader now reads the float tensor
-        nodes.append(node)
-        q = input_quantiser(node)
-        if q is None:
+            readers.setdefault(name, []).append(node)
+    non_negative: set[str] = set()
+    unsigned: set[str] = set()
+    signed = 0
+    for node in graph.node:  # ONNX keeps nodes in topological order, so each input is classified before use
+        if node.op_type == "Relu" or (node.op_type in _SIGN_KEEPING and node.input[0] in non_negative) or (
+                node.op_type == "DequantizeLinear" and node.input[0] in unsigned):
+            non_negative.add(node.output[0])
+        if node.op_type != "QuantizeLinear":
             continue
-        for copy, reader in enumerate(readers[node.output[0]][1:], start=1):
-            parameters = [_constant_copy(graph, constants[name], f"{name}_reader{copy}") for name in q.input[1:]]
-            quantised_name, dequantised_name = f"{q.output[0]}_reader{copy}", f"{node.output[0]}_reader{copy}"
-            nodes.append(onnx.helper.make_node("QuantizeLinear", [q.input[0], *parameters], [quantised_name],
-                                               name=f"{q.name}_reader{copy}"))
-            nodes.append(onnx.helper.make_node("DequantizeLinear", [quantised_name, *parameters], [dequantised_name],
-                                               name=f"{node.name}_reader{copy}"))
-            reader.input[list(reader.input).index(node.output[0])] = dequantised_name
-            own_pairs += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    _drop_unread_quantisers(graph)
-    return Arrangement(float_readers, own_pairs)
+        if node.input[0] not in non_negative or not _signed_zero(constants, node):
+            signed += 1
+            continue
+        zero = f"{node.output[0]}_uint8_zero_point"
+        shape = numpy_helper.to_array(constants[node.input[2]]).shape
+        graph.initializer.append(numpy_helper.from_array(np.zeros(shape, np.uint8), zero))
+        for user in (node, *readers.get(node.output[0], [])):
+            if user is not node and user.op_type != "DequantizeLinear":
+                raise ValueError(f"{user.name}: reads the quantised tensor {node.output[0]} directly; a QDQ graph "
+                                 "reads one only through DequantizeLinear")
+            user.input[2] = zero
+        unsigned.add(node.output[0])
+    _drop_unread_constants(graph)
+    return Lowering(len(unsigned), signed)
 
 
-def _constant_copy(graph: onnx.GraphProto, tensor: onnx.TensorProto, name: str) -> str:
-    copy = onnx.TensorProto()
-    copy.CopyFrom(tensor)
-    copy.name = name
-    graph.initializer.append(copy)
-    return name
+def _signed_zero(constants: dict[str, TensorProto], node: onnx.NodeProto) -> bool:
+    zero = constants.get(node.input[2]) if len(node.input) > 2 else None
+    return zero is not None and zero.data_type == TensorProto.INT8 and not numpy_helper.to_array(zero).any()
 
 
-def _drop_unread_quantisers(graph: onnx.GraphProto) -> None:
-    """A QuantizeLinear whose every DequantizeLinear went (all its readers now read float) goes too."""
-    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    kept = [n for n in graph.node if n.op_type != "QuantizeLinear" or n.output[0] in read]
-    del graph.node[:]
-    graph.node.extend(kept)
+def _drop_unread_constants(graph: onnx.GraphProto) -> None:
+    # onnxruntime warns once per unread initializer at every session start; the replaced zero points go.
+    read = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def onnxruntime_graph(path: str | Path) -> str | bytes:
+    """What an onnxruntime session is made from: the file's path for a float graph, the graph lowered by
+    `for_onnxruntime` (serialised) for a QDQ one."""
+    model = onnx.load(str(path))
+    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        return str(path)
+    lowering = for_onnxruntime(model)
+    log.debug("%s: %d quantised tensors stored as UINT8 for onnxruntime, %d INT8", path, lowering.unsigned,
+              lowering.signed)
+    return model.SerializeToString()
 
 
 @dataclass(frozen=True)
 class Fusion:
     int8: int  # convolutions onnxruntime runs as QLinearConv
     total: int  # all convolutions after its optimisation
+    float_relus: int  # ReLUs it still runs in float32
 
 
 def onnxruntime_fusion(path: str | Path, work: str | Path) -> Fusion:
-    """How many of the graph's convolutions onnxruntime's CPU provider runs in INT8, read from the graph it
-    optimises at session start (written to ``work``)."""
+    """How much of the graph onnxruntime's CPU provider runs in INT8 (lowered as every QSLR session lowers it),
+    read from the graph it optimises at session start (written to ``work``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(Path(work) / f"{Path(path).stem}.optimised.onnx")
     # Extended, not all: the layout-specific level rewrites convolutions for this CPU, and only fusion is counted.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(onnxruntime_graph(path), options, providers=["CPUExecutionProvider"])
     kinds = [n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node]
     fused = kinds.count("QLinearConv")
-    return Fusion(fused, fused + kinds.count("Conv") + kinds.count("FusedConv"))
+    return Fusion(fused, fused + kinds.count("Conv") + kinds.count("FusedConv"), kinds.count("Relu"))

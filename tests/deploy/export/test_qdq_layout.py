@@ -1,11 +1,10 @@
-"""The INT8 graph's layout: on a network with residual blocks (a block's input read by two convolutions and by the
-skip connection), onnxruntime's own quantiser leaves convolutions that onnxruntime then runs in float32; after
-`arrange_for_onnxruntime` it runs every one of them in INT8, with the same outputs and TensorRT's rules kept."""
+"""The INT8 graph as onnxruntime is given it: on a network with a max-pooled stem and residual blocks, the saved
+QDQ graph (TensorRT's rules kept) runs its ReLUs in float32 in onnxruntime; lowered by `for_onnxruntime` (UINT8 for
+what cannot be negative) every convolution, addition and ReLU of it runs in INT8, with the same outputs."""
 
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from qslr.deploy.export.graph_checks import tensorrt_problems
-from qslr.deploy.export.int8_export import QUANTISED_OPS, quantise_convolutions
-from qslr.deploy.export.qdq_layout import arrange_for_onnxruntime, onnxruntime_fusion
+from qslr.deploy.export.int8_export import quantise_convolutions
+from qslr.deploy.export.qdq_layout import for_onnxruntime, onnxruntime_fusion, onnxruntime_graph
 
 
 class _Block(nn.Module):
@@ -38,14 +37,15 @@ class _Block(nn.Module):
 
 class _Residual(nn.Sequential):
     def __init__(self):
-        super().__init__(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), _Block(8, 8, 1), _Block(8, 16, 2), _Block(16, 16, 1),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+        super().__init__(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), _Block(8, 8, 1), _Block(8, 16, 2),
+                         _Block(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
 
 
 class _RandomImages:
     def __init__(self, batches: int):
         rng = np.random.default_rng(0)
-        self._feeds = iter([{"images": rng.random((2, 3, 32, 32), dtype=np.float32)} for _ in range(batches)])
+        # Signed, as normalised frames are: the stem convolution's input must stay INT8.
+        self._feeds = iter([{"images": rng.random((2, 3, 32, 32), dtype=np.float32) - 0.5} for _ in range(batches)])
 
     def get_next(self):
         return next(self._feeds, None)
@@ -67,63 +67,77 @@ def quantised(tmp_path_factory) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def _arranged(int8: Path, out: Path):
-    model = onnx.load(str(int8))
-    arrangement = arrange_for_onnxruntime(model, QUANTISED_OPS)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(out))
-    return arrangement
+def _plain_fusion(path: Path, work: Path):
+    """What onnxruntime makes of the saved graph itself, without QSLR's lowering."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(work / "plain.optimised.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
 
 
-def _run(path: Path, images: np.ndarray) -> np.ndarray:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
+def _run(model: str | bytes | Path, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model) if isinstance(model, Path) else model,
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": images})[0]
 
 
-def test_every_convolution_runs_in_int8_after_the_arrangement(quantised, tmp_path):
+def test_lowered_for_onnxruntime_every_convolution_addition_and_relu_runs_in_int8(quantised, tmp_path):
     _, int8 = quantised
-    before = onnxruntime_fusion(int8, tmp_path)
-    assert before.total == 8
-    # What the arrangement is for: the block inputs read by several nodes keep their convolutions in float32.
-    assert before.int8 < before.total
-    arranged = tmp_path / "arranged.onnx"
-    arrangement = _arranged(int8, arranged)
-    # The skip connections of the two blocks without downsampling read float; the downsampling block's input
-    # gets a second pair, one for its first and one for its 1x1 convolution.
-    assert (arrangement.float_readers, arrangement.own_pairs) == (2, 1)
-    assert onnxruntime_fusion(arranged, tmp_path) == type(before)(8, 8)
+    assert tensorrt_problems(int8) == []  # the saved graph is TensorRT's
+    plain = _plain_fusion(int8, tmp_path)
+    # What the lowering is for: as saved, onnxruntime cannot fold a ReLU into an INT8 QuantizeLinear, so a
+    # convolution followed by one runs in float32 with it (FusedConv), and the additions and their ReLUs too.
+    assert plain.count("FusedConv") == 4 and plain.count("QLinearConv") == 3
+    assert plain.count("Add") == 3 and plain.count("Relu") == 3
+    fusion = onnxruntime_fusion(int8, tmp_path)
+    assert (fusion.int8, fusion.total) == (8, 8)
+    kinds = [n.op_type for n in onnx.load(str(tmp_path / f"{int8.stem}.optimised.onnx")).graph.node]
+    assert kinds.count("QLinearAdd") == 3 and kinds.count("Add") == 0  # the residual additions
+    assert fusion.float_relus == 0
+    # The pooling of the last block's output too; the float classifier reads its DequantizeLinear.
+    assert "QLinearGlobalAveragePool" in kinds
 
 
-def test_the_arrangement_keeps_each_convolution_s_quantisation_and_tensorrt_s_rules(quantised, tmp_path):
+def _quantisers(model: onnx.ModelProto) -> dict[str, tuple[int, float, str]]:
+    """Per QuantizeLinear: (zero point type, scale, the op type that made its input)."""
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    return {n.name: (constants[n.input[2]].data_type, float(numpy_helper.to_array(constants[n.input[1]])),
+                     made_by.get(n.input[0], "input")) for n in graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_the_lowering_stores_only_non_negative_tensors_unsigned_at_their_scale(quantised):
+    _, int8 = quantised
+    model = onnx.load(str(int8))
+    before = _quantisers(model)
+    lowering = for_onnxruntime(model)
+    onnx.checker.check_model(model, full_check=True)
+    after = _quantisers(model)
+    assert after.keys() == before.keys()
+    assert lowering.unsigned + lowering.signed == len(after)
+    for name, (zero_type, scale, maker) in after.items():
+        assert scale == before[name][1], name  # the grid is unchanged
+        non_negative = maker in ("Relu", "MaxPool", "GlobalAveragePool", "Flatten")
+        assert zero_type == (onnx.TensorProto.UINT8 if non_negative else onnx.TensorProto.INT8), (name, maker)
+    # The image (signed), and the additions' operands (made by each block's second convolution and by the
+    # downsampling one, before the ReLU) stay INT8.
+    assert lowering.signed == 1 + 3 + 1
+    readers = {i for n in model.graph.node for i in n.input}
+    assert all(t.name in readers for t in model.graph.initializer)  # no replaced zero point is left behind
+
+
+def test_the_lowered_graph_computes_what_the_saved_one_does(quantised):
     fp32, int8 = quantised
-    arranged = tmp_path / "arranged.onnx"
-    _arranged(int8, arranged)
+    images = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32) - 0.5
+    lowered, saved, reference = _run(onnxruntime_graph(int8), images), _run(int8, images), _run(fp32, images)
+    # The same integers on the same grids; what differs is where onnxruntime's fused kernels round.
+    scale = np.abs(reference).max()
+    assert np.abs(lowered - saved).max() < 0.01 * scale
+    assert np.abs(lowered - reference).max() < 0.05 * scale
 
-    def conv_inputs(path: Path) -> dict[str, tuple[float, int]]:
-        graph = onnx.load(str(path)).graph
-        constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        made_by = {o: n for n in graph.node for o in n.output}
-        found = {}
-        for conv in (n for n in graph.node if n.op_type == "Conv"):
-            dq = made_by[conv.input[0]]
-            q = made_by[dq.input[0]]
-            assert q.op_type == "QuantizeLinear" and list(q.input[1:]) == list(dq.input[1:]), conv.name
-            found[conv.name] = (float(constants[q.input[1]]), int(constants[q.input[2]]))
-        return found
 
-    assert conv_inputs(arranged) == conv_inputs(int8)
-    graph = onnx.load(str(arranged)).graph
-    made_by = {o: n for n in graph.node for o in n.output}
-    adds = [n for n in graph.node if n.op_type == "Add"]
-    assert len(adds) == 3
-    for add in adds:  # an Add reads int8 values only where a convolution's output was quantised
-        for dq in (made_by[i] for i in add.input if made_by[i].op_type == "DequantizeLinear"):
-            assert made_by[made_by[dq.input[0]].input[0]].op_type == "Conv", add.name
-    readers = Counter(i for n in graph.node for i in n.input)
-    assert all(readers[n.output[0]] == 1 for n in graph.node if n.op_type == "QuantizeLinear")
-    assert tensorrt_problems(arranged) == []
-
-    images = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32)
-    reference, before, after = _run(fp32, images), _run(int8, images), _run(arranged, images)
-    # The skip connections now add exact values instead of ones rounded to int8: no further from float32.
-    assert np.abs(after - reference).max() <= np.abs(before - reference).max() * 1.5 + 1e-6
-    assert np.abs(after - reference).max() < 0.05 * np.abs(reference).max()
+def test_a_float_graph_is_given_to_onnxruntime_as_its_file(quantised):
+    fp32, _ = quantised
+    assert onnxruntime_graph(fp32) == str(fp32)
