@@ -43,7 +43,7 @@ chromium:
 
 test: $(STAMP) sclite chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

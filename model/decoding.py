@@ -1,9 +1,12 @@
 """CTC decoding: greedy, and beam search with flashlight-text's lexicon-free decoder (ctcdecode optional).
 
 Every result carries the glosses, the output steps where each one starts and ends, and a score. As in
-the original, identical glosses that follow each other are merged even when a blank separates them, so the
-system never outputs the same gloss twice in a row. Beam search can also give its N best distinct
-labellings (``decode_alternatives``).
+the original (``merge_repeats``, the default), identical glosses that follow each other are merged even when a
+blank separates them, so the system never outputs the same gloss twice in a row (the rule the published WERs
+were measured with; a second peak of one long sign is then never an insertion). Without it, the rule is CTC's
+own: a blank separates two equal glosses, which a video of several sentences needs where one ends
+with the sign the next begins with. Beam search can also give its N best distinct labellings
+(``decode_alternatives``).
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ class Hypothesis:
 Candidate = tuple[list[int], list[int], list[int], float]
 
 
-def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
-    """Frame-wise labels -> (ids, start steps, end steps): merge repeats, drop blanks, then merge repeats again."""
+def collapse_path(path: Sequence[int], merge_repeats: bool = True) -> tuple[list[int], list[int], list[int]]:
+    """Frame-wise labels -> (ids, start steps, end steps): merge repeats, drop blanks, then (``merge_repeats``)
+    merge repeats again."""
     ids: list[int] = []
     steps: list[int] = []
     previous = None
     for step, label in enumerate(path):
-        if label != previous and label != BLANK and (not ids or ids[-1] != label):
+        if label != previous and label != BLANK and (not merge_repeats or not ids or ids[-1] != label):
             ids.append(int(label))
             steps.append(step)
         previous = label
@@ -45,8 +49,8 @@ def collapse_path(path: Sequence[int]) -> tuple[list[int], list[int], list[int]]
 
 def gloss_ends(labels: Sequence[int], ids: Sequence[int], starts: Sequence[int]) -> list[int]:
     """The last step of each gloss: within its segment (from its start to the next gloss's), the last step
-    labelled with it, so that a gloss repeated across a blank ends where its second run ends. A start the
-    labels do not confirm (a backend that reports starts only) ends where it starts."""
+    labelled with it, so that a gloss repeated across a blank and merged ends where its second run ends. A start
+    the labels do not confirm (a backend that reports starts only) ends where it starts."""
     ends = []
     for index, (gloss, start) in enumerate(zip(ids, starts, strict=True)):
         stop = starts[index + 1] if index + 1 < len(starts) else len(labels)
@@ -54,7 +58,7 @@ def gloss_ends(labels: Sequence[int], ids: Sequence[int], starts: Sequence[int])
     return ends
 
 
-def merge_repeats(ids: Sequence[int], steps: Sequence[int]) -> tuple[list[int], list[int]]:
+def _merged_repeats(ids: Sequence[int], steps: Sequence[int]) -> tuple[list[int], list[int]]:
     kept_ids: list[int] = []
     kept_steps: list[int] = []
     for gloss, step in zip(ids, steps, strict=True):
@@ -68,10 +72,12 @@ class CTCDecoder:
     """Decode (B, T, V) log-probabilities with valid lengths (B,) into one Hypothesis per sample."""
 
     def __init__(self, vocab: Mapping[str, int], method: str = "beam", backend: str = "flashlight",
-                 beam_size: int = 10, beam_size_token: int = 40, beam_threshold: float = 50.0):
+                 beam_size: int = 10, beam_size_token: int = 40, beam_threshold: float = 50.0,
+                 merge_repeats: bool = True):
         self.id_to_gloss = {index: gloss for gloss, index in vocab.items()}
         self.num_classes = len(vocab) + 1
         self.method = method
+        self.merge_repeats = merge_repeats
         if method == "greedy":
             self._beam = None
         elif method == "beam":
@@ -107,13 +113,14 @@ class CTCDecoder:
             raise ValueError(f"lengths {lengths.tolist()} do not fit log-probabilities of shape {scores.shape}")
         if self._beam is None:
             return [[hypothesis] for hypothesis in self._greedy(scores, lengths)]
-        return [[self._hypothesis(c) for c in self._beam.search(scores[i, :length], top_k)]
+        return [[self._hypothesis(c) for c in self._beam.search(scores[i, :length], top_k, self.merge_repeats)]
                 for i, length in enumerate(lengths)]
 
     def _greedy(self, scores: np.ndarray, lengths: np.ndarray) -> list[Hypothesis]:
         best = scores.argmax(-1)
         best_scores = np.take_along_axis(scores, best[..., None], -1)[..., 0]
-        return [self._hypothesis((*collapse_path(best[i, :length].tolist()), best_scores[i, :length].sum()))
+        return [self._hypothesis((*collapse_path(best[i, :length].tolist(), self.merge_repeats),
+                                  best_scores[i, :length].sum()))
                 for i, length in enumerate(lengths)]
 
 
@@ -147,7 +154,7 @@ class _FlashlightBeam:
         self._decoder = LexiconFreeDecoder(options, ZeroLM(), BLANK, BLANK, [])
         self._num_classes = num_classes
 
-    def search(self, scores: np.ndarray, top_k: int = 1) -> list[Candidate]:
+    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = True) -> list[Candidate]:
         """The beam's distinct labellings, best first: the decoder returns its whole final beam sorted by
         score, one entry per path, and paths that collapse to the same labelling count once."""
         if len(scores) == 0:
@@ -155,7 +162,7 @@ class _FlashlightBeam:
         scores = np.ascontiguousarray(scores)
         results = self._decoder.decode(scores.ctypes.data, len(scores), self._num_classes)
         # The decoder adds a boundary token at both ends of each path.
-        return distinct(((*collapse_path(list(r.tokens)[1:-1]), r.score) for r in results), top_k)
+        return distinct(((*collapse_path(list(r.tokens)[1:-1], merge_repeats), r.score) for r in results), top_k)
 
 
 class _CtcdecodeBeam:
@@ -170,7 +177,7 @@ class _CtcdecodeBeam:
         self._decoder = ctcdecode.CTCBeamDecoder(labels, beam_width=beam_size, cutoff_top_n=beam_size_token,
                                                  blank_id=BLANK, num_processes=1, log_probs_input=True)
 
-    def search(self, scores: np.ndarray, top_k: int = 1) -> list[Candidate]:
+    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = True) -> list[Candidate]:
         if len(scores) == 0:
             return [([], [], [], 0.0)]
         results, beam_scores, timesteps, out_lengths = self._decoder.decode(torch.from_numpy(scores)[None])
@@ -180,7 +187,9 @@ class _CtcdecodeBeam:
         candidates = []
         for beam in range(results.shape[1]):
             n = int(out_lengths[0, beam])
-            ids, steps = merge_repeats(results[0, beam, :n].tolist(), timesteps[0, beam, :n].tolist())
+            ids, steps = results[0, beam, :n].tolist(), timesteps[0, beam, :n].tolist()
+            if merge_repeats:  # ctcdecode's labelling is CTC's own, a blank between two equal glosses kept
+                ids, steps = _merged_repeats(ids, steps)
             # ctcdecode reports negative log-likelihood-like beam scores; flip them so higher is better.
             candidates.append((ids, steps, gloss_ends(best, ids, steps), -float(beam_scores[0, beam])))
         return distinct(candidates, top_k)

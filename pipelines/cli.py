@@ -37,6 +37,8 @@ def data() -> None:
               help="Signers kept out of train; dev and test use only them.")
 @click.option("--min-glosses", type=int, default=_DEFAULTS.min_glosses, show_default=True)
 @click.option("--max-glosses", type=int, default=_DEFAULTS.max_glosses, show_default=True)
+@click.option("--repeat-share", type=float, default=_DEFAULTS.repeat_share, show_default=True,
+              help="Share of glosses (after a sentence's first) that repeat the one before: a sign made twice.")
 @click.option("--dev-fraction", type=float, default=_DEFAULTS.dev_fraction, show_default=True)
 @click.option("--test-fraction", type=float, default=_DEFAULTS.test_fraction, show_default=True)
 @click.option("--size", type=int, default=_DEFAULTS.size, show_default=True, help="Frame height and width in pixels.")

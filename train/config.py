@@ -139,11 +139,14 @@ class DecodeConfig:
     # chosen by measurement on the demo model (docs/benchmarks.md, "Long videos").
     window_frames: int = _at_least(400, 8)
     context_frames: int = _at_least(64, 0)
+    # The original's rule (true): a gloss repeated across a blank is one gloss. False: CTC's own rule, two
+    # glosses, for corpora that annotate a sign made twice and for videos of several sentences (model/decoding.py).
+    merge_repeats: bool = True
 
     def search(self) -> dict[str, Any]:
         """The beam search's own settings (CTCDecoder's keyword arguments)."""
         return {"method": self.method, "backend": self.backend, "beam_size": self.beam_size,
-                "beam_size_token": self.beam_size_token}
+                "beam_size_token": self.beam_size_token, "merge_repeats": self.merge_repeats}
 
 
 @dataclass

@@ -26,6 +26,7 @@ class DecoderSettings:
     max_top_k: int = 10  # the most alternatives one request may ask for
     frames_per_step: int = 4  # input frames per output step, which places the glosses in the video
     fps: float = 0.0  # the model's frame rate, for videos that state none (0: unknown)
+    merge_repeats: bool = True  # a gloss repeated across a blank is one gloss (the original's rule; model/decoding.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.beam_size <= self.max_beam_size:
@@ -45,12 +46,25 @@ class DecoderSettings:
         max_beam_size = max(max_beam_size, beam_size)
         # A beam of width w holds at most w labellings.
         return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", 40)),
-                   min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0))
+                   min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0),
+                   bool(decode.get("merge_repeats", True)))
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> DecoderSettings:
-        """From the string parameters of the `ctc_decoder` config."""
-        return cls(**{f.name: type(f.default)(parameters[f.name]) for f in fields(cls)})
+        """From the string parameters of the `ctc_decoder` config (a repository built before ``merge_repeats``
+        existed has none, and merged)."""
+        values = {}
+        for field in fields(cls):
+            if field.name not in parameters and field.name == "merge_repeats":
+                continue
+            raw = parameters[field.name]
+            if isinstance(field.default, bool):
+                if raw not in ("True", "False"):
+                    raise ValueError(f"decoder setting {field.name} must be True or False, got {raw!r}")
+                values[field.name] = raw == "True"
+            else:
+                values[field.name] = type(field.default)(raw)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -69,9 +83,10 @@ def _integer(parameters: Mapping[str, object], key: str, default: int, low: int,
 class ServedDecoder:
     def __init__(self, vocab: Mapping[str, int], settings: DecoderSettings):
         self.settings = settings
-        self.greedy = CTCDecoder(vocab, "greedy")
+        self.greedy = CTCDecoder(vocab, "greedy", merge_repeats=settings.merge_repeats)
         # One decoder per beam width, built now so that a bad setting fails at load time, not at a request.
-        self.beams = {width: CTCDecoder(vocab, "beam", beam_size=width, beam_size_token=settings.beam_size_token)
+        self.beams = {width: CTCDecoder(vocab, "beam", beam_size=width, beam_size_token=settings.beam_size_token,
+                                        merge_repeats=settings.merge_repeats)
                       for width in range(1, settings.max_beam_size + 1)}
 
     def options(self, parameters: Mapping[str, object]) -> DecodeOptions:

@@ -56,10 +56,15 @@ def _sentence(vocab_size: int, spec: SynthSpec, rng: np.random.Generator) -> lis
     length = int(rng.integers(spec.min_glosses, spec.max_glosses + 1))
     sentence: list[int] = []
     while len(sentence) < length:
+        # Drawn only when asked for, so that a corpus without repeats is what it was, bit for bit.
+        if sentence and spec.repeat_share and rng.random() < spec.repeat_share:
+            sentence.append(sentence[-1])
+            continue
+        # Otherwise a different gloss, so that repeats come at the share asked for.
         gloss = int(rng.integers(vocab_size))
-        # Decoding merges a gloss repeated back to back, so sentences never contain one.
-        if not sentence or gloss != sentence[-1]:
-            sentence.append(gloss)
+        while sentence and gloss == sentence[-1]:
+            gloss = int(rng.integers(vocab_size))
+        sentence.append(gloss)
     return sentence
 
 

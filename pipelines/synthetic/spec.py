@@ -17,6 +17,9 @@ class SynthSpec:
     heldout_signers: int = 4
     min_glosses: int = 2
     max_glosses: int = 10
+    # Share of a sentence's glosses (after its first) that repeat the one before: a sign made twice in a row, as
+    # signers do (real corpora annotate such repeats), which a CTC model must separate with a blank.
+    repeat_share: float = 0.0
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
     size: int = 72  # frames are size x size pixels
@@ -44,8 +47,9 @@ class SynthSpec:
         need(self.min_glosses >= 1, f"--min-glosses must be at least 1, got {self.min_glosses}")
         need(self.max_glosses >= self.min_glosses,
              f"--max-glosses ({self.max_glosses}) is smaller than --min-glosses ({self.min_glosses})")
-        # A sentence never repeats a gloss back to back (decoding merges such repeats), so a sentence of
-        # more than one gloss needs at least two of them.
+        need(0 <= self.repeat_share < 1, f"--repeat-share must lie in [0, 1), got {self.repeat_share}")
+        # A gloss that is not a repeat differs from the one before, so a sentence of more than one gloss needs
+        # at least two of them.
         need(self.vocab >= (2 if self.max_glosses > 1 else 1),
              f"--vocab {self.vocab} is too small for sentences of up to {self.max_glosses} glosses")
         need(self.vocab <= max_vocab, f"--vocab {self.vocab} exceeds the {max_vocab} distinct signs the generator has")

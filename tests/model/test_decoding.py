@@ -28,6 +28,15 @@ def test_collapse(path, ids, frames, ends):
     assert collapse_path(path) == (ids, frames, ends)
 
 
+@pytest.mark.parametrize("path, ids, frames, ends", [
+    ([0, 3, 0, 3, 4], [3, 3, 4], [1, 3, 4], [1, 3, 4]),  # CTC's own rule: the blank separates two glosses
+    ([3, 3, 0, 5], [3, 5], [0, 3], [1, 3]),
+    ([0, 4, 4, 4, 0, 0, 4, 0, 6, 0], [4, 4, 6], [1, 6, 8], [3, 6, 8]),
+])
+def test_collapse_without_merging_repeats(path, ids, frames, ends):
+    assert collapse_path(path, merge_repeats=False) == (ids, frames, ends)
+
+
 def test_ends_of_starts_the_labels_do_not_confirm_stay_at_the_start():
     # ctcdecode reports starts without a path: the ends come from the frame-wise best labels.
     assert gloss_ends([0, 2, 2, 0, 3, 0, 0], [2, 5, 3], [1, 3, 4]) == [2, 3, 4]
@@ -42,12 +51,13 @@ def peaky(batch: int, steps: int, classes: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(logits).log_softmax(-1)
 
 
+@pytest.mark.parametrize("merge", [True, False])
 @pytest.mark.parametrize("seed", range(5))
-def test_greedy_equals_beam_on_peaky_outputs(seed):
+def test_greedy_equals_beam_on_peaky_outputs(seed, merge):
     log_probs = peaky(8, 40, len(VOCAB) + 1, seed)
     lengths = torch.tensor([40, 39, 33, 20, 12, 7, 1, 0])
-    greedy = CTCDecoder(VOCAB, "greedy").decode(log_probs, lengths)
-    beam = CTCDecoder(VOCAB, "beam").decode(log_probs, lengths)
+    greedy = CTCDecoder(VOCAB, "greedy", merge_repeats=merge).decode(log_probs, lengths)
+    beam = CTCDecoder(VOCAB, "beam", merge_repeats=merge).decode(log_probs, lengths)
     for g, b in zip(greedy, beam, strict=True):
         assert (g.glosses, g.steps, g.ends) == (b.glosses, b.steps, b.ends)
         assert all(s <= e for s, e in zip(b.steps, b.ends, strict=True))
@@ -66,9 +76,10 @@ def test_beam_finds_a_better_labelling_than_greedy_when_paths_split():
     assert CTCDecoder(vocab, "beam").decode(log_probs, [2])[0].glosses == ["A"]
 
 
-def brute_force_n_best(log_probs: torch.Tensor, k: int) -> list[tuple[tuple[int, ...], float]]:
-    """Every path of a tiny problem: the CTC labellings' summed probabilities; a labelling the project's rule
-    merges further (a gloss repeated across a blank) scores as its best CTC labelling, as a beam keeps both."""
+def brute_force_n_best(log_probs: torch.Tensor, k: int, merge: bool = True) -> list[tuple[tuple[int, ...], float]]:
+    """Every path of a tiny problem: the CTC labellings' summed probabilities; with ``merge``, a labelling the
+    original's rule merges further (a gloss repeated across a blank) scores as its best CTC labelling, as a beam
+    keeps both."""
     probs = log_probs[0].double().exp().numpy()
     steps, classes = probs.shape
     labellings: dict[tuple[int, ...], float] = {}
@@ -77,20 +88,22 @@ def brute_force_n_best(log_probs: torch.Tensor, k: int) -> list[tuple[tuple[int,
         labellings[labelling] = labellings.get(labelling, 0.0) + math.prod(probs[t, c] for t, c in enumerate(path))
     merged: dict[tuple[int, ...], float] = {}
     for labelling, probability in labellings.items():
-        key = tuple(label for label, _ in itertools.groupby(labelling))
+        key = tuple(label for label, _ in itertools.groupby(labelling)) if merge else labelling
         merged[key] = max(merged.get(key, -math.inf), math.log(probability))
     return sorted(merged.items(), key=lambda item: -item[1])[:k]
 
 
+@pytest.mark.parametrize("merge", [True, False])
 @pytest.mark.parametrize("seed", range(3))
-def test_alternatives_are_the_best_distinct_labellings(seed):
+def test_alternatives_are_the_best_distinct_labellings(seed, merge):
     rng = np.random.default_rng(seed)
     log_probs = torch.from_numpy(rng.normal(0, 1.5, (1, 5, 4)).astype(np.float32)).log_softmax(-1)
     vocab = {"A": 1, "B": 2, "C": 3}
     # A beam wide enough to hold every labelling makes the search exact.
-    decoder = CTCDecoder(vocab, "beam", beam_size=200, beam_size_token=4, beam_threshold=1000.0)
+    decoder = CTCDecoder(vocab, "beam", beam_size=200, beam_size_token=4, beam_threshold=1000.0,
+                         merge_repeats=merge)
     (alternatives,) = decoder.decode_alternatives(log_probs, [5], 6)
-    expected = brute_force_n_best(log_probs, 6)
+    expected = brute_force_n_best(log_probs, 6, merge)
     assert [tuple(h.ids) for h in alternatives] == [ids for ids, _ in expected]
     assert [h.score for h in alternatives] == pytest.approx([score for _, score in expected], abs=1e-4)
     assert alternatives[0] == decoder.decode(log_probs, [5])[0]

@@ -145,7 +145,19 @@ def test_vocabulary_signs_are_distinct_and_spread_over_places_and_motions():
     ({"size": 63}, "--size"),
     ({"signers": 2, "heldout_signers": 2}, "--signers"),
     ({"noise": -0.1}, "--noise"),
+    ({"repeat_share": 1.0}, "--repeat-share"),
 ])
 def test_impossible_parameters_are_refused(change, message):
     with pytest.raises(SynthSpecError, match=message):
         replace(SynthSpec(), **change).validate(max_vocabulary_size())
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_signs_repeat_back_to_back_at_the_share_asked_for(share):
+    spec = SynthSpec(videos=600, vocab=12, max_glosses=8, repeat_share=share)
+    plan = plan_corpus(spec)
+    pairs = [(a, b) for u in plan.utterances for a, b in zip(u.signs, u.signs[1:], strict=False)]
+    repeats = sum(a.gloss == b.gloss for a, b in pairs)
+    assert len(pairs) > 1000
+    # Within three standard deviations of a binomial count of that share (none at all for a share of 0).
+    assert abs(repeats - share * len(pairs)) <= 3 * (share * (1 - share) * len(pairs)) ** 0.5

@@ -142,16 +142,17 @@ def evaluation_posteriors(trained, video_id: str) -> np.ndarray:
     raise AssertionError(f"{video_id} is not in the test split")
 
 
-def greedy_spans(posteriors: np.ndarray) -> list[tuple[int, int, int]]:
-    """(gloss id, first step, one past the last) along the best path, a gloss repeated across blanks merged."""
+def greedy_spans(posteriors: np.ndarray, merge_repeats: bool) -> list[tuple[int, int, int]]:
+    """(gloss id, first step, one past the last) along the best path; a gloss repeated across blanks is one span
+    under the original's rule (``merge_repeats``), two under CTC's own."""
     spans: list[list[int]] = []
+    previous = 0
     for step, label in enumerate(posteriors.argmax(-1).tolist()):
-        if label == 0:
-            continue
-        if spans and spans[-1][0] == label:
+        if label != 0 and spans and spans[-1][0] == label and (merge_repeats or previous == label):
             spans[-1][2] = step + 1
-        else:
+        elif label != 0:
             spans.append([label, step, step + 1])
+        previous = label
     return [tuple(span) for span in spans]
 
 
@@ -171,12 +172,13 @@ def test_posteriors_picture_draws_the_models_posteriors_and_the_decoded_spans(ti
 
     trained = load_trained(recognising_checkpoint)
     expected = evaluation_posteriors(trained, record.id)
-    spans = greedy_spans(expected)
+    merge_repeats = trained.config.decode.merge_repeats
+    spans = greedy_spans(expected, merge_repeats)
     assert len({gloss for gloss, _, _ in spans}) >= 2, "the test model must recognise glosses for this to test"
     id_to_gloss = {index: gloss for gloss, index in trained.vocab.items()}
     assert result.output.splitlines()[0] == " ".join(id_to_gloss[gloss] for gloss, _, _ in spans)
 
-    decoded = video_posteriors(trained, video, CTCDecoder(trained.vocab, method="greedy"))
+    decoded = video_posteriors(trained, video, CTCDecoder(trained.vocab, method="greedy", merge_repeats=merge_repeats))
     drawn = draw_posteriors(decoded, PictureSize(800, 440, 90))
     seconds_per_step = 4 / record.fps  # K5-P2-K5-P2: four frames per output step
     centres = (np.arange(len(expected)) + 0.5) * seconds_per_step

@@ -62,6 +62,30 @@ def test_settings_follow_the_training_config_and_survive_the_config_parameters()
         DecoderSettings(beam_size=11, max_beam_size=10)
 
 
+def test_the_repeat_rule_follows_the_training_config_and_a_repository_without_it_merges():
+    assert DecoderSettings.for_model({}, 4, 25.0).merge_repeats  # the original's rule
+    kept = DecoderSettings.for_model({"merge_repeats": False}, 4, 25.0)
+    assert not kept.merge_repeats
+    parameters = {k: str(v) for k, v in asdict(kept).items()}
+    assert DecoderSettings.from_parameters(parameters) == kept
+    del parameters["merge_repeats"]  # a repository built before the setting existed
+    assert DecoderSettings.from_parameters(parameters).merge_repeats
+    with pytest.raises(ValueError, match="merge_repeats must be True or False, got 'no'"):
+        DecoderSettings.from_parameters({**parameters, "merge_repeats": "no"})
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_the_served_decoder_keeps_a_sign_made_twice_only_under_ctc_s_own_rule(merge):
+    # G3, a blank, G3 again, then G5: the original's rule answers G3 G5, CTC's G3 G3 G5.
+    labels = [0, 3, 3, 0, 0, 3, 0, 5, 0]
+    log_probs = np.full((len(labels), len(VOCAB) + 1), -12.0, np.float32)
+    log_probs[np.arange(len(labels)), labels] = 0.0
+    served = ServedDecoder(VOCAB, DecoderSettings(beam_size=4, merge_repeats=merge))
+    for width in (0, 4):
+        result = served.recognise(log_probs, len(labels), 4 * len(labels), 25.0, DecodeOptions(width, 1))
+        assert result.glosses == (["G3", "G5"] if merge else ["G3", "G3", "G5"])
+
+
 def test_a_clip_is_decoded_as_ctc_decoder_decodes_it_with_its_or_the_models_rate(decoder):
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 1, (20, len(VOCAB) + 1)).astype(np.float32)

@@ -35,7 +35,8 @@ def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tup
     frames = torch.from_numpy(read_frames(video))[None]
     with torch.no_grad():
         log_probs, lengths = served(frames, torch.tensor([frames.shape[1]]))
-    decoder = CTCDecoder(extra["vocab"], "beam" if beam_size else "greedy", beam_size=max(beam_size, 1))
+    decoder = CTCDecoder(extra["vocab"], "beam" if beam_size else "greedy", beam_size=max(beam_size, 1),
+                         merge_repeats=load_trained(checkpoint).config.decode.merge_repeats)
     (hypothesis,) = decoder.decode(log_probs, lengths)
     return hypothesis.glosses, hypothesis.steps
 
@@ -130,14 +131,16 @@ def expected_seconds(hypothesis: Hypothesis, frames: int, fps: float, frames_per
 
 
 def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server, checkpoint, videos):
-    vocab = load_trained(checkpoint).vocab
+    trained = load_trained(checkpoint)
+    vocab, merge = trained.vocab, trained.config.decode.merge_repeats
     client = CslrClient(server.http_url)
     compared_spans = 0
     for video in videos[:4]:
         log_probs, steps, frames, fps = served_log_probs(server, video)
         assert fps == pytest.approx(25.0)  # the tiny corpus's rate, as the container states it
         for beam_size in (0, 1, 4, 10):
-            decoder = CTCDecoder(vocab, "beam", beam_size=beam_size) if beam_size else CTCDecoder(vocab, "greedy")
+            decoder = CTCDecoder(vocab, "beam" if beam_size else "greedy", beam_size=max(beam_size, 1),
+                                 merge_repeats=merge)
             top_k = min(max(beam_size, 1), 3)
             (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], top_k)
             expected = alternatives[0]
