@@ -42,10 +42,21 @@ class _Residual(nn.Sequential):
 
 
 class _RandomImages:
+    """A calibration reader as `quantise_convolutions` reads one: sized, and a range of runs at a time."""
+
     def __init__(self, batches: int):
         rng = np.random.default_rng(0)
         # Signed, as normalised frames are: the stem convolution's input must stay INT8.
-        self._feeds = iter([{"images": rng.random((2, 3, 32, 32), dtype=np.float32) - 0.5} for _ in range(batches)])
+        self._runs = [{"images": rng.random((2, 3, 32, 32), dtype=np.float32) - 0.5} for _ in range(batches)]
+        self._feeds = iter(self._runs)
+        self.ranges: list[tuple[int, int]] = []
+
+    def __len__(self):
+        return len(self._runs)
+
+    def set_range(self, start_index: int, end_index: int):
+        self.ranges.append((start_index, end_index))
+        self._feeds = iter(self._runs[start_index:end_index])
 
     def get_next(self):
         return next(self._feeds, None)
@@ -141,3 +152,11 @@ def test_the_lowered_graph_computes_what_the_saved_one_does(quantised):
 def test_a_float_graph_is_given_to_onnxruntime_as_its_file(quantised):
     fp32, _ = quantised
     assert onnxruntime_graph(fp32) == str(fp32)
+
+
+def test_calibration_reads_one_run_at_a_time(quantised, tmp_path):
+    # So that a histogram calibrator holds one run's activations, not every run's (22 GB for 8 clips at 224x224).
+    fp32, _ = quantised
+    reader = _RandomImages(3)
+    quantise_convolutions(fp32, tmp_path / "strided.onnx", reader)
+    assert reader.ranges == [(0, 1), (1, 2), (2, 3)]
