@@ -160,7 +160,7 @@ def offline_stages(repository: Path, videos: Sequence[bytes], decoder: str, repe
     # The served decoder itself, with the repository's parameters and a request's default options.
     vocab = json.loads((repository / "ctc_decoder" / "1" / "vocab.json").read_text())
     search = ServedDecoder(vocab, DecoderSettings.from_parameters(
-        {f.name: str(settings[f.name]) for f in fields(DecoderSettings)}))
+        {f.name: str(settings[f.name]) for f in fields(DecoderSettings) if f.name in settings}))
     options = search.options({})
 
     def decode(output) -> None:

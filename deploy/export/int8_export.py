@@ -18,6 +18,7 @@ and the clips used are recorded in the graph's metadata.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -98,10 +99,10 @@ def calibration_set(source: str | Path, count: int, height: int, width: int) -> 
 
 
 class _ClipReader:
-    """onnxruntime's CalibrationDataReader protocol: the clips cut into windows of one length, one window a run.
-    The histogram calibrators (Entropy, Percentile) stack every run's tensors, which must therefore share a shape;
-    the convolutions' ranges do not depend on how long a clip is. It also serves a range of runs at a time
-    (`set_range`), for onnxruntime's strided calibration (see `quantise_convolutions`)."""
+    """onnxruntime's CalibrationDataReader protocol: the clips cut into windows of one length, one window a run
+    (a run's cost is then bounded, and the convolutions' ranges do not depend on how long a clip is). It also
+    serves a range of runs at a time (`set_range`), for onnxruntime's strided calibration (see
+    `quantise_convolutions`)."""
 
     def __init__(self, clips: Sequence[CalibrationClip], window: int = CALIBRATION_WINDOW):
         self._runs = [{names.FRAMES: frames[None], names.LENGTHS: np.array([window], dtype=np.int64)}
@@ -130,6 +131,8 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
     """Write ``fp32_graph`` (from `export_onnx`) with its convolutional part quantised, calibrated on ``clips``."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r} (known: {', '.join(CALIBRATION_METHODS)})")
+    if not clips:
+        raise CalibrationError(f"{fp32_graph}: no calibration clips to quantise with")
     metadata = read_metadata(fp32_graph)
     if metadata.get("qslr_precision", "fp32") != "fp32":
         raise ValueError(f"{fp32_graph}: quantisation starts from a float32 graph, this one is "
@@ -169,7 +172,8 @@ def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, metho
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     nodes = quantised_nodes(onnx.load(str(fp32_graph), load_external_data=False).graph)
-    with _without_advice():
+    # The histogram calibrators print a line per calibration run (hundreds for a Phoenix calibration).
+    with _without_advice(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(fp32_graph), str(out), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(QUANTISED_OPS), nodes_to_quantize=nodes,
                         per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
@@ -180,6 +184,7 @@ def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, metho
                         # One calibration run at a time: unstrided, the histogram calibrators (Entropy,
                         # Percentile) hold every run's activations to the end, 1.3 GB a 32-frame run at 224x224
                         # (22 GB for 8 clips); strided, they fold each run into their histograms and drop it.
+                        # (Their bins are then set by the first run, so their scales depend on the clips' order.)
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                        "ForceQuantizeNoInputCheck": True,
                                        "OpTypesToExcludeOutputQuantization": list(UNQUANTISED_OUTPUTS),

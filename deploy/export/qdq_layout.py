@@ -48,16 +48,22 @@ def for_onnxruntime(model: onnx.ModelProto) -> Lowering:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    graph_outputs = {output.name for output in graph.output}
     non_negative: set[str] = set()
-    unsigned: set[str] = set()
-    signed = 0
+    unsigned: set[str] = set()  # QuantizeLinear outputs stored as UINT8, moved here or already so
+    replaced: set[str] = set()
+    moved = signed = 0
     for node in graph.node:  # ONNX keeps nodes in topological order, so each input is classified before use
         if node.op_type == "Relu" or (node.op_type in _SIGN_KEEPING and node.input[0] in non_negative) or (
                 node.op_type == "DequantizeLinear" and node.input[0] in unsigned):
             non_negative.add(node.output[0])
         if node.op_type != "QuantizeLinear":
             continue
-        if node.input[0] not in non_negative or not _signed_zero(constants, node):
+        if len(node.input) < 3 or not node.input[2]:  # no zero point: UINT8 already, by ONNX's default
+            unsigned.add(node.output[0])
+            continue
+        # A quantised graph output keeps the type the graph declares for it.
+        if node.input[0] not in non_negative or not _signed_zero(constants, node) or node.output[0] in graph_outputs:
             signed += 1
             continue
         zero = f"{node.output[0]}_uint8_zero_point"
@@ -67,10 +73,15 @@ def for_onnxruntime(model: onnx.ModelProto) -> Lowering:
             if user is not node and user.op_type != "DequantizeLinear":
                 raise ValueError(f"{user.name}: reads the quantised tensor {node.output[0]} directly; a QDQ graph "
                                  "reads one only through DequantizeLinear")
-            user.input[2] = zero
+            if len(user.input) > 2 and user.input[2]:
+                replaced.add(user.input[2])
+                user.input[2] = zero
+            else:  # a DequantizeLinear without its zero point would read the UINT8 tensor as it is: it gets one
+                user.input.extend([""] * (2 - len(user.input)) + [zero])
         unsigned.add(node.output[0])
-    _drop_unread_constants(graph)
-    return Lowering(len(unsigned), signed)
+        moved += 1
+    _drop_unread(graph, replaced)
+    return Lowering(moved, signed)
 
 
 def _signed_zero(constants: dict[str, TensorProto], node: onnx.NodeProto) -> bool:
@@ -78,10 +89,11 @@ def _signed_zero(constants: dict[str, TensorProto], node: onnx.NodeProto) -> boo
     return zero is not None and zero.data_type == TensorProto.INT8 and not numpy_helper.to_array(zero).any()
 
 
-def _drop_unread_constants(graph: onnx.GraphProto) -> None:
-    # onnxruntime warns once per unread initializer at every session start; the replaced zero points go.
+def _drop_unread(graph: onnx.GraphProto, replaced: set[str]) -> None:
+    # onnxruntime warns once per unread initializer at every session start: the replaced zero points that nothing
+    # reads any more go (only they: another unread initializer may be a subgraph's).
     read = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in read]
+    kept = [t for t in graph.initializer if t.name not in replaced or t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept)
 

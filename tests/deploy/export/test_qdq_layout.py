@@ -87,10 +87,10 @@ def _plain_fusion(path: Path, work: Path):
     return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
 
 
-def _run(model: str | bytes | Path, images: np.ndarray) -> np.ndarray:
+def _run(model: str | bytes | Path, inputs: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(model) if isinstance(model, Path) else model,
                                    providers=["CPUExecutionProvider"])
-    return session.run(None, {"images": images})[0]
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
 
 def test_lowered_for_onnxruntime_every_convolution_addition_and_relu_runs_in_int8(quantised, tmp_path):
@@ -160,3 +160,32 @@ def test_calibration_reads_one_run_at_a_time(quantised, tmp_path):
     reader = _RandomImages(3)
     quantise_convolutions(fp32, tmp_path / "strided.onnx", reader)
     assert reader.ranges == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_the_lowering_keeps_graph_outputs_and_completes_dequantisers_without_a_zero_point():
+    """Shapes onnxruntime's quantiser does not write, and other tools may: a DequantizeLinear without its zero
+    point, a QuantizeLinear without one (UINT8 already), a quantised tensor that is a graph output."""
+    helper, scale = onnx.helper, numpy_helper.from_array(np.float32(0.05), "scale")
+    zero = numpy_helper.from_array(np.int8(0), "zero")
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "scale", "zero"], ["q1"]),
+             helper.make_node("DequantizeLinear", ["q1", "scale"], ["d1"]),
+             helper.make_node("QuantizeLinear", ["r", "scale"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "scale"], ["d2"]),
+             helper.make_node("Add", ["d1", "d2"], ["y"]),
+             helper.make_node("QuantizeLinear", ["r", "scale", "zero"], ["q3"])]
+    graph = helper.make_graph(nodes, "edges", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6]),
+                               helper.make_tensor_value_info("q3", onnx.TensorProto.INT8, [1, 6])], [scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([[-1.0, 0.0, 0.02, 1.0, 3.0, 6.0]], np.float32)
+    before = _run(model.SerializeToString(), x)
+    lowering = for_onnxruntime(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert (lowering.unsigned, lowering.signed) == (1, 1)  # q1 moved; q3, a graph output, kept; q2 was UINT8
+    (d1,) = [n for n in model.graph.node if n.output[0] == "d1"]
+    assert len(d1.input) == 3 and d1.input[2] == "q1_uint8_zero_point"
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    after, q3 = session.run(None, {"x": x})
+    assert q3.dtype == np.int8
+    np.testing.assert_array_equal(after, before)
