@@ -2,7 +2,7 @@
 a CPU and for TensorRT's explicit quantisation on a GPU.
 
 What is quantised is the frame encoder's and the temporal CNN's arithmetic: every convolution's input and weights,
-the inputs of the residual additions, and max-pooling (INT8 in, INT8 out at one scale). A convolution's or an
+the inputs of the residual additions, pooling, and the Flatten after the small CNN's last ReLU. A convolution's or an
 addition's output is not quantised itself: it is quantised after the ReLU that follows, where the next quantised
 operator reads it. That is the placement TensorRT's guide asks for (it then fuses Conv + ReLU and Conv + Add +
 ReLU into INT8 kernels), and the one in which onnxruntime, given the graph as `qdq_layout` gives it, runs the

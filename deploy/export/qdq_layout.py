@@ -101,7 +101,12 @@ def _drop_unread(graph: onnx.GraphProto, replaced: set[str]) -> None:
 def onnxruntime_graph(path: str | Path) -> str | bytes:
     """What an onnxruntime session is made from: the file's path for a float graph, the graph lowered by
     `for_onnxruntime` (serialised) for a QDQ one."""
-    model = onnx.load(str(path))
+    data = Path(path).read_bytes()
+    # A byte search before any parse: every served or local session starts here, and parsing a float graph only
+    # to find it has no quantisation costs 0.28 s for ResNet-18 with 1,296 classes (130 MB), the search 0.13 s.
+    if b"QuantizeLinear" not in data:
+        return str(path)
+    model = onnx.load_from_string(data)
     if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
         return str(path)
     lowering = for_onnxruntime(model)

@@ -13,7 +13,7 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from qslr.model.checkpoints import load_file, save_file
-from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.model.decoding import Hypothesis
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_frames
 from qslr.tools.cli import cli
@@ -23,7 +23,7 @@ from qslr.train.data import make_loader
 from qslr.train.plots.curves import plot_curves
 from qslr.train.plots.figure import PictureSize
 from qslr.train.plots.posteriors import draw_posteriors
-from qslr.train.plots.video_posteriors import hypothesis_segments, video_posteriors
+from qslr.train.plots.video_posteriors import checkpoint_decoder, hypothesis_segments, video_posteriors
 
 COLUMNS = ["epoch", "global_step", "lr", "train_loss", "loss_SeqCTC", "loss_ConvCTC", "loss_Dist", "dev_wer",
            "dev_wer_conv"]
@@ -178,7 +178,7 @@ def test_posteriors_picture_draws_the_models_posteriors_and_the_decoded_spans(ti
     id_to_gloss = {index: gloss for gloss, index in trained.vocab.items()}
     assert result.output.splitlines()[0] == " ".join(id_to_gloss[gloss] for gloss, _, _ in spans)
 
-    decoded = video_posteriors(trained, video, CTCDecoder(trained.vocab, method="greedy", merge_repeats=merge_repeats))
+    decoded = video_posteriors(trained, video, checkpoint_decoder(trained, 0))
     drawn = draw_posteriors(decoded, PictureSize(800, 440, 90))
     seconds_per_step = 4 / record.fps  # K5-P2-K5-P2: four frames per output step
     centres = (np.arange(len(expected)) + 0.5) * seconds_per_step

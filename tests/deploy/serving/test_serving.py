@@ -22,21 +22,21 @@ from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
-from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.model.decoding import Hypothesis
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.temporal_padding import stride
 from qslr.pipelines.video_io import read_frames, read_video, write_vp9
 from qslr.tools.cli import cli
 from qslr.train.checkpointing import load_trained
+from qslr.train.plots.video_posteriors import checkpoint_decoder
 
 
 def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tuple[list[str], list[int]]:
-    served, extra = served_from_checkpoint(checkpoint)
+    served, _ = served_from_checkpoint(checkpoint)
     frames = torch.from_numpy(read_frames(video))[None]
     with torch.no_grad():
         log_probs, lengths = served(frames, torch.tensor([frames.shape[1]]))
-    decoder = CTCDecoder(extra["vocab"], "beam" if beam_size else "greedy", beam_size=max(beam_size, 1),
-                         merge_repeats=load_trained(checkpoint).config.decode.merge_repeats)
+    decoder = checkpoint_decoder(load_trained(checkpoint), beam_size)
     (hypothesis,) = decoder.decode(log_probs, lengths)
     return hypothesis.glosses, hypothesis.steps
 
@@ -132,15 +132,13 @@ def expected_seconds(hypothesis: Hypothesis, frames: int, fps: float, frames_per
 
 def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server, checkpoint, videos):
     trained = load_trained(checkpoint)
-    vocab, merge = trained.vocab, trained.config.decode.merge_repeats
     client = CslrClient(server.http_url)
     compared_spans = 0
     for video in videos[:4]:
         log_probs, steps, frames, fps = served_log_probs(server, video)
         assert fps == pytest.approx(25.0)  # the tiny corpus's rate, as the container states it
         for beam_size in (0, 1, 4, 10):
-            decoder = CTCDecoder(vocab, "beam" if beam_size else "greedy", beam_size=max(beam_size, 1),
-                                 merge_repeats=merge)
+            decoder = checkpoint_decoder(trained, beam_size)
             top_k = min(max(beam_size, 1), 3)
             (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], top_k)
             expected = alternatives[0]
