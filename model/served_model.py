@@ -68,7 +68,8 @@ class ServedModel(nn.Module):
         visual, steps = self.temporal_features(features.transpose(1, 2), padded_lengths)
         # The trained BiLSTM packs its sequences, which neither torch.export nor TensorRT can take with a
         # dynamic time axis; this form with the same weights equals it.
-        contextual = bilstm_unpacked(self.model.sequence.rnn, _cast(visual, torch.float32).transpose(1, 2), steps)
+        visual = _cast(visual, torch.float32).transpose(1, 2)
+        contextual = self.model.sequence.add_input(bilstm_unpacked(self.model.sequence.rnn, visual, steps), visual)
         log_probs = self.model.classifier(_cast(contextual, self.compute_dtype)).float().log_softmax(-1)
         if self.top_k:
             top_values, top_ids = log_probs.topk(self.top_k, dim=-1)

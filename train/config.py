@@ -79,6 +79,9 @@ class SequenceModelConfig:
     hidden_size: int = _at_least(1024, 2)  # both directions together
     num_layers: int = _at_least(2, 1)
     dropout: float = 0.3
+    # Not in the original: add the BiLSTM's input to its output, so that the sequence branch starts as the visual
+    # one and the recognition loss reaches the visual features directly (docs/benchmarks.md, issue 27's runs).
+    residual: bool = False
 
 
 @dataclass

@@ -18,10 +18,10 @@ SMALL = {
 }
 
 
-def small_model(weight_norm=False, shared=False, classes=9):
+def small_model(weight_norm=False, shared=False, classes=9, residual=False):
     torch.manual_seed(0)
-    temporal = {**SMALL["temporal"], "hidden_size": 20} if shared else SMALL["temporal"]
-    return build_model(classes, SMALL["frame_encoder"], temporal, SMALL["sequence"],
+    temporal = {**SMALL["temporal"], "hidden_size": 20} if shared or residual else SMALL["temporal"]
+    return build_model(classes, SMALL["frame_encoder"], temporal, {**SMALL["sequence"], "residual": residual},
                        {"weight_norm": weight_norm, "shared": shared}).eval()
 
 
@@ -44,9 +44,10 @@ def test_the_cnn_sees_only_valid_frames():
     assert seen == [64]
 
 
-@pytest.mark.parametrize("weight_norm, shared", [(False, False), (True, False), (True, True)])
-def test_each_sample_decodes_the_same_alone_or_in_a_batch(weight_norm, shared):
-    model = small_model(weight_norm, shared)
+@pytest.mark.parametrize("weight_norm, shared, residual",
+                         [(False, False, False), (True, False, False), (True, True, False), (True, True, True)])
+def test_each_sample_decodes_the_same_alone_or_in_a_batch(weight_norm, shared, residual):
+    model = small_model(weight_norm, shared, residual=residual)
     lengths = [padded_length(n, VAC) for n in (41, 9, 23)]
     videos = [torch.randn(n, 3, 32, 32) for n in lengths]
     batch = torch.zeros(3, max(lengths), 3, 32, 32)
@@ -60,6 +61,28 @@ def test_each_sample_decodes_the_same_alone_or_in_a_batch(weight_norm, shared):
             torch.testing.assert_close(together.sequence_logits[i, :steps], alone.sequence_logits[0], atol=1e-5,
                                        rtol=1e-5)
             torch.testing.assert_close(together.conv_logits[i, :steps], alone.conv_logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_residual_sequence_branch_starts_from_the_visual_one():
+    # With the recurrence silenced (every LSTM weight and bias 0: each output is 0.5 * tanh(0)), a residual
+    # BiLSTM passes its input through, so with a shared classifier both branches give the same logits.
+    model = small_model(weight_norm=True, shared=True, residual=True)
+    lengths = torch.tensor([padded_length(n, VAC) for n in (30, 17)])
+    videos = torch.randn(2, int(lengths.max()), 3, 32, 32)
+    with torch.no_grad():
+        before = model(videos, lengths)
+        for parameter in model.sequence.rnn.parameters():
+            parameter.zero_()
+        silenced = model(videos, lengths)
+    assert not torch.allclose(before.sequence_logits, before.conv_logits, atol=1e-3)
+    for i, steps in enumerate(silenced.lengths.tolist()):
+        torch.testing.assert_close(silenced.sequence_logits[i, :steps], silenced.conv_logits[i, :steps])
+
+
+def test_a_residual_bilstm_needs_equal_widths():
+    with pytest.raises(ValueError, match="residual BiLSTM needs its input as wide as its output"):
+        build_model(9, SMALL["frame_encoder"], SMALL["temporal"], {**SMALL["sequence"], "residual": True},
+                    {"weight_norm": True})
 
 
 def test_shared_classifier_is_one_module():
