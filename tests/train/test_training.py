@@ -55,14 +55,19 @@ def tensorboard_scalars(work: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def assert_tensorboard_equals_metrics_csv(work: Path, steps: int) -> None:
+def assert_tensorboard_equals_metrics_csv(work: Path, steps: int, dist: bool = True) -> None:
+    """``dist``: whether the run had the Dist term (the synthetic preset has it; a run without leaves it out)."""
     rows = read_metrics(work / "metrics.csv")
     scalars = tensorboard_scalars(work)
-    for tag, column in EPOCH_SCALARS.items():
+    tags = {**EPOCH_SCALARS, "loss/Dist": "loss_Dist"} if dist else EPOCH_SCALARS
+    for tag, column in tags.items():
         expected = [(int(r["global_step"]), float(r[column])) for r in rows]
         assert [step for step, _ in scalars[tag]] == [step for step, _ in expected], tag
         assert [value for _, value in scalars[tag]] == pytest.approx([v for _, v in expected], rel=1e-5), tag
-    assert "loss/Dist" not in scalars and all(r["loss_Dist"] == "" for r in rows)  # not a term of this preset
+    if dist:
+        assert all(float(r["loss_Dist"]) > 0 for r in rows)
+    else:
+        assert "loss/Dist" not in scalars and all(r["loss_Dist"] == "" for r in rows)
     assert [step for step, _ in scalars["loss/train_step"]] == list(range(1, steps + 1))  # log_interval=1
 
 
@@ -198,7 +203,8 @@ def overrides(root: Path, work: Path, *extra: str) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, tmp_path):
-    process = torchrun(*overrides(tiny_corpus[0], tmp_path / "ddp", "train.epochs=2"))
+    # Without the preset's Dist term, so that a term left out is seen absent from both logs.
+    process = torchrun(*overrides(tiny_corpus[0], tmp_path / "ddp", "train.epochs=2", "loss.weights.Dist=0"))
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
     digests = _digests(output)
@@ -208,7 +214,7 @@ def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, t
     assert "gloo process group" in output
     # Rank 0 alone logs: one event file, the same epochs as metrics.csv.
     assert len(list((tmp_path / "ddp/tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert_tensorboard_equals_metrics_csv(tmp_path / "ddp", saved.training["global_step"])
+    assert_tensorboard_equals_metrics_csv(tmp_path / "ddp", saved.training["global_step"], dist=False)
 
 
 def sigterm_inside_epoch_1(process: subprocess.Popen) -> str:

@@ -31,7 +31,8 @@ FRAME = 72
 
 @pytest.fixture(scope="module")
 def corrnet_checkpoint(tmp_path_factory) -> Path:
-    config = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18"])
+    # The BiLSTM as the CorrNet presets have it (no residual connection): the synthetic preset's is residual.
+    config = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18", "model.sequence.residual=false"])
     vocab = {f"G{i}": i + 1 for i in range(9)}
     torch.manual_seed(0)
     model = build_model(len(vocab) + 1, **model_sections(config)).eval()
