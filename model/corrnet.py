@@ -28,9 +28,9 @@ from enum import Enum
 import torch
 from torch import nn
 
-from qslr.model.frame_encoders import resnet_encoder
+from qslr.model.frame_encoders import IMAGENET_WIDTH, resnet_encoder
 
-STAGE_CHANNELS = {2: 128, 3: 256, 4: 512}  # ResNet-18's channels after each stage
+STAGES = (2, 3, 4)  # the ResNet stages a correlation module may follow
 DEFAULT_STAGES = (2, 3, 4)
 
 
@@ -80,21 +80,27 @@ def _attend(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 class CorrNetEncoder(nn.Module):
     """(N, 3, H, W) frames of clips laid out clip by clip (B clips of T frames, N = B*T) and the clips' lengths
-    -> (N, 512) features; the features of frames past a clip's length are not its own and are left as they come.
+    -> (N, out_dim) features (512 for ResNet-18); the features of frames past a clip's length are not its own and
+    are left as they come.
     """
 
     clip_aware = True  # SLRModel and the served model hand it the clips' lengths
 
     def __init__(self, trunk: nn.Module, stages: Sequence[int] = DEFAULT_STAGES):
         super().__init__()
-        if not stages or any(s not in STAGE_CHANNELS for s in stages) or list(stages) != sorted(set(stages)):
+        if not stages or any(s not in STAGES for s in stages) or list(stages) != sorted(set(stages)):
             raise ValueError(f"correlation stages {list(stages)!r}: give increasing stages among 2, 3 and 4")
         self.trunk = trunk
         self.stages = tuple(stages)
-        self.out_dim = 512
+        # A stage's channels are its last block's (128, 256 and 512 in ResNet-18; fewer in a narrowed one).
+        channels = {stage: getattr(trunk, f"layer{stage}")[-1].conv2.out_channels for stage in STAGES}
+        self.out_dim = channels[4]
         for stage in self.stages:
+            if channels[stage] < 16:
+                raise ValueError(f"correlation after stage {stage}: {channels[stage]} channels, fewer than the 16 "
+                                 f"its identification branch divides them by")
             # The original's names: corr1 follows layer2, corr2 layer3, corr3 layer4.
-            self.add_module(f"corr{stage - 1}", Correlation(STAGE_CHANNELS[stage]))
+            self.add_module(f"corr{stage - 1}", Correlation(channels[stage]))
         for module in self.modules():
             if isinstance(module, nn.Conv3d):  # the original initialises its convolutions so
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -138,7 +144,9 @@ class CorrNetEncoder(nn.Module):
         return full
 
 
-def corrnet_encoder(*, weights: str | Enum | None = None, stages: Sequence[int] = DEFAULT_STAGES) -> CorrNetEncoder:
+def corrnet_encoder(*, weights: str | Enum | None = None, stages: Sequence[int] = DEFAULT_STAGES,
+                    width: int = IMAGENET_WIDTH) -> CorrNetEncoder:
     """CorrNet on torchvision's ResNet-18, its trunk from ``weights`` as for ``resnet18`` (ImageNet's for training
-    from scratch, as the original does), its correlation modules freshly initialised."""
-    return CorrNetEncoder(resnet_encoder("resnet18", weights=weights).trunk, stages)
+    from scratch, as the original does), its correlation modules freshly initialised. ``width``: the ResNet's
+    channels after the stem (`resnet_encoder`); a narrow one runs every module of CorrNet at a fraction of the cost."""
+    return CorrNetEncoder(resnet_encoder("resnet18", weights=weights, width=width).trunk, stages)

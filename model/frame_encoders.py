@@ -78,17 +78,52 @@ def download_weights(member: torchvision.models.WeightsEnum, arch: str) -> dict:
             f"it yourself and put it at {cached}, pass a .pt/.pth file, or set the weights to null") from None
 
 
-def resnet_encoder(arch: str, *, weights: str | Enum | None = None) -> FrameEncoder:
-    """A torchvision ResNet with its classifier removed (512-d features for ResNet-18/34)."""
+# torchvision's ResNets: 64 channels after the stem, doubled at each of stages 2-4.
+IMAGENET_WIDTH = 64
+
+
+def resnet_encoder(arch: str, *, weights: str | Enum | None = None, width: int = IMAGENET_WIDTH) -> FrameEncoder:
+    """A torchvision ResNet with its classifier removed (512-d features for ResNet-18/34).
+
+    ``width``: channels after the stem (64 in torchvision's, whose ImageNet weights need it); a narrower one keeps
+    every layer and block of the architecture at a fraction of its cost, for tests and quick experiments.
+    """
     builder: Callable[..., torchvision.models.ResNet] = getattr(torchvision.models, arch)
     enum = torchvision.models.get_model_weights(arch)
     network = builder(weights=None)
+    if width != IMAGENET_WIDTH:
+        if weights is not None:
+            raise ValueError(f"{arch}: pretrained weights are for width {IMAGENET_WIDTH}, not {width}; set the "
+                             f"weights to null")
+        _narrow(network, width)
     state = _state_dict(weights, enum, arch)
     if state is not None:
         network.load_state_dict(state)
     out_dim = network.fc.in_features
     network.fc = nn.Identity()
     return FrameEncoder(network, out_dim)
+
+
+def _narrow(network: torchvision.models.ResNet, width: int) -> None:
+    """Rebuild ``network``'s stem and stages with ``width`` channels after the stem, through torchvision's own
+    layer builder (same blocks per stage, strides and initialisation)."""
+    if width < 1:
+        raise ValueError(f"ResNet width must be positive, got {width}")
+    block = type(network.layer1[0])
+    blocks = [len(getattr(network, f"layer{i}")) for i in range(1, 5)]
+    network.inplanes = width
+    network.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    network.bn1 = nn.BatchNorm2d(width)
+    for stage, count in enumerate(blocks, start=1):
+        planes = width * 2 ** (stage - 1)
+        setattr(network, f"layer{stage}", network._make_layer(block, planes, count, stride=1 if stage == 1 else 2))
+    network.fc = nn.Linear(width * 8 * block.expansion, network.fc.out_features)
+    for module in network.modules():  # as torchvision's ResNet initialises itself
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
 
 
 class _TinyTrunk(nn.Sequential):
@@ -115,28 +150,3 @@ def tiny_cnn_encoder(*, weights: str | None = None, channels: Sequence[int] = (8
     if state is not None:
         encoder.trunk.load_state_dict(state)
     return encoder
-
-
-def _corrnet_encoder(**kw) -> nn.Module:
-    from qslr.model.corrnet import corrnet_encoder  # it builds on resnet_encoder above
-
-    return corrnet_encoder(**kw)
-
-
-FRAME_ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": lambda **kw: resnet_encoder("resnet18", **kw),
-    "resnet34": lambda **kw: resnet_encoder("resnet34", **kw),
-    "tiny_cnn": tiny_cnn_encoder,
-    "corrnet_resnet18": _corrnet_encoder,
-}
-
-
-def build_frame_encoder(arch: str, weights: str | None = None, options: dict | None = None) -> nn.Module:
-    """A per-frame encoder (`FrameEncoder`), or a clip-aware one (``clip_aware``: it also takes the clips'
-    lengths, its output at a frame depending on the clip's other frames) such as CorrNet's."""
-    if arch not in FRAME_ENCODERS:
-        raise ValueError(f"unknown frame encoder {arch!r} (known: {', '.join(FRAME_ENCODERS)})")
-    try:
-        return FRAME_ENCODERS[arch](weights=weights, **(options or {}))
-    except TypeError as exc:
-        raise ValueError(f"frame encoder {arch!r}: bad options {options!r} ({exc})") from None

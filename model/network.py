@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from qslr.model.classifier import make_classifier
-from qslr.model.frame_encoders import build_frame_encoder
+from qslr.model.encoder_registry import build_frame_encoder
 from qslr.model.sequence_model import BiLSTM
 from qslr.model.temporal_conv import TemporalConv
 

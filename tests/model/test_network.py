@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from qslr.model.frame_encoders import WeightsUnavailableError, build_frame_encoder, cached_weights_file
+from qslr.model.encoder_registry import build_frame_encoder
+from qslr.model.frame_encoders import WeightsUnavailableError, cached_weights_file
 from qslr.model.network import build_model
 from qslr.pipelines.temporal_padding import padded_length
 
@@ -121,3 +122,27 @@ def test_imagenet_weights_load_from_torchvisions_cache(monkeypatch, tmp_path):
         encoder = build_frame_encoder("resnet18", weights)
         torch.testing.assert_close(encoder.trunk.conv1.weight, reference.conv1.weight)
         assert encoder.out_dim == 512
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "corrnet_resnet18"])
+def test_a_narrow_resnet_keeps_every_block_and_stride_at_a_fraction_of_the_channels(arch):
+    full = build_frame_encoder(arch)
+    narrow = build_frame_encoder(arch, options={"width": 16})
+    layout = [(type(m).__name__, getattr(m, "stride", None), getattr(m, "kernel_size", None))
+              for m in full.trunk.modules()]
+    assert [(type(m).__name__, getattr(m, "stride", None), getattr(m, "kernel_size", None))
+            for m in narrow.trunk.modules()] == layout
+    assert (full.out_dim, narrow.out_dim) == (512, 128)
+    widths = [m.out_channels for m in narrow.trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [w * 4 for w in widths] == [m.out_channels for m in full.trunk.modules() if isinstance(m, torch.nn.Conv2d)]
+    frames = torch.randn(3, 3, 64, 64)
+    assert narrow.eval()(frames).shape == (3, 128)
+    # He initialisation, as torchvision gives its own layers: not PyTorch's default for a rebuilt convolution.
+    assert narrow.trunk.layer3[0].conv1.weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.15)
+
+
+def test_a_narrow_resnet_refuses_imagenet_weights():
+    with pytest.raises(ValueError, match="pretrained weights are for width 64, not 16"):
+        build_frame_encoder("resnet18", "IMAGENET1K_V1", {"width": 16})
+    with pytest.raises(ValueError, match="fewer than the 16"):
+        build_frame_encoder("corrnet_resnet18", options={"width": 4, "stages": [2, 3, 4]})
