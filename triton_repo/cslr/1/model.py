@@ -35,15 +35,30 @@ OUTPUTS = [names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_EN
            names.ALTERNATIVES, names.ALTERNATIVE_SCORES]
 
 
+class CalledModelError(Exception):
+    """A model called here answered a window's request with an error (a TritonError), passed on as it is."""
+
+    def __init__(self, error):
+        super().__init__(error.message())
+        self.error = error
+
+
+class _WindowsNotRun(Exception):
+    """Raised through the window decoding by a failure to run the windows (its cause), which is no fault of the
+    video: so it escapes `isolated`, which names whatever else goes wrong as a video it cannot decode."""
+
+
 def _answer(response):
     """A response of a model called here, as this model's response: its outputs, or its error. The error is the
-    failing model's own message ("preprocess: video too long ..."), as an ensemble request got it; a video
-    refused here (an exception) is named as `cslr`'s."""
+    failing model's own message ("preprocess: video too long ...") and code, as an ensemble request got them; a
+    video refused here (an exception) is named as `cslr`'s."""
+    if isinstance(response, CalledModelError):
+        return pb_utils.InferenceResponse(error=response.error)
     if isinstance(response, Exception):
         return failed_response(pb_utils, "cslr", response)
     if response.has_error():
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-            without_ensemble_prefix(response.error().message()), pb_utils.TritonError.INVALID_ARG))
+            without_ensemble_prefix(response.error().message()), response.error().code()))
     return pb_utils.InferenceResponse(output_tensors=[
         pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(response, name).as_numpy()) for name in OUTPUTS])
 
@@ -79,19 +94,26 @@ class TritonPythonModel:
             probe = isolated(data, lambda: probe_video(data))
             if isinstance(probe, Exception) or probe.packets <= self.plan.window:
                 # A clip, or a video the ensemble's decoder refuses with the error a clip gets.
-                return pb_utils.InferenceRequest(
-                    model_name="cslr_clip", inputs=[pb_utils.Tensor(names.VIDEO, video.as_numpy())],
-                    requested_output_names=OUTPUTS, parameters=_parameters(request)).async_exec()
+                return _request("cslr_clip", [(names.VIDEO, video.as_numpy())], OUTPUTS,
+                                _parameters(request)).async_exec()
             return loop.run_in_executor(self.pool, self._in_windows, request, data, probe, loop)
         except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
             return asyncio.sleep(0, result=exc)
 
     def _in_windows(self, request, data: bytes, probe, loop):
         """On a pool thread: the video's windows through `visual`, then `ctc_decoder` on the joined output."""
+        def visual(frames, lengths):
+            try:
+                return self._visual(frames, lengths, loop)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is answered as itself (_answer)
+                raise _WindowsNotRun() from exc
+
         def work():
-            return video_log_probs(data, self.height, self.width, self.limits, self.plan,
-                                   lambda frames, lengths: self._visual(frames, lengths, loop), self.window_batch,
-                                   self.model_fps, probe)
+            try:
+                return video_log_probs(data, self.height, self.width, self.limits, self.plan, visual,
+                                       self.window_batch, self.model_fps, probe)
+            except _WindowsNotRun as failure:
+                return failure.__cause__
 
         result = isolated(data, work)
         if isinstance(result, Exception):
@@ -113,7 +135,7 @@ class TritonPythonModel:
         outputs, steps = [], []
         for response in _on_loop(loop, calls):
             if response.has_error():
-                raise RuntimeError(response.error().message())
+                raise CalledModelError(response.error())
             outputs.append(pb_utils.get_output_tensor_by_name(response, names.LOG_PROBS).as_numpy()[0])
             steps.append(int(pb_utils.get_output_tensor_by_name(response, names.OUTPUT_LENGTHS).as_numpy()
                              .reshape(-1)[0]))
@@ -131,9 +153,15 @@ def _on_loop(loop, calls):
     """BLS calls (model, [(input name, array)], output names, request parameters) made together on the model's
     event loop from a pool thread; their responses, in order."""
     async def send():
-        return await asyncio.gather(*(pb_utils.InferenceRequest(
-            model_name=model, inputs=[pb_utils.Tensor(name, value) for name, value in inputs],
-            requested_output_names=list(outputs), parameters=parameters).async_exec()
-            for model, inputs, outputs, parameters in calls))
+        return await asyncio.gather(*(_request(*call).async_exec() for call in calls))
 
     return asyncio.run_coroutine_threadsafe(send(), loop).result()
+
+
+def _request(model: str, inputs, outputs, parameters: dict):
+    """A BLS request whose outputs come back in CPU memory, where as_numpy reads them: by default python_backend
+    leaves them where the called model put them, which is GPU memory for a TensorRT `visual`."""
+    return pb_utils.InferenceRequest(
+        model_name=model, inputs=[pb_utils.Tensor(name, value) for name, value in inputs],
+        requested_output_names=list(outputs), parameters=parameters,
+        preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))

@@ -2,7 +2,7 @@
 
 The whole dynamic batch goes to the clip decoder at once, which spreads it over its threads (DALI's or
 PyAV's, as the repository's README says); a video that cannot be served gets its own error and the
-others their frames.
+others their frames. A refused upload is INVALID_ARG, a failure of the model itself INTERNAL (`failed_response`).
 """
 
 import numpy as np
@@ -11,7 +11,7 @@ import triton_python_backend_utils as pb_utils
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.served_limits import pad_to_minimum
 from qslr.deploy.serving.served_video import clip_decoder
-from qslr.deploy.serving.triton_parameters import model_parameters, served_limits
+from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits
 
 
 class TritonPythonModel:
@@ -24,22 +24,25 @@ class TritonPythonModel:
             options.update(device=parameters["decoder_device"], device_id=int(args["model_instance_device_id"]))
         self.decoder = clip_decoder(parameters["decoder"], int(parameters["height"]), int(parameters["width"]),
                                     self.limits, **options)
-        self.logger = pb_utils.Logger
 
     def execute(self, requests):
         videos = [pb_utils.get_input_tensor_by_name(r, names.VIDEO).as_numpy().reshape(-1).tobytes()
                   for r in requests]
-        responses = []
-        # The decoder answers each video with its frames or its own error, whatever the upload raised.
-        for index, clip in enumerate(self.decoder.decode(videos)):
-            if isinstance(clip, Exception):
-                self.logger.log_warn(f"preprocess: request {index}: {clip}")
-                error = pb_utils.TritonError(f"preprocess: {clip}", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-                continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
+        try:
+            # The decoder answers each video with its frames or its own error, whatever the upload raised.
+            clips = self.decoder.decode(videos)
+        except Exception as exc:  # noqa: BLE001 - the decoder itself failed (no thread, say): each request says so
+            clips = [exc] * len(videos)
+        return [self._response(clip) for clip in clips]
+
+    def _response(self, clip):
+        if isinstance(clip, Exception):
+            return failed_response(pb_utils, "preprocess", clip)
+        try:
+            return pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.FRAMES, pad_to_minimum(clip.frames, self.limits.min_frames)[None]),
                 pb_utils.Tensor(names.LENGTHS, np.array([[len(clip.frames)]], dtype=np.int64)),
                 pb_utils.Tensor(names.FPS, np.array([[clip.fps]], dtype=np.float32)),
-            ]))
-        return responses
+            ])
+        except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
+            return failed_response(pb_utils, "preprocess", exc)
