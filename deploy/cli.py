@@ -12,8 +12,8 @@ import click
 
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.tensorrt_engine import ShapeRange
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
-from qslr.deploy.serving.served_limits import ServedLimits
 
 # The default profile covers the default served limits exactly, so a default engine serves in a default repository.
 _DEFAULT_PROFILE = ShapeRange.covering(ServedLimits()).shapes()

@@ -85,7 +85,7 @@ _PEAK = ("import sys\n"
          "    return int(line.split()[1]) / 1024\n")
 _IN_WINDOWS = ("from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model\n"
                "from qslr.deploy.serving.buffered import WindowPlan\n"
-               "from qslr.deploy.serving.served_limits import ServedLimits\n"
+               "from qslr.deploy.served_limits import ServedLimits\n"
                "plan = WindowPlan(*map(int, sys.argv[3:6]))\n"
                "limits = ServedLimits(max_seconds=3600)\n"
                "recogniser = LocalRecogniser(load_checkpoint_model(sys.argv[1]), limits, plan)\n"

@@ -19,8 +19,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.client import CslrClient, RecognitionError
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset

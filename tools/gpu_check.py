@@ -122,8 +122,8 @@ class GpuCheck:
         """The served `dali-gpu` video decoder (NVDEC) against PyAV on the same uploads."""
         _need(self.cuda, "no CUDA device")
         _need(self.dali, "nvidia-dali is not installed")
-        from qslr.deploy.serving.served_limits import ServedLimits
-        from qslr.deploy.serving.served_video import clip_decoder
+        from qslr.deploy.served_limits import ServedLimits
+        from qslr.deploy.served_video import clip_decoder
 
         videos = sorted((self.dataset / "videos" / "test").glob("*.webm"))[:16]
         _need(bool(videos), "no test videos (the corpus part did not run)")

@@ -19,10 +19,10 @@ import numpy as np
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnx_export import onnx_session
+from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.served_video import clip_decoder
 from qslr.deploy.serving.ragged_batch import pad_clips
 from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
-from qslr.deploy.serving.served_limits import ServedLimits
-from qslr.deploy.serving.served_video import clip_decoder
 
 STAGES = ("preprocess", "visual", "ctc_decoder")
 ENSEMBLE = "cslr"

@@ -33,8 +33,8 @@ from qslr.deploy import tensor_names as names
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, onnx_session, read_metadata
 from qslr.deploy.served import served_from_checkpoint
-from qslr.deploy.serving.served_limits import ServedLimits, pad_to_minimum
-from qslr.deploy.serving.served_video import DecodedClip, clip_decoder
+from qslr.deploy.served_limits import ServedLimits, pad_to_minimum
+from qslr.deploy.served_video import DecodedClip, clip_decoder
 from qslr.pipelines.atomic_output import atomic_path
 from qslr.pipelines.prepared import PreparedDataset
 

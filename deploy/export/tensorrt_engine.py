@@ -16,7 +16,7 @@ import numpy as np
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
-from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.served_limits import ServedLimits
 from qslr.pipelines.atomic_output import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)

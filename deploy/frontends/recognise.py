@@ -22,10 +22,10 @@ import torch
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import BufferedOutput, VisualRunner, WindowPlan, video_log_probs
 from qslr.deploy.serving.recognition import Recognition
 from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.temporal_padding import stride
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.served_limits import ServedLimits
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.ragged_batch import pad_clips
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.video_io import VideoProbe, VideoReader, probe_video, resize_frames
 from qslr.train.config import DecodeConfig
 

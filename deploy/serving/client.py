@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from qslr.deploy import tensor_names as names
+from qslr.deploy.served_limits import pad_to_minimum
 from qslr.deploy.serving.recognition import Alternative, Recognition
-from qslr.deploy.serving.served_limits import pad_to_minimum
 
 VISUAL_MODEL = "visual"
 OUTPUTS = (names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,

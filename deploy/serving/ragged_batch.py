@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.served_limits import ServedLimits
 
 
 def pad_clips(clips: Sequence[np.ndarray], min_frames: int = 1) -> tuple[np.ndarray, np.ndarray]:

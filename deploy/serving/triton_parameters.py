@@ -7,7 +7,7 @@ import os
 import re
 import traceback
 
-from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.served_limits import ServedLimits
 
 
 def model_parameters(args: dict) -> dict[str, str]:

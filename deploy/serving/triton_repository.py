@@ -20,11 +20,11 @@ import onnx
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, graph_precision, read_metadata
 from qslr.deploy.export.tensorrt_engine import check_engine
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 from qslr.deploy.serving.served_decoding import DecoderSettings
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.atomic_output import atomic_directory
 from qslr.pipelines.package_data import package_folder
 from qslr.pipelines.temporal_padding import stride

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
-from qslr.deploy.serving.served_limits import ServedLimits
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset

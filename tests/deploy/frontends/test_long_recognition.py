@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model, load_onnx_model
 from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.served_limits import ClipTooLongError, ServedLimits, pad_to_minimum
 from qslr.deploy.serving.buffered import WindowPlan, stitch
-from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits, pad_to_minimum
 from qslr.pipelines.long_videos import JoinedVideo, choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_video, resize_frames

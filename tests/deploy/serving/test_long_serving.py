@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
 from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.repository_checks import read_config
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.pipelines.long_videos import JoinedVideo, choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.cli import cli

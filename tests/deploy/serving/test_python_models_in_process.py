@@ -13,13 +13,13 @@ import pytest
 from onnx import helper, numpy_helper
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
+from qslr.deploy import served_video
 from qslr.deploy import tensor_names as names
 from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model
-from qslr.deploy.serving import served_video
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.ragged_batch import length_groups
 from qslr.deploy.serving.repository_checks import read_config
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.triton_parameters import failed_response
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.long_videos import choose_clips, join_clips

@@ -18,8 +18,8 @@ from served_settings import MAX_FRAMES, MAX_SECONDS
 import qslr.deploy.serving.server as server_module
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
 from qslr.model.decoding import Hypothesis

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qslr.deploy.serving.served_limits import ServedLimits
-from qslr.deploy.serving.served_video import DecodedClip, clip_decoder, isolated
+from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.served_video import DecodedClip, clip_decoder, isolated
 from qslr.pipelines.video_io import VideoDecodeError
 from qslr.tools.damaged_videos import mutant_pool
 

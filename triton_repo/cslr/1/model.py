@@ -20,9 +20,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
+from qslr.deploy.served_video import isolated
 from qslr.deploy.serving.buffered import WindowPlan, video_log_probs
 from qslr.deploy.serving.ragged_batch import pad_clips
-from qslr.deploy.serving.served_video import isolated
 from qslr.deploy.serving.triton_parameters import (
     failed_response,
     model_parameters,

@@ -9,8 +9,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
-from qslr.deploy.serving.served_limits import pad_to_minimum
-from qslr.deploy.serving.served_video import clip_decoder
+from qslr.deploy.served_limits import pad_to_minimum
+from qslr.deploy.served_video import clip_decoder
 from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits
 
 

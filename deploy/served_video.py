@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits
+from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
 from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
 Video = bytes | str | Path

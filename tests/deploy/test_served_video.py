@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits
-from qslr.deploy.serving.served_video import DaliClipDecoder, DecodedClip, clip_decoder
+from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
+from qslr.deploy.served_video import DaliClipDecoder, DecodedClip, clip_decoder
 from qslr.deploy.serving.triton_repository import resolve_video_decoder
 from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, read_video, write_vp9
 

@@ -8,8 +8,8 @@ import torch
 
 from qslr.deploy.export.tensorrt_engine import ShapeRange
 from qslr.deploy.served import example_inputs, served_from_checkpoint
+from qslr.deploy.served_limits import ClipTooLongError, ServedLimits, pad_to_minimum
 from qslr.deploy.serving.ragged_batch import check_clip, pad_clips
-from qslr.deploy.serving.served_limits import ClipTooLongError, ServedLimits, pad_to_minimum
 
 
 def test_limits_validate_and_name_a_long_clip():
