@@ -411,7 +411,8 @@ def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None,
     if repository is None:
         _recognise(videos, url, grpc, beam_size, top_k, as_json)
         return
-    from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
+    from qslr.deploy.serving.server import Ports, TritonServer, free_port
+    from qslr.deploy.serving.supervision import exit_on_signals
 
     with exit_on_signals(), TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
         click.echo(f"tritonserver ready on {server.http_url}", err=True)

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.supervision import exit_on_signals
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository, resolve_video_decoder
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.bench_models import checkpoint_or_quick_one

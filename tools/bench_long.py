@@ -123,7 +123,8 @@ def _served_latency(checkpoint: Path, frame_size: tuple[int, int], dataset: Prep
     """Latency of a one-minute upload and of single clips on a real server (a repository of default settings),
     at concurrency 1 and 4."""
     from qslr.deploy.serving.client import CslrClient
-    from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
+    from qslr.deploy.serving.server import Ports, TritonServer, free_port
+    from qslr.deploy.serving.supervision import exit_on_signals
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.tools.bench_serve import load_run
 

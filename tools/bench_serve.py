@@ -21,7 +21,8 @@ from rich.table import Table
 
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.client import CslrClient, RecognitionError
-from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.supervision import exit_on_signals
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_video

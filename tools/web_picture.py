@@ -19,7 +19,8 @@ import click
 from qslr.deploy.frontends.web.app import UploadLimits, create_app
 from qslr.deploy.frontends.web.in_thread import serving_in_thread
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.server import Ports, TritonServer, exit_on_signals, free_port
+from qslr.deploy.serving.server import Ports, TritonServer, free_port
+from qslr.deploy.serving.supervision import exit_on_signals
 from qslr.pipelines.atomic_output import write_bytes_atomic
 from qslr.pipelines.long_videos import choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset

@@ -1,9 +1,5 @@
-"""Starting a real tritonserver: the one on PATH (NVIDIA's container), else the binary in nvidia-pytriton.
-
-The wheel's server needs a backend folder holding the python backend and the stub for this Python, this
-virtual environment first on PATH (the stub takes its sys.path from the first python3 there), and the
-wheel's libraries plus this interpreter's libpython on LD_LIBRARY_PATH (docs/serving_gpu.md, "The CPU server").
-"""
+"""A real tritonserver's lifecycle: started on a repository (the binary `server_binary` finds), ready, watched for
+dead python stubs, stopped with every process and shared-memory region it left."""
 
 from __future__ import annotations
 
@@ -11,12 +7,9 @@ import contextlib
 import glob
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -25,12 +18,11 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from qslr.deploy.serving import processes
+from qslr.deploy.serving.server_binary import ServerError, check_backends, find_server, required_backends
+
 log = logging.getLogger(__name__)
 SHM_PATTERN = "/dev/shm/triton_python_backend_shm_region_*"
-
-
-class ServerError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -54,138 +46,6 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-@dataclass(frozen=True)
-class ServerBinary:
-    executable: Path
-    backend_dir: Path | None  # None: the binary's own (NVIDIA's container)
-    cache_dir: Path | None
-    environment: dict[str, str]
-    backends: frozenset[str] | None = None  # None: not known (a server on PATH without a backends folder)
-
-
-# What a model config's platform needs of the server, for configs that name a platform instead of a backend.
-_PLATFORM_BACKENDS = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch",
-                      "ensemble": None}
-
-
-def required_backends(repository: Path) -> dict[str, str]:
-    """model name -> the backend its config asks for (ensembles need none)."""
-    from qslr.deploy.serving.repository_checks import read_config
-
-    needed = {}
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        config = read_config(config_path)
-        backend = config.backend or _PLATFORM_BACKENDS.get(config.platform, config.platform)
-        if backend:
-            needed[config.name or config_path.parent.name] = backend
-    return needed
-
-
-def _installed_backends(executable: Path) -> frozenset[str] | None:
-    """The backends beside a tritonserver on PATH (NVIDIA's container keeps them in <prefix>/backends)."""
-    folder = executable.resolve().parent.parent / "backends"
-    return frozenset(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else None
-
-
-def _pytriton_root() -> Path | None:
-    try:
-        import pytriton
-    except ImportError:
-        return None
-    return Path(pytriton.__file__).parent / "tritonserver"
-
-
-def find_server(workdir: Path) -> ServerBinary:
-    """The tritonserver to run, with what it needs prepared under ``workdir``."""
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return ServerBinary(Path(on_path), None, None, dict(os.environ), _installed_backends(Path(on_path)))
-    root = _pytriton_root()
-    if root is None or not (root / "bin" / "tritonserver").is_file():
-        raise ServerError("no tritonserver found: none on PATH and nvidia-pytriton is not installed "
-                          "(pip install -e '.[serve]')")
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerError(f"nvidia-pytriton has no python backend stub for Python {version}")
-    backend = workdir / "backends" / "python"
-    backend.mkdir(parents=True)
-    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
-        shutil.copy2(root / "backends" / "python" / name, backend / name)
-    shutil.copy2(stub, backend / "triton_python_backend_stub")
-    environment = dict(os.environ)
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
-    libraries = [sysconfig.get_config_var("LIBDIR"), str(root.parent.parent / "nvidia_pytriton.libs"),
-                 environment.get("LD_LIBRARY_PATH", "")]
-    environment["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libraries if p)
-    return ServerBinary(root / "bin" / "tritonserver", workdir / "backends", root / "caches", environment,
-                        frozenset({"python"}))
-
-
-def check_backends(repository: Path, binary: ServerBinary) -> None:
-    """Refuse, in one line, a repository whose models this server cannot load: it would abort at start-up."""
-    if binary.backends is None:
-        return
-    missing = {model: backend for model, backend in required_backends(repository).items()
-               if backend not in binary.backends}
-    if missing:
-        from qslr.deploy.export.nvidia_stack import TRITON_CONTAINER
-
-        models = ", ".join(f"{model} needs the {backend} backend" for model, backend in sorted(missing.items()))
-        raise ServerError(f"{repository}: {models}, which {binary.executable} does not have (it has "
-                          f"{', '.join(sorted(binary.backends))}); serve it with NVIDIA's Triton container "
-                          f"{TRITON_CONTAINER} (deploy/Dockerfile)")
-
-
-def python_stubs(server_pid: int) -> dict[int, str]:
-    """pid -> model name of each python-backend stub process the server started (Linux's /proc; empty elsewhere).
-
-    The server does not restart a stub that died: its model answers every request with an error while the
-    server still reports itself ready, so whoever runs the server has to watch the stubs.
-    """
-    return {pid: Path(args[1]).parent.parent.name  # <repository>/<model>/1/model.py
-            for pid, args in child_processes(server_pid).items()
-            if len(args) > 1 and args[0].endswith("triton_python_backend_stub")}
-
-
-@contextlib.contextmanager
-def exit_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)):
-    """Within the block, SIGTERM and SIGHUP end the command as Ctrl-C does (KeyboardInterrupt), so that every
-    `with` in it unwinds: a server it started (in a session of its own, out of reach of signals sent to the
-    command) is stopped, stubs included, rather than left running without its command."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _processes() -> dict[int, tuple[int, list[str]]]:
-    """pid -> (parent pid, command line) of every process (Linux's /proc; empty elsewhere)."""
-    found = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
-        except (OSError, ValueError, IndexError):
-            continue  # a process that ended while being looked at
-    return found
-
-
-def child_processes(parent_pid: int) -> dict[int, list[str]]:
-    """pid -> command line of each process whose parent is ``parent_pid``."""
-    return {pid: args for pid, (parent, args) in _processes().items() if parent == parent_pid}
-
-
-def _processes_running(folder: Path) -> list[int]:
-    """Processes whose program lies in ``folder``."""
-    return [pid for pid, (_, args) in _processes().items() if args[0].startswith(f"{folder}/")]
 
 
 class TritonServer:
@@ -272,7 +132,7 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting:\n{tail}")
             if self.ready():
                 log.info("tritonserver ready on %s (HTTP) and %s (gRPC)", self.http_url, self.grpc_url)
-                self.stubs = python_stubs(self.process.pid)
+                self.stubs = processes.python_stubs(self.process.pid)
                 self.python_models = {model for model, backend in required_backends(self.repository).items()
                                       if backend == "python"}
                 return
@@ -288,9 +148,9 @@ class TritonServer:
         gone (or a zombie, which has no command line), and a model with no live stub at all, which covers a stub
         killed between the server's readiness and that first look.
         """
-        if self.process is None or not Path("/proc").is_dir():
-            return []  # python_stubs sees nothing without /proc: no stub can be told dead
-        live = python_stubs(self.process.pid)
+        if self.process is None or not processes.processes_visible():
+            return []  # no stub can be told dead where no process can be seen
+        live = processes.python_stubs(self.process.pid)
         dead = {model for pid, model in self.stubs.items() if pid not in live}
         return sorted(dead | (self.python_models - set(live.values())))
 
@@ -305,7 +165,7 @@ class TritonServer:
         # A server stopped while it was loading its models can leave stubs it had started running, orphaned:
         # they are found by the backend folder made for this server alone.
         if self._workdir:
-            for pid in _processes_running(Path(self._workdir.name)):
+            for pid in processes.processes_running(Path(self._workdir.name)):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         # A killed python backend leaves its shared-memory regions behind.

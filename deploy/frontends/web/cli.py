@@ -19,7 +19,8 @@ import click
               help="Larger uploads are refused.")
 def web(url: str, grpc: bool, repository: Path | None, host: str, port: int, max_upload_mb: float) -> None:
     """Serve a page on HOST:PORT to recognise an uploaded or recorded video and show its glosses on a timeline."""
-    from qslr.deploy.serving.server import Ports, ServerError, TritonServer, exit_on_signals, free_port, port_in_use
+    from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port, port_in_use
+    from qslr.deploy.serving.supervision import exit_on_signals
 
     if port_in_use(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use (choose another with --port)")

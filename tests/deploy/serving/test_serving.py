@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
-import qslr.deploy.serving.server as server_module
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served import served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.serving import processes, server_binary
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
@@ -295,7 +295,7 @@ def test_a_stub_dead_before_the_server_first_looks_is_found_dead(repository, mon
 
     # The race seen in CI: a client kills a stub between the server's readiness and its first look at its
     # processes, where the dead stub is a zombie without a command line.
-    look = server_module.python_stubs
+    look = processes.python_stubs
     killed = []
 
     def kill_preprocess_then_look(server_pid):
@@ -309,7 +309,7 @@ def test_a_stub_dead_before_the_server_first_looks_is_found_dead(repository, mon
                 time.sleep(0.05)
         return look(server_pid)
 
-    monkeypatch.setattr(server_module, "python_stubs", kill_preprocess_then_look)
+    monkeypatch.setattr(processes, "python_stubs", kill_preprocess_then_look)
     with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
         assert killed and "preprocess" not in running.stubs.values()
         assert running.dead_models() == ["preprocess"]
@@ -340,9 +340,9 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
             time.sleep(0.5)
         good = client.recognise_file(videos[0])
         assert good.glosses
-        (tritonserver,) = [pid for pid, args in server_module.child_processes(serve.pid).items()
+        (tritonserver,) = [pid for pid, args in processes.child_processes(serve.pid).items()
                            if args[0].endswith("tritonserver")]
-        stubs = {model: pid for pid, model in server_module.python_stubs(tritonserver).items()}
+        stubs = {model: pid for pid, model in processes.python_stubs(tritonserver).items()}
         assert set(stubs) == {"preprocess", "visual", "ctc_decoder", "cslr"}
         os.kill(stubs["preprocess"], signal.SIGKILL)
         started = time.monotonic()
@@ -354,7 +354,7 @@ def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos
     finally:
         if serve.poll() is None:
             # The server runs in a session of its own: killing the command alone would leave it running.
-            for pid in server_module.child_processes(serve.pid):
+            for pid in processes.child_processes(serve.pid):
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
             os.killpg(serve.pid, signal.SIGKILL)
@@ -388,7 +388,7 @@ def test_serve_fails_fast_when_the_port_is_taken(repository):
 
 def test_serve_fails_fast_without_a_server_binary(repository, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(server_module, "_pytriton_root", lambda: None)
+    monkeypatch.setattr(server_binary, "_pytriton_root", lambda: None)
     with pytest.raises(ServerError, match="no tritonserver found"):
         TritonServer(repository, Ports(free_port(), free_port(), free_port())).start()
 

@@ -20,7 +20,8 @@ from qslr.deploy.export.onnx_export import export_onnx
 from qslr.deploy.export.tensorrt_engine import EngineMismatchError, EngineRecord, ShapeRange, write_engine_record
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.repository_checks import config_problems, read_config
-from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port, required_backends
+from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port
+from qslr.deploy.serving.server_binary import required_backends
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.model.checkpoints import load_checkpoint
 from qslr.tools.cli import cli
