@@ -13,7 +13,7 @@ import onnx
 import torch
 
 from qslr.deploy import tensor_names as names
-from qslr.deploy.export.qdq_layout import onnxruntime_graph
+from qslr.deploy.export.onnxruntime_session import onnx_session  # noqa: F401 - imported from here too
 from qslr.deploy.served import example_inputs, served_from_checkpoint
 from qslr.model.served_model import ServedModel, fix_adaptive_pools
 from qslr.pipelines.atomic_output import atomic_path
@@ -83,19 +83,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def graph_metadata(graph: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in graph.metadata_props}
-
-
-def onnx_session(path: str | Path, threads: int = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One thread per session: several sessions (and PyTorch) share the machine's cores.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Idle workers sleep instead of spinning: in a server the cores they would spin on decode and search
-    # for the other models (measured in docs/benchmarks.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(onnxruntime_graph(path), options, providers=["CPUExecutionProvider"])
 
 
 def max_difference(served: ServedModel, session, frames: torch.Tensor, lengths: torch.Tensor) -> float:

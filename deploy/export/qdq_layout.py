@@ -19,7 +19,6 @@ builds from, stays INT8.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-log = logging.getLogger(__name__)
+from qslr.deploy.export.onnxruntime_session import onnxruntime_graph
 
 # Operators whose output is non-negative when their (first) data input is: pooling and layout changes.
 _SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Unsqueeze", "Squeeze",
@@ -96,23 +95,6 @@ def _drop_unread(graph: onnx.GraphProto, replaced: set[str]) -> None:
     kept = [t for t in graph.initializer if t.name not in replaced or t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-
-
-def onnxruntime_graph(path: str | Path) -> str | bytes:
-    """What an onnxruntime session is made from: the file's path for a float graph, the graph lowered by
-    `for_onnxruntime` (serialised) for a QDQ one."""
-    data = Path(path).read_bytes()
-    # A byte search before any parse: every served or local session starts here, and parsing a float graph only
-    # to find it has no quantisation costs 0.28 s for ResNet-18 with 1,296 classes (130 MB), the search 0.13 s.
-    if b"QuantizeLinear" not in data:
-        return str(path)
-    model = onnx.load_from_string(data)
-    if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
-        return str(path)
-    lowering = for_onnxruntime(model)
-    log.debug("%s: %d quantised tensors stored as UINT8 for onnxruntime, %d INT8", path, lowering.unsigned,
-              lowering.signed)
-    return model.SerializeToString()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,12 @@ def _shipped_utils() -> Path:
 
 
 @pytest.fixture
+def standin_folder() -> Path:
+    """The stand-in's folder, for a test that loads it in another process."""
+    return STANDIN
+
+
+@pytest.fixture
 def pb_utils():
     """The `triton_python_backend_utils` a python model imports, as the stand-in gives it."""
     return _standin_server_module().python_backend_utils(_shipped_utils())

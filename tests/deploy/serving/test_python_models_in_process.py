@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -189,6 +191,17 @@ def test_cslr_answers_each_long_video_alone(standin, repository, long_videos, vi
     _same(answers[1], standin().infer("cslr", [_video(good)])[0])
     assert answers[2].code == INVALID_ARG and answers[2].message.startswith("ctc_decoder: beam_size must be")
     assert answers[3].code == INVALID_ARG and answers[3].message.startswith("cslr: video too long"), answers[3]
+
+
+def test_the_visual_model_imports_only_what_it_runs(repository, standin_folder):
+    """Every server start loads `visual`: onnxruntime and numpy, not PyTorch, onnx or the network (2.5 s and
+    780 MB more when it opened its session through onnx_export)."""
+    script = (f"import sys; sys.path.insert(0, {str(standin_folder)!r}); import standin_server; "
+              f"standin_server.StandinServer({str(repository)!r}).model('visual'); "
+              "print(' '.join(sorted(m for m in ('torch', 'onnx', 'qslr.model', 'qslr.train', 'onnxruntime') "
+              "if m in sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == ["onnxruntime"], loaded.stderr
 
 
 def test_cslr_reads_a_gpu_visual_models_windows_from_cpu_memory(standin, repository, checkpoint, long_videos):

@@ -32,16 +32,21 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
-
-from qslr.deploy.serving.repository_checks import read_config
+from tritonclient.grpc import model_config_pb2
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
 
 _TYPE_NAMES = {1: "BOOL", 2: "UINT8", 3: "UINT16", 4: "UINT32", 5: "UINT64", 6: "INT8", 7: "INT16", 8: "INT32",
                9: "INT64", 10: "FP16", 11: "FP32", 12: "FP64", 13: "STRING"}
+
+
+def read_config(path: Path):
+    """A config.pbtxt as Triton parses it (not through qslr's reader, which imports onnx: a test of what a model
+    imports loads it with this module)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
 def shipped_utils() -> Path | None:

@@ -5,7 +5,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from qslr.deploy import tensor_names as names
-from qslr.deploy.export.onnx_export import onnx_session
+from qslr.deploy.export.onnxruntime_session import onnx_session
 from qslr.deploy.serving.ragged_batch import check_clip, length_groups, pad_clips, split_steps
 from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, served_limits, version_file
 
