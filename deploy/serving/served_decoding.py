@@ -27,6 +27,7 @@ class DecoderSettings:
     frames_per_step: int = 4  # input frames per output step, which places the glosses in the video
     fps: float = 0.0  # the model's frame rate, for videos that state none (0: unknown)
     merge_repeats: bool = True  # a gloss repeated across a blank is one gloss (the original's rule; model/decoding.py)
+    backend: str = "flashlight"  # the beam search's: flashlight, or ctcdecode where installed (model/decoding.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.beam_size <= self.max_beam_size:
@@ -47,15 +48,15 @@ class DecoderSettings:
         # A beam of width w holds at most w labellings.
         return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", 40)),
                    min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0),
-                   bool(decode.get("merge_repeats", True)))
+                   bool(decode.get("merge_repeats", True)), str(decode.get("backend", "flashlight")))
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> DecoderSettings:
         """From the string parameters of the `ctc_decoder` config (a repository built before ``merge_repeats``
-        existed has none, and merged)."""
+        or ``backend`` existed has neither: it merged, with flashlight)."""
         values = {}
         for field in fields(cls):
-            if field.name not in parameters and field.name == "merge_repeats":
+            if field.name not in parameters and field.name in ("merge_repeats", "backend"):
                 continue
             raw = parameters[field.name]
             if isinstance(field.default, bool):
@@ -85,8 +86,8 @@ class ServedDecoder:
         self.settings = settings
         self.greedy = CTCDecoder(vocab, "greedy", merge_repeats=settings.merge_repeats)
         # One decoder per beam width, built now so that a bad setting fails at load time, not at a request.
-        self.beams = {width: CTCDecoder(vocab, "beam", beam_size=width, beam_size_token=settings.beam_size_token,
-                                        merge_repeats=settings.merge_repeats)
+        self.beams = {width: CTCDecoder(vocab, "beam", backend=settings.backend, beam_size=width,
+                                        beam_size_token=settings.beam_size_token, merge_repeats=settings.merge_repeats)
                       for width in range(1, settings.max_beam_size + 1)}
 
     def options(self, parameters: Mapping[str, object]) -> DecodeOptions:

@@ -24,7 +24,7 @@ from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
-from qslr.deploy.serving.served_decoding import DecoderSettings
+from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
 from qslr.pipelines.atomic_output import atomic_directory
 from qslr.pipelines.package_data import package_folder
 from qslr.pipelines.temporal_padding import stride
@@ -77,13 +77,20 @@ def _dynamic_batching(settings: RepositorySettings) -> str:
     return f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_queue_delay_us} }}"
 
 
-def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int) -> dict[str, object]:
+def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int, checkpoint: Path
+              ) -> dict[str, object]:
     """The served decoder's parameters: the training config's decode section unless overridden, so that the
-    server answers what `qslr eval run` scores, and the checkpoint's frame rate for videos that state none."""
+    server answers what `qslr eval run` scores (its beam search backend included), and the checkpoint's frame
+    rate for videos that state none. A decoder the server could not build is refused here."""
     decode = json.loads(metadata["qslr_config"]).get("decode", {})
     fps = json.loads(metadata.get("qslr_input", "{}")).get("fps")
-    return asdict(DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size,
-                                            settings.max_beam_size, settings.beam_size_token, settings.max_top_k))
+    decoding = DecoderSettings.for_model(decode, frames_per_step, fps, settings.beam_size, settings.max_beam_size,
+                                         settings.beam_size_token, settings.max_top_k)
+    try:
+        ServedDecoder(json.loads(metadata["qslr_vocab"]), decoding)  # what `ctc_decoder` builds at load
+    except ImportError as exc:
+        raise ValueError(f"{checkpoint}: decode.backend={decoding.backend} cannot be served here: {exc}") from None
+    return asdict(decoding)
 
 
 def _windows(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int, visual_batch: int
@@ -171,7 +178,7 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   "min_frames": limits.min_frames,
                   "max_frames": limits.max_frames,
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
-                  **_decoding(settings, metadata, stride(info.kernels)),
+                  **_decoding(settings, metadata, stride(info.kernels), Path(checkpoint)),
                   **_windows(settings, metadata, stride(info.kernels), visual_batch)}
         for name in MODELS:
             folder = root / name

@@ -4,6 +4,7 @@ calls whose outputs a GPU model leaves in GPU memory."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import helper, numpy_helper
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
@@ -216,3 +218,37 @@ def test_cslr_reads_a_gpu_visual_models_windows_from_cpu_memory(standin, reposit
     assert output.windows > 1  # the windows path, through `visual` by BLS
     expected = local.recognise(video, local.options(None, None))
     assert [g.decode() for g in on_cpu.outputs[names.GLOSSES][0]] == expected.glosses
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctcdecode") is not None, reason="ctcdecode is installed here")
+def test_a_checkpoint_decoded_with_ctcdecode_is_not_served_with_another_backend(checkpoint, tmp_path):
+    """Served with flashlight, a checkpoint evaluated with ctcdecode would answer other than `qslr eval run`."""
+    data = torch.load(checkpoint, weights_only=False)
+    data["config"]["decode"]["backend"] = "ctcdecode"
+    ctcdecode_checkpoint = tmp_path / "ctcdecode.pt"
+    torch.save(data, ctcdecode_checkpoint)
+    out = tmp_path / "repo"
+    with pytest.raises(ValueError) as refused:
+        build_repository(ctcdecode_checkpoint, out, RepositorySettings(limits=_LIMITS), 72, 72)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{ctcdecode_checkpoint}: decode.backend=ctcdecode "), message
+    assert "ctcdecode package" in message and not out.exists()
+
+
+def test_the_served_decoder_searches_with_the_repositorys_backend(standin, repository, tmp_path):
+    assert standin().model("ctc_decoder").instance.decoder.settings.backend == "flashlight"  # the checkpoint's
+    config = (repository / "ctc_decoder" / "config.pbtxt").read_text()
+    line = '{ key: "backend" value: { string_value: "flashlight" } }'
+    assert line in config
+    older, other = tmp_path / "older", tmp_path / "ctcdecode"
+    for root, text in ((older, config.replace(f",\n  {line}", "")), (other, config.replace("flashlight", "ctcdecode"))):
+        shutil.copytree(repository, root)
+        (root / "ctc_decoder" / "config.pbtxt").write_text(text)
+    # A repository built before the setting existed searched with flashlight, and still does.
+    assert standin(older).model("ctc_decoder").instance.decoder.settings.backend == "flashlight"
+    if importlib.util.find_spec("ctcdecode") is None:
+        with pytest.raises(ImportError, match="ctcdecode"):
+            standin(other).model("ctc_decoder")
+    else:
+        assert standin(other).model("ctc_decoder").instance.decoder.beams[1]._beam.__class__.__name__ == (
+            "_CtcdecodeBeam")
