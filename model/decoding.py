@@ -11,13 +11,17 @@ with the sign the next begins with. Beam search can also give its N best distinc
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from qslr.pipelines.prepared import BLANK_ID as BLANK
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,8 @@ class CTCDecoder:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         if self._beam is None and top_k > 1:
             raise ValueError(f"greedy decoding gives one answer: top_k {top_k} needs beam search")
-        scores = np.ascontiguousarray(
-            log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs,
-            dtype=np.float32)
-        lengths = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, dtype=np.int64)
+        scores = np.ascontiguousarray(_as_numpy(log_probs), dtype=np.float32)
+        lengths = np.asarray(_as_numpy(lengths), dtype=np.int64)
         if scores.ndim != 3 or scores.shape[-1] != self.num_classes:
             raise ValueError(f"expected log-probabilities (B, T, {self.num_classes}), got {scores.shape}")
         if len(lengths) != len(scores) or (lengths < 0).any() or (lengths > scores.shape[1]).any():
@@ -122,6 +124,15 @@ class CTCDecoder:
         return [self._hypothesis((*collapse_path(best[i, :length].tolist(), self.merge_repeats),
                                   best_scores[i, :length].sum()))
                 for i, length in enumerate(lengths)]
+
+
+def _as_numpy(values):
+    """A torch tensor's values as a float numpy array, other values as they are. torch is not imported for it: the
+    served decoder (a python model, loaded at every server start) never needs it, and a tensor has imported it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(values, torch.Tensor):
+        return values.detach().float().cpu().numpy()
+    return values
 
 
 def distinct(candidates: Iterable[Candidate], top_k: int) -> list[Candidate]:
@@ -178,6 +189,8 @@ class _CtcdecodeBeam:
                                                  blank_id=BLANK, num_processes=1, log_probs_input=True)
 
     def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = True) -> list[Candidate]:
+        import torch  # ctcdecode's own dependency
+
         if len(scores) == 0:
             return [([], [], [], 0.0)]
         results, beam_scores, timesteps, out_lengths = self._decoder.decode(torch.from_numpy(scores)[None])
