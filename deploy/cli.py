@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +13,9 @@ from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.tensorrt_engine import ShapeRange
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
+
+if TYPE_CHECKING:
+    from qslr.train.checkpointing import TrainedModel
 
 # The default profile covers the default served limits exactly, so a default engine serves in a default repository.
 _DEFAULT_PROFILE = ShapeRange.covering(ServedLimits()).shapes()
@@ -30,28 +32,6 @@ def _with_shapes(function):
     for option in reversed(_SHAPES):
         function = option(function)
     return function
-
-
-def _frame_size(checkpoint: Path, height: int | None, width: int | None) -> tuple[int, int]:
-    """The frame size the checkpoint's input section states, unless given."""
-    if height and width:
-        return height, width
-    from qslr.deploy.frontends.recognise import frame_size
-    from qslr.train.checkpointing import load_trained
-
-    spec = load_trained(checkpoint).input
-    return frame_size(checkpoint, (spec.height, spec.width), height, width)
-
-
-@contextlib.contextmanager
-def _reading_graph(path: Path):
-    """Name a file that is not an ONNX graph (protobuf's own error names neither the file nor the problem)."""
-    from google.protobuf.message import DecodeError
-
-    try:
-        yield
-    except DecodeError:
-        raise click.ClickException(f"{path}: not an ONNX graph (it does not parse as one)") from None
 
 
 @click.group("export")
@@ -85,21 +65,25 @@ def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: 
                         fp16: bool, int8: bool, calibration_data: Path | None, calibration_clips: int,
                         calibration_method: str, check: bool) -> None:
     """uint8 frames (B, T, H, W, 3) + lengths -> log-probabilities (B, T', V) + lengths; dynamic B and T."""
+    from qslr.deploy.export import export_checks
     from qslr.deploy.export.graph_checks import tensorrt_problems
     from qslr.deploy.export.onnx_export import export_onnx
+    from qslr.deploy.served import frame_size
+    from qslr.train.checkpointing import load_trained
 
     if fp16 and int8:
         raise click.UsageError("--fp16 and --int8 exclude each other")
-    height, width = _frame_size(checkpoint, height, width)
+    trained = load_trained(checkpoint)  # once: for the frame size, the calibration data, the export and its check
+    height, width = frame_size(checkpoint, (trained.input.height, trained.input.width), height, width)
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-    clips = _calibration(checkpoint, calibration_data, calibration_clips, height, width) if int8 else []
+    clips = _calibration(checkpoint, trained, calibration_data, calibration_clips, height, width) if int8 else []
     try:
         if int8:
             from qslr.deploy.export.int8_export import export_int8
 
-            info = export_int8(checkpoint, out, height, width, clips, calibration_method, top_k)
+            info = export_int8(trained, out, height, width, clips, calibration_method, top_k)
         else:
-            info = export_onnx(checkpoint, out, height, width, top_k, precision=precision)
+            info = export_onnx(trained, out, height, width, top_k, precision=precision)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {info.path}: frames {height}x{width}, crop {info.crop_size}, {info.num_classes} classes, "
@@ -107,80 +91,33 @@ def export_onnx_command(checkpoint: Path, out: Path, height: int | None, width: 
     for problem in tensorrt_problems(out):
         click.echo(f"warning: {problem}", err=True)
     if int8:
-        _report_fusion(out)
-    if check and int8:
-        _check_int8(checkpoint, out, clips)
-    elif check:
-        _check_parity(checkpoint, out, top_k, height, width, precision)
+        fusion = export_checks.int8_fusion(out)
+        click.echo("\n".join(fusion.lines()))
+        for warning in fusion.warnings():
+            click.echo(f"warning: {warning}", err=True)
+    if not check:
+        return
+    result = (export_checks.int8_agreement(trained, out, clips) if int8 else
+              export_checks.parity(trained, out, top_k, height, width, precision))
+    click.echo("\n".join(result.lines()))
+    try:
+        result.check()
+    except export_checks.ExportCheckError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
-def _calibration(checkpoint: Path, data: Path | None, count: int, height: int, width: int) -> list:
+def _calibration(checkpoint: Path, trained: TrainedModel, data: Path | None, count: int, height: int,
+                 width: int) -> list:
     from qslr.deploy.export.int8_export import CalibrationError, calibration_set
-    from qslr.model.checkpoints import load_checkpoint
 
     if data is None:
-        data = Path((load_checkpoint(checkpoint).config or {}).get("data", {}).get("root", ""))
+        data = Path(trained.config.data.root)
         if not (data / "vocab.json").is_file():
             raise click.UsageError(f"{checkpoint}: its training data {data} is not here; give --calibration-data")
     try:
         return calibration_set(data, count, height, width)
     except CalibrationError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-# --int8: the least share of output steps whose greedy label the INT8 graph must keep, on the calibration clips.
-# The demo model keeps 99.9 % (0.45 % test WER either way); a misplaced scale or a padding leak keeps far fewer.
-INT8_AGREEMENT = 0.98
-
-
-def _report_fusion(graph: Path) -> None:
-    from qslr.deploy.export.qdq_layout import onnxruntime_fusion
-
-    with tempfile.TemporaryDirectory(prefix="qslr-fusion-") as work:
-        fusion = onnxruntime_fusion(graph, work)
-    click.echo(f"onnxruntime runs {fusion.int8} of {fusion.total} convolutions in INT8 (QLinearConv); "
-               f"{fusion.float_relus} ReLUs stay float32")
-    if fusion.int8 < fusion.total:
-        click.echo(f"warning: {graph}: onnxruntime runs {fusion.total - fusion.int8} convolutions in float32 between "
-                   f"their DequantizeLinear and QuantizeLinear", err=True)
-
-
-def _check_int8(checkpoint: Path, out: Path, clips: list) -> None:
-    from qslr.deploy.export.int8_export import compare_with_float
-
-    comparison = compare_with_float(checkpoint, out, clips)
-    click.echo(f"onnxruntime (int8) vs PyTorch (fp32) on {len(clips)} calibration clips: greedy labels agree on "
-               f"{comparison.agreement:.2%} of {comparison.steps} steps, max |probability difference| "
-               f"{comparison.max_probability_difference:.2e}")
-    if comparison.agreement < INT8_AGREEMENT:
-        raise click.ClickException(f"{out}: the INT8 graph keeps the greedy label of only {comparison.agreement:.2%} "
-                                   f"of the steps (at least {INT8_AGREEMENT:.0%} expected)")
-
-
-# Largest |onnxruntime - PyTorch float32| of a log-probability accepted after an export. The float32 graph agrees
-# with PyTorch to ~1e-5. The fp16 graph is held to the float32 model it serves: its frame encoder, temporal CNN
-# and classifier round to fp16's 11-bit significand; the demo's model drifts 7.7e-3 (test WER unchanged), and a
-# padding leak or a wrong cast is of order 1. Against PyTorch's own fp16 kernels, which round in another order,
-# the difference is reported but not judged.
-PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
-
-
-def _check_parity(checkpoint: Path, out: Path, top_k: int | None, height: int, width: int, precision: str) -> None:
-    from qslr.deploy.export.onnx_export import max_difference, onnx_session
-    from qslr.deploy.served import example_inputs, served_from_checkpoint
-
-    session = onnx_session(out)
-    inputs = [example_inputs(batch, time, height, width, seed=time) for batch, time in ((1, 8), (3, 57), (4, 300))]
-    reference, _ = served_from_checkpoint(checkpoint, top_k)
-    worst = max(max_difference(reference, session, *pair) for pair in inputs)
-    click.echo(f"onnxruntime ({precision}) vs PyTorch (fp32): max |difference| {worst:.2e} over batches of mixed "
-               f"lengths")
-    if precision != "fp32":
-        same, _ = served_from_checkpoint(checkpoint, top_k, precision=precision)
-        rounding = max(max_difference(same, session, *pair) for pair in inputs)
-        click.echo(f"onnxruntime ({precision}) vs PyTorch ({precision}): max |difference| {rounding:.2e}")
-    if worst > PARITY_TOLERANCE[precision]:
-        raise click.ClickException(f"{out}: onnxruntime ({precision}) differs from PyTorch by {worst:.2e}")
 
 
 def _engine_precision(fp16: bool | None, int8: bool) -> str | None:
@@ -203,6 +140,7 @@ def _engine_precision(fp16: bool | None, int8: bool) -> str | None:
 def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8: bool, minimum: str, optimum: str,
                             maximum: str, timing_cache: Path | None) -> None:
     """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
+    from qslr.deploy.export.graph_files import exported_frame_size, reading_graph
     from qslr.deploy.export.onnx_export import read_metadata
     from qslr.deploy.export.tensorrt_engine import (
         ShapeRange,
@@ -213,13 +151,9 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8:
     )
     from qslr.deploy.served import example_inputs
 
-    with _reading_graph(onnx_path):
-        metadata = read_metadata(onnx_path)
-    if not {"qslr_height", "qslr_width"} <= metadata.keys():
-        raise click.ClickException(f"{onnx_path}: not a graph written by `qslr export onnx` (its metadata states "
-                                   f"no frame size)")
-    height, width = int(metadata["qslr_height"]), int(metadata["qslr_width"])
     try:
+        with reading_graph(onnx_path):
+            height, width = exported_frame_size(read_metadata(onnx_path), onnx_path)
         shapes = ShapeRange.parse(minimum, optimum, maximum)
         # None: the graph's own precision; a flag must agree with it.
         build_engine(onnx_path, out, shapes, height, width, _engine_precision(fp16, int8),
@@ -247,8 +181,9 @@ def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, wi
     """Compile the served model with torch-tensorrt for use inside PyTorch."""
     from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError
     from qslr.deploy.export.torch_trt import compile_torch_trt
+    from qslr.deploy.served import checkpoint_frame_size
 
-    height, width = _frame_size(checkpoint, height, width)
+    height, width = checkpoint_frame_size(checkpoint, height, width)
     try:
         path = compile_torch_trt(checkpoint, out, ShapeRange.parse(minimum, optimum, maximum), height, width, fp16)
     except (ValueError, TensorRTUnavailableError) as exc:
@@ -261,11 +196,15 @@ def export_torch_trt_command(checkpoint: Path, out: Path, height: int | None, wi
 def check_command(onnx_path: Path) -> None:
     """Operators, input types, opset and ranks of an exported graph against TensorRT's ONNX support table."""
     from qslr.deploy.export.graph_checks import operator_counts, tensorrt_problems, tensorrt_table
+    from qslr.deploy.export.graph_files import GraphReadError, reading_graph
 
     version = tensorrt_table()["source"]["tensorrt_version"]
-    with _reading_graph(onnx_path):
-        problems = tensorrt_problems(onnx_path)
-        operators = dict(sorted(operator_counts(onnx_path).items()))
+    try:
+        with reading_graph(onnx_path):
+            problems = tensorrt_problems(onnx_path)
+            operators = dict(sorted(operator_counts(onnx_path).items()))
+    except GraphReadError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"tensorrt": version, "operators": operators, "tensorrt_problems": problems}, indent=1))
     if problems:
         raise click.ClickException(f"{onnx_path}: {len(problems)} problem(s) for TensorRT {version}'s ONNX parser")
@@ -332,10 +271,11 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
                  max_duration: float, **options) -> None:
     """A versioned repository: preprocess, visual, ctc_decoder, the cslr_clip / cslr_frames ensembles, and cslr
     (a video of any length up to --max-duration)."""
+    from qslr.deploy.served import checkpoint_frame_size
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.pipelines.atomic_output import OutputExistsError
 
-    height, width = _frame_size(checkpoint, height, width)
+    height, width = checkpoint_frame_size(checkpoint, height, width)
     try:
         limits = ServedLimits(min_frames, max_frames, max_batch_size, max_duration)
         settings = RepositorySettings(visual=visual, limits=limits, **options)
@@ -350,12 +290,6 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
                f"{needed / 2**30:.1f} GiB; in a container, --shm-size={math.ceil(needed / 2**30)}g or more")
 
 
-def _ports(http_port: int, grpc_port: int, metrics_port: int):
-    from qslr.deploy.serving.server import Ports
-
-    return Ports(http_port, grpc_port, metrics_port)
-
-
 @click.command("serve")
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -364,36 +298,19 @@ def _ports(http_port: int, grpc_port: int, metrics_port: int):
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
 def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int) -> None:
     """Run tritonserver on REPOSITORY until Ctrl-C, forwarding its log."""
-    import signal
+    import contextlib
     import sys
-    import time
 
-    from qslr.deploy.serving.server import TritonServer
+    from qslr.deploy.serving.server import Ports, TritonServer
+    from qslr.deploy.serving.supervision import exit_on_signals, watch
 
-    server = TritonServer(repository.resolve(), _ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
-    stop = {"requested": False}
+    server = TritonServer(repository.resolve(), Ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
     # A service manager's SIGTERM and a closed terminal's SIGHUP stop the server as Ctrl-C does.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.update(requested=True))
-    server.start()
-    click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
-               err=True)
-    dead: list[str] = []
-    try:
-        while not stop["requested"] and server.process.poll() is None and not dead:
-            time.sleep(0.5)
-            dead = server.dead_models()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        code = server.process.poll()
-        server.stop()
-    if dead:
-        # The server would go on answering every request to those models with an error while calling itself ready.
-        raise click.ClickException(f"python model {', '.join(dead)} died (its stub process exited); "
-                                   f"stopped tritonserver rather than serve errors")
-    if code not in (None, 0):
-        raise click.ClickException(f"tritonserver exited with code {code}")
+    with exit_on_signals(), server:
+        click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
+                   err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            watch(server)
 
 
 @click.command("infer")

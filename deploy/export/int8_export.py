@@ -32,7 +32,7 @@ import onnx
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, onnx_session, read_metadata
-from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.served import Checkpoint, served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits, pad_to_minimum
 from qslr.deploy.served_video import DecodedClip, clip_decoder
 from qslr.pipelines.atomic_output import atomic_path
@@ -213,7 +213,7 @@ def _without_advice() -> Iterator[None]:
         logging.getLogger().removeFilter(advice)
 
 
-def export_int8(checkpoint: str | Path, out: str | Path, height: int, width: int, clips: Sequence[CalibrationClip],
+def export_int8(checkpoint: Checkpoint, out: str | Path, height: int, width: int, clips: Sequence[CalibrationClip],
                 method: str = DEFAULT_METHOD, top_k: int | None = None) -> ExportInfo:
     """`export_onnx` at float32, then `quantise_graph`."""
     with tempfile.TemporaryDirectory(prefix="qslr-int8-") as work:
@@ -230,7 +230,7 @@ class FloatComparison:
     max_probability_difference: float
 
 
-def compare_with_float(checkpoint: str | Path, int8_graph: str | Path, clips: Sequence[CalibrationClip]
+def compare_with_float(checkpoint: Checkpoint, int8_graph: str | Path, clips: Sequence[CalibrationClip]
                        ) -> FloatComparison:
     """The INT8 graph in onnxruntime against the float32 model in PyTorch, clip by clip at each clip's length."""
     import torch

@@ -14,7 +14,7 @@ import torch
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnxruntime_session import onnx_session  # noqa: F401 - imported from here too
-from qslr.deploy.served import example_inputs, served_from_checkpoint
+from qslr.deploy.served import Checkpoint, example_inputs, served_from_checkpoint
 from qslr.model.served_model import ServedModel, fix_adaptive_pools
 from qslr.pipelines.atomic_output import atomic_path
 
@@ -34,7 +34,7 @@ class ExportInfo:
     kernels: tuple[str, ...]  # the temporal CNN's, which fix how many frames one output step covers
     precision: str = "fp32"
 
-def export_onnx(checkpoint: str | Path, out: str | Path, height: int, width: int, top_k: int | None = None,
+def export_onnx(checkpoint: Checkpoint, out: str | Path, height: int, width: int, top_k: int | None = None,
                 opset: int = OPSET, precision: str = "fp32") -> ExportInfo:
     """The served signature as an ONNX graph; at ``fp16`` the graph's own types say what runs in half
     precision (see ServedModel), so onnxruntime and TensorRT's strongly typed networks run it as written."""

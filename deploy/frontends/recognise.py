@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from qslr.deploy import tensor_names as names
-from qslr.deploy.served import served_from_checkpoint
+from qslr.deploy.served import ModelLoadError, frame_size, served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import BufferedOutput, VisualRunner, WindowPlan, video_log_probs
 from qslr.deploy.serving.recognition import Recognition
@@ -29,10 +29,6 @@ from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, 
 from qslr.pipelines.temporal_padding import stride
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(ValueError):
-    """A checkpoint or graph that cannot be recognised with; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +48,6 @@ def _decoder_settings(config: Mapping, kernels, fps: float | None) -> DecoderSet
 
 def _window_plan(config: Mapping, kernels) -> WindowPlan:
     return WindowPlan.for_model(config.get("decode", {}), stride(kernels))
-
-
-def frame_size(source: Path, stated: tuple[int | None, int | None], height: int | None,
-               width: int | None) -> tuple[int, int]:
-    """The frame size asked for, else the one a checkpoint or graph states (height, width)."""
-    height, width = height or stated[0], width or stated[1]
-    if not height or not width:
-        raise ModelLoadError(f"{source}: states no frame size (written before checkpoints carried it); "
-                             f"pass --height and --width")
-    return height, width
 
 
 def load_checkpoint_model(path: str | Path, height: int | None = None, width: int | None = None) -> LocalModel:
