@@ -5,9 +5,8 @@ from __future__ import annotations
 from qslr.pipelines.clip_source import ClipSource
 from qslr.pipelines.dali_loader import DaliLoader
 from qslr.pipelines.epoch_plan import SINGLE_PROCESS, Sharding
+from qslr.pipelines.loader_choices import LOADERS
 from qslr.pipelines.reference_loader import ReferenceLoader
-
-LOADERS = ("dali", "reference")
 
 
 def build_loader(kind: str, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,

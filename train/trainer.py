@@ -36,7 +36,7 @@ from qslr.train.checkpointing import (
 from qslr.train.config import ExperimentConfig
 from qslr.train.data import make_loader
 from qslr.train.distributed import DistEnv, all_agree, convert_sync_batchnorm, setup, teardown, wait_for_evaluation
-from qslr.train.evaluation import autocast, evaluate
+from qslr.train.evaluation import amp_active, autocast, evaluate
 from qslr.train.loss_reach import parameters_without_loss
 from qslr.train.metrics_log import MetricsLog
 from qslr.train.optim import build_optimizer, build_scheduler
@@ -116,7 +116,9 @@ class Trainer:
         self.model: SLRModel = convert_sync_batchnorm(model, env)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=env.device.type == "cuda" and config.train.amp == "fp16")
+        # fp16's range needs the loss scaled (bf16's does not).
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=config.train.amp == "fp16" and
+                                           amp_active(env.device, config.train.amp))
         self.loss = VACLoss(config.loss.weights, config.loss.temperature)
         self.network = self._distributed(self.model) if env.distributed else self.model
         self.loader = make_loader(config, config.data.train_split, train=True, device=str(env.device),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ from qslr.tools.cli import cli
 from qslr.train.checkpointing import model_sections
 from qslr.train.config import load_config
 from qslr.train.distributed import DistEnv, convert_sync_batchnorm
+from qslr.train.evaluation import amp_active
 from qslr.train.metrics_log import read_metrics
 from qslr.train.trainer import Trainer, train, weights_digest
 
@@ -40,6 +42,21 @@ def tiny_config(root: Path, work: Path, *extra: str):
 
 def parameters(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_corpus, tmp_path_factory):
+    """The uninterrupted two-epoch run every resume here is held to, trained once per loader: (outcome, work_dir).
+    Tests read its folder and never write to it."""
+    runs = {}
+
+    def run(loader: str = "dali"):
+        if loader not in runs:
+            work = tmp_path_factory.mktemp(f"straight-{loader}")
+            runs[loader] = train(tiny_config(tiny_corpus[0], work, "train.epochs=2", f"data.loader={loader}")), work
+        return runs[loader]
+
+    return run
 
 
 # TensorBoard tag -> metrics.csv column: the epoch rows the trainer writes to both.
@@ -71,33 +88,43 @@ def assert_tensorboard_equals_metrics_csv(work: Path, steps: int, dist: bool = T
     assert [step for step, _ in scalars["loss/train_step"]] == list(range(1, steps + 1))  # log_interval=1
 
 
-def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path):
+def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path, straight_run):
     root = tiny_corpus[0]
-    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2"))
+    straight, straight_dir = straight_run()
     assert straight.epochs_run == 2 and not straight.interrupted
     train(tiny_config(root, tmp_path / "halves", "train.epochs=1"))
     resumed = train(tiny_config(root, tmp_path / "halves", "train.epochs=2"), resume="auto")
     assert resumed.global_step == straight.global_step
-    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "halves/checkpoints/last.pt")
+    a, b = parameters(straight_dir / "checkpoints/last.pt"), parameters(tmp_path / "halves/checkpoints/last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = read_metrics(tmp_path / "straight/metrics.csv")
-    assert [r["epoch"] for r in rows] == ["0", "1"] and all(float(r["dev_wer"]) >= 0 for r in rows)
-    assert all(float(r["dev_wer_conv"]) >= 0 and float(r["loss_SeqCTC"]) > 0 and float(r["loss_ConvCTC"]) > 0
-               for r in rows)
+    rows = read_metrics(straight_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert all(float(r["loss_SeqCTC"]) > 0 and float(r["loss_ConvCTC"]) > 0 for r in rows)
     assert all(float(r["frames_per_s"]) > 0 and 0 <= float(r["data_wait_fraction"]) <= 1 for r in rows)
     for name in ("best.pt", "epoch0.pt", "epoch1.pt"):
-        assert (tmp_path / "straight/checkpoints" / name).is_file()
+        assert (straight_dir / "checkpoints" / name).is_file()
+    # Each epoch's dev WERs are what `qslr eval run` scores of that epoch's checkpoint, branch by branch.
+    for row in rows:
+        result = CliRunner().invoke(cli, ["eval", "run", "--checkpoint", str(straight_dir / "checkpoints" /
+                                                                             f"epoch{row['epoch']}.pt"),
+                                          "--split", "dev", "--json", "--out", str(tmp_path / "eval")])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        # (the report rounds to three decimals)
+        assert float(row["dev_wer"]) == pytest.approx(report["overall"]["wer"], abs=5e-4)
+        assert float(row["dev_wer_conv"]) == pytest.approx(report["branches"]["wer_auxiliary"], abs=5e-4)
     # TensorBoard holds the same values; the resumed run appended to both logs (one event file per run).
-    assert_tensorboard_equals_metrics_csv(tmp_path / "straight", straight.global_step)
+    assert_tensorboard_equals_metrics_csv(straight_dir, straight.global_step)
     assert_tensorboard_equals_metrics_csv(tmp_path / "halves", resumed.global_step)
     assert [r["epoch"] for r in read_metrics(tmp_path / "halves/metrics.csv")] == ["0", "1"]
     assert len(list((tmp_path / "halves/tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
 @pytest.mark.parametrize("loader", ["dali", "reference"])
-def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tiny_corpus, tmp_path, loader):
+def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tiny_corpus, tmp_path, loader,
+                                                                            straight_run):
     root = tiny_corpus[0]
-    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2", f"data.loader={loader}"))
+    straight, straight_dir = straight_run(loader)
     steps_per_epoch = straight.global_step // 2
     assert steps_per_epoch >= 3
     stopped = train(tiny_config(root, tmp_path / "split", "train.epochs=2", f"train.max_steps={steps_per_epoch + 1}",
@@ -105,16 +132,16 @@ def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tin
     assert stopped.global_step == steps_per_epoch + 1  # one step into the second epoch
     resumed = train(tiny_config(root, tmp_path / "split", "train.epochs=2", f"data.loader={loader}"), resume="auto")
     assert resumed.global_step == straight.global_step
-    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
+    a, b = parameters(straight_dir / "checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # Steps inside the first and the second epoch (4 steps each here), fixed so that a failure repeats.
 @pytest.mark.parametrize("stop_at", [3, 6])
 def test_sigterm_at_a_step_inside_an_epoch_then_resume_equals_a_straight_run(tiny_corpus, tmp_path, monkeypatch,
-                                                                            stop_at):
+                                                                            stop_at, straight_run):
     root = tiny_corpus[0]
-    straight = train(tiny_config(root, tmp_path / "straight", "train.epochs=2"))
+    straight, straight_dir = straight_run()
     assert 1 <= stop_at < straight.global_step and stop_at % (straight.global_step // 2)  # inside an epoch
     step = Trainer._optimiser_step
 
@@ -129,7 +156,7 @@ def test_sigterm_at_a_step_inside_an_epoch_then_resume_equals_a_straight_run(tin
     monkeypatch.undo()
     resumed = train(tiny_config(root, tmp_path / "split", "train.epochs=2"), resume="auto")
     assert resumed.global_step == straight.global_step and not resumed.interrupted
-    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
+    a, b = parameters(straight_dir / "checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -191,6 +218,39 @@ def test_bf16_amp_training_on_a_gpu_keeps_the_lstm_in_float32(tiny_corpus, tmp_p
     assert seen[:2] == [torch.bfloat16, torch.float32]  # autocast on for the convolutions, off for the LSTM
 
 
+def test_fp16_amp_with_its_grad_scaler_where_pytorch_runs_it_on_a_cpu_resumes_exactly(tiny_corpus, tmp_path,
+                                                                                   monkeypatch):
+    """The GPU's fp16 path (autocast, GradScaler, the scaler's state in checkpoints) run by PyTorch's own CPU autocast
+    and CPU GradScaler: only the device rule that keeps AMP to GPUs is lifted."""
+    for module in ("qslr.train.evaluation", "qslr.train.trainer"):
+        monkeypatch.setattr(f"{module}.amp_active", lambda device, amp: amp != "none")
+    seen: list[torch.dtype] = []
+    build = Trainer.__init__
+
+    def watch(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        self.model.temporal.register_forward_hook(lambda module, inputs, out: seen.append(out[0].dtype))
+        self.model.sequence.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+
+    monkeypatch.setattr(Trainer, "__init__", watch)
+    root, fp16 = tiny_corpus[0], ("train.epochs=2", "train.amp=fp16", "train.grad_clip=1.0")
+    straight = train(tiny_config(root, tmp_path / "straight", *fp16))
+    assert seen[:2] == [torch.float16, torch.float32]  # the convolutions in fp16, the LSTM kept in float32
+    scaler = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)["training"]["scaler"]
+    # CTC's gradients overflow fp16 at the scaler's initial 2^16: it skipped those steps and backed off, a state
+    # the resume below must carry (a fresh scaler would skip other steps and end at other weights).
+    assert scaler["scale"] < 2.0**16 and math.log2(scaler["scale"]).is_integer() and scaler["_growth_tracker"] >= 1
+    assert all(np.isfinite(row["train_loss"]) for row in straight.history)
+    train(tiny_config(root, tmp_path / "split", *fp16, f"train.max_steps={straight.global_step // 2 + 1}"))
+    resumed = train(tiny_config(root, tmp_path / "split", *fp16), resume="auto")
+    assert resumed.global_step == straight.global_step
+    a, b = parameters(tmp_path / "straight/checkpoints/last.pt"), parameters(tmp_path / "split/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Without the device rule lifted, a CPU trains in float32 whatever train.amp says.
+    monkeypatch.undo()
+    assert not amp_active(torch.device("cpu"), "fp16") and amp_active(torch.device("cuda"), "fp16")
+
+
 def torchrun(*args: str, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "qslr.train",
                *args]
@@ -201,20 +261,30 @@ def overrides(root: Path, work: Path, *extra: str) -> list[str]:
     return ["--config", "synthetic", f"data.root={root}", f"train.work_dir={work}", *TINY_MODEL, *extra]
 
 
-@pytest.mark.timeout(300)
-def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(tiny_corpus, tmp_path):
-    # Without the preset's Dist term, so that a term left out is seen absent from both logs.
-    process = torchrun(*overrides(tiny_corpus[0], tmp_path / "ddp", "train.epochs=2", "loss.weights.Dist=0"))
+# Without the preset's Dist term, so that a term left out is seen absent from both logs.
+DDP_RUN = ("train.epochs=2", "loss.weights.Dist=0")
+
+
+@pytest.fixture(scope="module")
+def ddp_straight_run(tiny_corpus, tmp_path_factory) -> tuple[str, Path]:
+    """Two gloo ranks trained for two epochs without a stop, once for this module: (output, work_dir)."""
+    work = tmp_path_factory.mktemp("ddp")
+    process = torchrun(*overrides(tiny_corpus[0], work, *DDP_RUN))
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
+    return output, work
+
+
+def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(ddp_straight_run):
+    output, work = ddp_straight_run
     digests = _digests(output)
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], output
-    saved = load_checkpoint(tmp_path / "ddp/checkpoints/last.pt")
+    saved = load_checkpoint(work / "checkpoints/last.pt")
     assert weights_digest(saved.model) == digests["0"]
     assert "gloo process group" in output
     # Rank 0 alone logs: one event file, the same epochs as metrics.csv.
-    assert len(list((tmp_path / "ddp/tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert_tensorboard_equals_metrics_csv(tmp_path / "ddp", saved.training["global_step"], dist=False)
+    assert len(list((work / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert_tensorboard_equals_metrics_csv(work, saved.training["global_step"], dist=False)
 
 
 def sigterm_inside_epoch_1(process: subprocess.Popen) -> str:
@@ -233,17 +303,16 @@ def _digests(output: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
-def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_runs_weights(tiny_corpus, tmp_path):
+def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_runs_weights(tiny_corpus, tmp_path,
+                                                                                         ddp_straight_run):
     root = tiny_corpus[0]
-    straight = torchrun(*overrides(root, tmp_path / "straight", "train.epochs=2"))
-    output, _ = straight.communicate(timeout=240)
-    assert straight.returncode == 0, output
-    expected = _digests(output)
+    expected = _digests(ddp_straight_run[0])
     # torchrun passes the SIGTERM on to both ranks, which agree on the step to stop at.
-    output = sigterm_inside_epoch_1(torchrun(*overrides(root, tmp_path / "split", "train.epochs=40")))
+    output = sigterm_inside_epoch_1(torchrun(*overrides(root, tmp_path / "split", "train.epochs=40",
+                                                        "loss.weights.Dist=0")))
     state = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=False)["training"]
     assert state["epoch"] == 1 and state["batch"] >= 1 and state["world_size"] == 2, output
-    resumed = torchrun(*overrides(root, tmp_path / "split", "train.epochs=2"), "--resume", "auto")
+    resumed = torchrun(*overrides(root, tmp_path / "split", *DDP_RUN), "--resume", "auto")
     output, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, output
     assert _digests(output) == expected, output
@@ -306,9 +375,7 @@ def test_sigterm_writes_a_resumable_checkpoint(tiny_corpus, tmp_path):
     assert resumed.epochs_run == 2 and not resumed.interrupted
 
 
-def test_eval_run_and_features_commands(tiny_corpus, tmp_path):
-    train(tiny_config(tiny_corpus[0], tmp_path / "run", "train.epochs=1"))
-    checkpoint = tmp_path / "run/checkpoints/last.pt"
+def test_eval_run_and_features_commands(tiny_corpus, tmp_path, checkpoint):
     runner = CliRunner()
     result = runner.invoke(cli, ["eval", "run", "--checkpoint", str(checkpoint), "--split", "test", "--json",
                                  "--out", str(tmp_path / "eval"), "decode.method=greedy"])
@@ -329,7 +396,7 @@ def test_eval_run_and_features_commands(tiny_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "features/dev/index.jsonl").read_text().splitlines()]
     assert rows and all(r["frames"] % 4 == 0 for r in rows)
-    # The padded clip's layout, as the README states it: 6 copies of the first frame, the clip, then the last
+    # The padded clip's layout, as docs/training.md states it: 6 copies of the first frame, the clip, then the last
     # frame repeated up to a multiple of 4 plus 12. In eval mode equal frames give equal features.
     records = {r.id: r for r in PreparedDataset(tiny_corpus[0]).records("dev")}
     for row in rows:

@@ -17,7 +17,13 @@ from onnx import numpy_helper
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.graph_checks import tensorrt_problems
-from qslr.deploy.export.int8_export import calibration_clips, calibration_videos, compare_with_float
+from qslr.deploy.export.int8_export import (
+    TIED_PROBABILITY,
+    agreeing_steps,
+    calibration_clips,
+    calibration_videos,
+    compare_with_float,
+)
 from qslr.deploy.export.onnx_export import onnx_session, read_metadata
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
@@ -148,6 +154,18 @@ def test_outputs_stay_close_to_float32_on_held_out_clips(checkpoint, int8_graph,
     assert comparison.steps > 0
     assert comparison.agreement >= MIN_AGREEMENT, comparison
     assert comparison.max_probability_difference <= MAX_PROBABILITY_DIFFERENCE, comparison
+
+
+def test_a_label_tied_in_float32_agrees_and_any_other_change_of_label_does_not():
+    float_probabilities = np.array([[0.5, 0.4995, 0.0005], [0.6, 0.3, 0.1], [0.3334, 0.3333, 0.3333],
+                                    [0.9, 0.05, 0.05]])
+    int8_probabilities = np.array([[0.49, 0.51, 0.0], [0.3, 0.6, 0.1], [0.33, 0.34, 0.33], [0.9, 0.05, 0.05]])
+    # A near-uniform step (an untrained model's) flips on any rounding: a tie; 0.6 against 0.3 is no tie.
+    assert agreeing_steps(np.log(int8_probabilities), np.log(float_probabilities)) == 3
+    assert TIED_PROBABILITY < 0.01
+    flipped = int8_probabilities.copy()
+    flipped[3] = [0.05, 0.9, 0.05]
+    assert agreeing_steps(np.log(flipped), np.log(float_probabilities)) == 2
 
 
 def test_a_clip_in_a_padded_batch_equals_the_clip_alone(int8_graph, held_out):
