@@ -90,6 +90,31 @@ def _same(answer, expected) -> None:
         np.testing.assert_array_equal(answer.outputs[name], values, err_msg=name)
 
 
+def test_the_standin_places_bls_outputs_as_python_backend_does(standin):
+    """The stand-in itself, against python_backend's sources: outputs of a GPU model stay in GPU memory unless the
+    request prefers CPU memory, only the requested outputs come back, and Triton's and the stub's refusals."""
+    utils = standin(gpu_models={"visual"}).model("cslr").utils  # a model's module, its requests routed by the stand-in
+    frames, lengths = np.zeros((1, 20, 72, 72, 3), np.uint8), np.array([[20]], np.int64)
+
+    def ask(frames=frames, **options):
+        return utils.InferenceRequest(model_name="visual", inputs=[utils.Tensor(names.FRAMES, frames),
+                                                                   utils.Tensor(names.LENGTHS, lengths)],
+                                      requested_output_names=[names.LOG_PROBS], **options).exec()
+
+    on_gpu = utils.get_output_tensor_by_name(ask(), names.LOG_PROBS)
+    assert not on_gpu.is_cpu()
+    with pytest.raises(utils.TritonModelException, match=r"^Tensor is stored in GPU and cannot be converted to NumPy"):
+        on_gpu.as_numpy()
+    on_cpu = ask(preferred_memory=utils.PreferredMemory(utils.TRITONSERVER_MEMORY_CPU, 0))
+    assert utils.get_output_tensor_by_name(on_cpu, names.LOG_PROBS).as_numpy().shape[:2] == (1, 5)
+    assert utils.get_output_tensor_by_name(on_cpu, names.OUTPUT_LENGTHS) is None  # not asked for
+    with pytest.raises(utils.TritonModelException, match="bool/int/str, found type <class 'float'>"):
+        ask(parameters={"beam_size": 2.5})
+    refused = ask(frames=frames.astype(np.float32))
+    assert refused.has_error() and refused.error().message() == (
+        "inference input 'frames' data-type is 'FP32', but model 'visual' expects 'UINT8'")
+
+
 def test_failed_response_tells_a_bad_input_from_a_bug(pb_utils, caplog):
     with caplog.at_level(logging.ERROR, logger="triton_python_backend"):
         refused = failed_response(pb_utils, "visual", ValueError("video too long: 9 frames\nsecond line"))

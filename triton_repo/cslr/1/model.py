@@ -83,7 +83,8 @@ class TritonPythonModel:
     async def execute(self, requests):
         loop = asyncio.get_running_loop()
         calls = [self._call(request, loop) for request in requests]
-        return [_answer(answer) for answer in await asyncio.gather(*calls)]  # in the requests' order
+        # In the requests' order; what a call raised answers its own request.
+        return [_answer(answer) for answer in await asyncio.gather(*calls, return_exceptions=True)]
 
     def _call(self, request, loop):
         """What answers ``request``: the clip ensemble's call, a long video's work on the pool, or (whatever went
