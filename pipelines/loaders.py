@@ -11,11 +11,13 @@ from qslr.pipelines.reference_loader import ReferenceLoader
 
 def build_loader(kind: str, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
                  sharding: Sharding = SINGLE_PROCESS, workers: int = 2, device: str = "cpu",
-                 device_id: int = 0) -> DaliLoader | ReferenceLoader:
-    """``workers`` are DALI threads or DataLoader processes; ``device`` cuda decodes on the GPU (DALI)."""
+                 device_id: int = 0, reuse_workers: bool = True) -> DaliLoader | ReferenceLoader:
+    """``workers`` are DALI threads or DataLoader processes; ``device`` cuda decodes on the GPU (DALI);
+    ``reuse_workers``: the reference loader keeps its processes from epoch to epoch (False: a loader read once)."""
     if kind == "dali":
         return DaliLoader(source, batch_size, shuffle, drop_last, sharding, num_threads=max(1, workers),
                           device=device, device_id=device_id)
     if kind == "reference":
-        return ReferenceLoader(source, batch_size, shuffle, drop_last, sharding, num_workers=workers)
+        return ReferenceLoader(source, batch_size, shuffle, drop_last, sharding, num_workers=workers,
+                               reuse_workers=reuse_workers)
     raise ValueError(f"unknown loader {kind!r} (known: {', '.join(LOADERS)})")

@@ -5,6 +5,7 @@ It is the portable fallback where DALI is not installed and the baseline of ever
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 
 import torch
@@ -15,6 +16,15 @@ from qslr.pipelines.clip_source import ClipSource
 from qslr.pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 
 WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """The fork server the workers come from, made to import the clip code once: each worker forked from it
+    starts with torch and the decoders loaded instead of importing them itself (seconds per worker, paid again
+    by every loader, and evaluation makes a loader each epoch)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # this module imports torch and the clip source
+    return context
 
 
 class _Clips(Dataset):
@@ -53,17 +63,20 @@ def _collate(items) -> Batch:
 
 class ReferenceLoader(EpochReader):
     def __init__(self, source: ClipSource, batch_size: int, shuffle: bool, drop_last: bool,
-                 sharding: Sharding = SINGLE_PROCESS, num_workers: int = 0):
+                 sharding: Sharding = SINGLE_PROCESS, num_workers: int = 0, reuse_workers: bool = True):
+        """``reuse_workers``: keep the worker processes from one epoch to the next (a training loader). A loader
+        read once (evaluation) lets them go when it is done: persistent workers are only stopped when the loader is
+        collected, and then each takes PyTorch's 5-s join timeout to go (pytorch/pytorch#81794)."""
         super().__init__(len(source), source.seed, batch_size, shuffle, drop_last, sharding)
         self.source, self.num_workers = source, num_workers
         # Workers come from a fork server, not a fork of this process: a process that has already run
-        # OpenMP, gRPC or CUDA code can deadlock its forked children. They persist across epochs.
+        # OpenMP, gRPC or CUDA code can deadlock its forked children.
         self._loader = DataLoader(_Clips(source), batch_sampler=_EpochSampler(self), collate_fn=_collate,
                                   num_workers=num_workers,
                                   timeout=WORKER_TIMEOUT_S if num_workers else 0,
                                   prefetch_factor=2 if num_workers else None,
-                                  persistent_workers=num_workers > 0,
-                                  multiprocessing_context="forkserver" if num_workers else None,
+                                  persistent_workers=num_workers > 0 and reuse_workers,
+                                  multiprocessing_context=_worker_context() if num_workers else None,
                                   # Its own generator: a DataLoader otherwise draws its workers' seeds from the
                                   # global stream at every epoch start, so training's dropout would depend on
                                   # where a run was resumed. Clips do not depend on it (their plans are seeded).

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from qslr.pipelines.synthetic.generator import generate_corpus
 from qslr.pipelines.synthetic.spec import SynthSpec
 from qslr.train.config import load_config
 from qslr.train.trainer import train
+
+
+def _missing(packages: tuple[str, ...]) -> list[str]:
+    """What a GPU test needs and this machine lacks: a CUDA GPU, then each package that does not import."""
+    lacking = [] if torch.cuda.is_available() else ["a CUDA GPU"]
+    return lacking + [name for name in packages if importlib.util.find_spec(name) is None]
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu(*packages)``: runs where a CUDA GPU and those packages are, skipped with what is missing
+    elsewhere. ``@pytest.mark.not_on_gpu(*packages)``: checks what a command says without them, so it is skipped
+    where all are present (the GPU test runs the real thing there)."""
+    for item in items:
+        needs = item.get_closest_marker("gpu")
+        if needs is not None and (missing := _missing(needs.args)):
+            item.add_marker(pytest.mark.skip(reason=f"needs {' and '.join(missing)}, absent here"))
+        without = item.get_closest_marker("not_on_gpu")
+        if without is not None and not _missing(without.args):
+            present = " and ".join(("a CUDA GPU", *without.args))
+            item.add_marker(pytest.mark.skip(reason=f"{present} are present here: the GPU tests run instead"))
+
 
 TINY = SynthSpec(
     videos=12, vocab=8, signers=5, heldout_signers=2, min_glosses=2, max_glosses=4,

@@ -23,4 +23,5 @@ def make_loader(config: ExperimentConfig, split: str, train: bool, device: str =
     # Like the original: shuffled, short last batch dropped in training; every video once otherwise.
     return build_loader(data.loader, source, batch_size, shuffle=train, drop_last=train, sharding=sharding,
                         workers=data.num_workers, device="cuda" if device.startswith("cuda") else "cpu",
-                        device_id=int(device.split(":")[1]) if device.startswith("cuda:") else 0)
+                        device_id=int(device.split(":")[1]) if device.startswith("cuda:") else 0,
+                        reuse_workers=train)

@@ -7,12 +7,21 @@ from pathlib import Path
 import pytest
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
+from qslr.deploy.export.onnx_export import export_onnx
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_video
 from qslr.tools.damaged_videos import container_variants
+
+
+@pytest.fixture(scope="session")
+def fp32_graph(checkpoint, tmp_path_factory) -> Path:
+    """The session checkpoint exported to a float32 ONNX graph at the tiny corpus's 72x72 frames."""
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(checkpoint, path, 72, 72)
+    return path
 
 
 @pytest.fixture(scope="session")

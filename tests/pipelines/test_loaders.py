@@ -259,3 +259,30 @@ def test_damaged_videos_in_a_dataset_are_refused_by_name(tiny_corpus, tmp_path, 
             assert f"video {video_id}" in str(exc), str(exc)
             refused += 1
     assert refused >= len(pool) // 2
+
+
+def _forkserver_children() -> set[int]:
+    """Processes forked by this process's multiprocessing fork server: the reference loader's workers."""
+    import multiprocessing.forkserver as forkserver
+
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    children = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(state[1]) == server and state[0] != "Z":
+            children.add(int(entry.name))
+    return children
+
+
+def test_a_reference_loader_read_once_lets_its_workers_go(tiny_corpus):
+    """Evaluation reads its loader once: its workers go when it is done, not when it is collected (a persistent
+    worker takes PyTorch's 5-s join timeout then)."""
+    source = ClipSource.open(tiny_corpus[0], "dev", SETTINGS, train=False)
+    before = _forkserver_children()
+    once = build_loader("reference", source, 2, shuffle=False, drop_last=False, workers=1, reuse_workers=False)
+    during = [len(_forkserver_children() - before) for _ in once]
+    assert during and all(count == 1 for count in during)
+    assert not _forkserver_children() - before

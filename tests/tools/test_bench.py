@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from qslr.pipelines.prepared import PreparedDataset
@@ -98,7 +97,7 @@ def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp
         assert 0 < run["stages"]["visual"]["compute_ms"] < run["stages"]["cslr"]["compute_ms"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check really runs (minutes)")
+@pytest.mark.not_on_gpu
 def test_gpu_check_skips_each_gpu_part_with_its_reason(tmp_path):
     out = tmp_path / "gpu.json"
     result = CliRunner().invoke(cli, ["bench", "gpu-check", "--out", str(out), "--videos", "12",

@@ -200,7 +200,7 @@ def test_the_trainer_builds_its_optimizer_and_network_on_the_sync_batchnorm_mode
     assert any(name.endswith("running_mean") for name in saved)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (AMP runs only there)")
+@pytest.mark.gpu
 def test_bf16_amp_training_on_a_gpu_keeps_the_lstm_in_float32(tiny_corpus, tmp_path, monkeypatch):
     # One process: SyncBatchNorm needs several GPUs and is checked under torchrun by `qslr bench gpu-check`.
     seen: list[torch.dtype] = []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import onnx
 import pytest
@@ -27,13 +25,6 @@ FP16_TOLERANCE = 5e-3
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export_onnx(checkpoint, path, 72, 72)
-    return path
-
-
-@pytest.fixture(scope="module")
 def exported_fp16(checkpoint, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "model.fp16.onnx"
     assert export_onnx(checkpoint, path, 72, 72, precision="fp16").precision == "fp16"
@@ -41,14 +32,14 @@ def exported_fp16(checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("time", [8, 9, 16, 33, 57, 120, 300])
-def test_onnxruntime_equals_pytorch_at_every_length(checkpoint, exported, time):
+def test_onnxruntime_equals_pytorch_at_every_length(checkpoint, fp32_graph, time):
     served, _ = served_from_checkpoint(checkpoint)
-    assert max_difference(served, onnx_session(exported), *example_inputs(1, time, 72, 72, seed=time)) < TOLERANCE
+    assert max_difference(served, onnx_session(fp32_graph), *example_inputs(1, time, 72, 72, seed=time)) < TOLERANCE
 
 
-def test_mixed_length_batches_equal_each_sample_alone(checkpoint, exported):
+def test_mixed_length_batches_equal_each_sample_alone(checkpoint, fp32_graph):
     served, _ = served_from_checkpoint(checkpoint)
-    session = onnx_session(exported)
+    session = onnx_session(fp32_graph)
     frames, _ = example_inputs(4, 150, 72, 72, seed=3)
     lengths = torch.tensor([150, 9, 77, 31])
     assert max_difference(served, session, frames, lengths) < TOLERANCE
@@ -61,10 +52,10 @@ def test_mixed_length_batches_equal_each_sample_alone(checkpoint, exported):
         np.testing.assert_allclose(together[row, :steps], alone[0], atol=TOLERANCE)
 
 
-def test_the_graph_is_tensorrt_parsable_and_carries_its_metadata(exported):
-    assert tensorrt_problems(exported) == []
-    assert "LSTM" in operator_counts(exported)  # LSTM ops over a dynamic time axis, not an unrolled loop
-    metadata = read_metadata(exported)
+def test_the_graph_is_tensorrt_parsable_and_carries_its_metadata(fp32_graph):
+    assert tensorrt_problems(fp32_graph) == []
+    assert "LSTM" in operator_counts(fp32_graph)  # LSTM ops over a dynamic time axis, not an unrolled loop
+    metadata = read_metadata(fp32_graph)
     assert (metadata["qslr_height"], metadata["qslr_width"], metadata["qslr_crop_size"]) == ("72", "72", "64")
     assert int(metadata["qslr_num_classes"]) == len(__import__("json").loads(metadata["qslr_vocab"])) + 1
 
@@ -74,8 +65,12 @@ def test_top_k_outputs(checkpoint, tmp_path):
     export_onnx(checkpoint, path, 72, 72, top_k=3)
     frames, lengths = example_inputs(2, 40, 72, 72)
     log_probs, _, values, ids = onnx_session(path).run(None, {"frames": frames.numpy(), "lengths": lengths.numpy()})
-    assert values.shape[-1] == ids.shape[-1] == 3
+    assert values.shape == ids.shape == (*log_probs.shape[:2], 3)
     np.testing.assert_allclose(np.take_along_axis(log_probs, ids, -1), values, atol=1e-6)
+    # The k best, best first: the values are the three largest of each step, in falling order, at distinct ids.
+    np.testing.assert_allclose(values, -np.sort(-log_probs, axis=-1)[..., :3], atol=1e-6)
+    assert (np.diff(values, axis=-1) <= 0).all()
+    assert all(len(set(step)) == 3 for step in ids.reshape(-1, 3).tolist())
 
 
 def test_export_command_checks_parity(checkpoint, tmp_path):
@@ -97,29 +92,27 @@ def test_profile_shapes():
         ShapeRange.parse("4", "2x140", "16x300")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
-                    reason="TensorRT and a GPU are present here")
-def test_without_tensorrt_the_commands_say_so(exported, tmp_path):
+@pytest.mark.not_on_gpu("tensorrt")
+def test_without_tensorrt_the_commands_say_so(fp32_graph, tmp_path):
     with pytest.raises(TensorRTUnavailableError):
         require_tensorrt()
-    result = CliRunner().invoke(cli, ["export", "tensorrt", "--onnx", str(exported), "--out", str(tmp_path / "m.plan")])
+    result = CliRunner().invoke(cli, ["export", "tensorrt", "--onnx", str(fp32_graph), "--out",
+                                      str(tmp_path / "m.plan")])
     assert result.exit_code == 1 and ("TensorRT is not installed" in result.output or "CUDA GPU" in result.output)
     assert not (tmp_path / "m.plan").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
-                    reason="needs TensorRT and a CUDA GPU, which cannot be installed on the CPU CI machine")
-def test_tensorrt_engine_matches_onnxruntime(exported, tmp_path):
+@pytest.mark.gpu("tensorrt")
+def test_tensorrt_engine_matches_onnxruntime(fp32_graph, tmp_path):
     from qslr.deploy.export.tensorrt_engine import build_engine, engine_parity
 
     shapes = ShapeRange(1, 2, 4, 16, 64, 128)
-    plan = build_engine(exported, tmp_path / "m.plan", shapes, 72, 72, "fp32", timing_cache=tmp_path / "cache")
+    plan = build_engine(fp32_graph, tmp_path / "m.plan", shapes, 72, 72, "fp32", timing_cache=tmp_path / "cache")
     frames, lengths = example_inputs(2, 64, 72, 72)
-    assert engine_parity(plan, exported, frames.numpy(), lengths.numpy()) < 1e-3
+    assert engine_parity(plan, fp32_graph, frames.numpy(), lengths.numpy()) < 1e-3
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
-                    reason="needs TensorRT and a CUDA GPU, which cannot be installed on the CPU CI machine")
+@pytest.mark.gpu("tensorrt")
 def test_fp16_tensorrt_engine_matches_onnxruntime(exported_fp16, tmp_path):
     from qslr.deploy.export.tensorrt_engine import build_engine, engine_parity, read_engine_record
 
@@ -192,10 +185,10 @@ def test_export_command_fp16_checks_both_precisions(checkpoint, tmp_path):
     assert result.exit_code == 0 and '"tensorrt_problems": []' in result.output
 
 
-def test_an_engine_of_another_precision_than_its_graph_is_refused(exported, exported_fp16, tmp_path):
+def test_an_engine_of_another_precision_than_its_graph_is_refused(fp32_graph, exported_fp16, tmp_path):
     """TensorRT 11 runs a graph in its own types: the flag cannot lower a float32 graph (checked before
     TensorRT is needed, so on any machine)."""
-    for graph, flag, stated in ((exported, "--fp16", "fp32"), (exported_fp16, "--fp32", "fp16")):
+    for graph, flag, stated in ((fp32_graph, "--fp16", "fp32"), (exported_fp16, "--fp32", "fp16")):
         result = CliRunner().invoke(cli, ["export", "tensorrt", "--onnx", str(graph), "--out",
                                           str(tmp_path / "m.plan"), flag])
         assert result.exit_code == 1

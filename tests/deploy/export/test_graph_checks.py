@@ -9,7 +9,6 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from qslr.deploy.export.graph_checks import TABLE, operator_counts, tensorrt_problems, tensorrt_table
-from qslr.deploy.export.onnx_export import export_onnx
 from qslr.tools.cli import cli
 
 FLOAT, UINT8, INT64, BOOL, DOUBLE = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT64, TensorProto.BOOL, \
@@ -194,18 +193,11 @@ def test_the_table_names_its_source_and_holds_the_operators_qslr_exports():
     assert "`layout` attribute must be 0" in table["operators"]["LSTM"]["restrictions"]
 
 
-@pytest.fixture(scope="module")
-def exported(checkpoint, tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx-check") / "model.onnx"
-    export_onnx(checkpoint, path, 72, 72)
-    return path
-
-
-def test_the_exported_model_passes(exported):
+def test_the_exported_model_passes(fp32_graph):
     # Until deploy/served_model.py casts the uint8 frames before cropping them, this lists the UINT8 problems
     # of the front of the graph (Slice, Reshape, Gather, Transpose reading UINT8): expected to fail until then.
-    assert tensorrt_problems(exported) == []
-    assert set(operator_counts(exported)) <= set(tensorrt_table()["operators"])
+    assert tensorrt_problems(fp32_graph) == []
+    assert set(operator_counts(fp32_graph)) <= set(tensorrt_table()["operators"])
 
 
 def test_check_command_exits_non_zero_on_problems(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -64,8 +62,7 @@ def assert_equal_outputs(served, program, frames, lengths):
         torch.testing.assert_close(got[row, :steps], expected[row, :steps], atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is not None and torch.cuda.is_available(),
-                    reason="torch-tensorrt and a GPU are present here")
+@pytest.mark.not_on_gpu("torch_tensorrt")
 def test_without_torch_tensorrt_the_compile_says_so(checkpoint, tmp_path):
     with pytest.raises(TensorRTUnavailableError, match="torch-tensorrt|CUDA GPU"):
         compile_torch_trt(checkpoint, tmp_path / "m.ep", SHAPES, 72, 72)

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from tritonclient.grpc import model_config_pb2
 
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
-from qslr.deploy.export.onnx_export import export_onnx
 from qslr.deploy.export.tensorrt_engine import EngineMismatchError, EngineRecord, ShapeRange, write_engine_record
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.repository_checks import config_problems, read_config
@@ -39,13 +38,6 @@ def engine_file(folder: Path, version: str = TENSORRT_VERSION, profile: ShapeRan
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("trt-graph") / "model.onnx"
-    export_onnx(checkpoint, path, 72, 72)
-    return path
-
-
-@pytest.fixture(scope="module")
 def tensorrt_repository(checkpoint, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("trt-repo")
     out = folder / "repo"
@@ -54,11 +46,11 @@ def tensorrt_repository(checkpoint, tmp_path_factory) -> Path:
     return out
 
 
-def test_the_tensorrt_config_describes_the_exported_graph(tensorrt_repository, exported, checkpoint):
+def test_the_tensorrt_config_describes_the_exported_graph(tensorrt_repository, fp32_graph, checkpoint):
     visual = tensorrt_repository / "visual"
     config = read_config(visual / "config.pbtxt")
     assert config.platform == "tensorrt_plan" and config.max_batch_size == LIMITS.max_batch
-    assert config_problems(config, onnx.load(str(exported))) == []
+    assert config_problems(config, onnx.load(str(fp32_graph))) == []
     assert sorted(p.name for p in (visual / "1").iterdir()) == ["model.plan"]
     classes = load_checkpoint(checkpoint).model.num_classes
     assert [list(o.dims) for o in config.output] == [[-1, classes], [1]]
@@ -78,8 +70,8 @@ def test_every_model_follows_the_same_served_limits(tensorrt_repository):
             assert config.parameters["min_frames"].string_value == str(LIMITS.min_frames), name
 
 
-def test_the_config_check_finds_what_the_tensorrt_backend_would_refuse(tensorrt_repository, exported):
-    graph = onnx.load(str(exported))
+def test_the_config_check_finds_what_the_tensorrt_backend_would_refuse(tensorrt_repository, fp32_graph):
+    graph = onnx.load(str(fp32_graph))
     config = read_config(tensorrt_repository / "visual" / "config.pbtxt")
     config.input[0].data_type = model_config_pb2.TYPE_FP32
     config.input[1].ClearField("reshape")  # lengths [B, 1] against the graph's [B]
