@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_model import SMALL_MODEL
 
 from qslr.pipelines.synthetic.generator import generate_corpus
 from qslr.pipelines.synthetic.spec import SynthSpec
@@ -66,10 +67,6 @@ def raw_phoenix(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("raw-phoenix")
     generate_corpus(RAW_SMALL, root / "prepared", workers=2, phoenix_raw_out=root / "raw", show_progress=False)
     return root / "prepared", root / "raw"
-
-
-SMALL_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
-               "model.sequence.hidden_size=24", "data.batch_size=2", "data.num_workers=1"]
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from release_layouts import (
     phoenix2014t_csv,
     phoenix2014t_frame_folder,
 )
+from small_model import SMALL_MODEL
 
 import qslr.pipelines.prepare as prepare_module
 from qslr.pipelines.corpora import CorpusFormatError
@@ -33,8 +34,7 @@ from qslr.train.trainer import train
 SMALL = PrepareSettings(width=48, height=48, workers=1)
 NORMALISATION = {"phoenix2014": "phoenix2014", "phoenix2014t": "phoenix2014", "csl-daily": "none"}
 # A narrow model, and clips stretched to 48 frames so that CTC has room for the longest annotation (7 glosses).
-ONE_STEP = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
-            "model.sequence.hidden_size=24", "data.batch_size=2", "data.eval_batch_size=4", "data.num_workers=1",
+ONE_STEP = [*SMALL_MODEL,
             "data.crop_size=56", "data.min_frames=48", "train.epochs=1", "train.max_steps=1"]
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from small_model import SMALL_MODEL
 
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.cli import cli
@@ -122,8 +123,7 @@ def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
     out = tmp_path / "train.json"
     result = CliRunner().invoke(cli, ["bench", "train", "--data", str(tiny_corpus[0]), "--steps", "2", "--nproc", "1",
                                       "--loader", "dali", "--loader", "reference", "--json-out", str(out),
-                                      "data.batch_size=2", "model.temporal.hidden_size=24",
-                                      "model.sequence.hidden_size=24"])
+                                      *SMALL_MODEL])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["results"]] == ["dali, 1 process", "reference, 1 process"]

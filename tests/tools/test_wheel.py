@@ -16,10 +16,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from small_model import SMALL_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["model.frame_encoder.options={channels: [4, 8], out_dim: 16}", "model.temporal.hidden_size=16",
-         "model.sequence.hidden_size=16", "data.batch_size=2", "data.eval_batch_size=4", "data.num_workers=1"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_the_installed_wheel_runs_the_pipeline_from_another_folder(installed, tm
     assert where.startswith(str(installed.parent)) and str(REPO) not in where
     qslr("data", "synth", "--out", "data", "--videos", "12", "--vocab", "6", "--signers", "5", "--heldout-signers",
          "2", "--max-glosses", "3", "--dev-fraction", "0.2", "--test-fraction", "0.2", "--workers", "1")
-    qslr("train", "--config", "synthetic", "data.root=data", "train.work_dir=run", "train.max_steps=2", *SMALL)
+    qslr("train", "--config", "synthetic", "data.root=data", "train.work_dir=run", "train.max_steps=2", *SMALL_MODEL)
     checkpoint = "run/checkpoints/last.pt"
     assert "WER" in qslr("eval", "run", "--checkpoint", checkpoint, "--split", "test")
     qslr("export", "onnx", "--checkpoint", checkpoint, "--out", "model.onnx")

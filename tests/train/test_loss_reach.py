@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from small_model import MODEL
 
 from qslr.model.losses import VACLoss
 from qslr.model.network import build_model
@@ -10,8 +11,7 @@ from qslr.train.checkpointing import model_sections
 from qslr.train.config import load_config
 from qslr.train.loss_reach import parameters_without_loss
 
-SMALL = ["model.frame_encoder.options={channels: [4, 8], out_dim: 16}", "model.temporal.hidden_size=16",
-         "model.sequence.hidden_size=16"]
+SMALL = MODEL
 
 
 def unused_modules(weights: dict[str, float], shared: bool) -> set[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from small_model import TINY_CNN
 
 from qslr.model.checkpoints import load_checkpoint
 from qslr.tools.cli import cli
@@ -36,7 +37,7 @@ def small_encoder(preset: str) -> list[str]:
     if load_config(preset).model.frame_encoder.arch.startswith("corrnet"):
         return ["model.frame_encoder.weights=null", "model.frame_encoder.options.width=16", *SMALL_RUN,
                 "data.crop_size=32"]  # the last crop size given wins
-    return ["model.frame_encoder={arch: tiny_cnn, weights: null, options: {channels: [4, 8], out_dim: 16}}",
+    return [f"model.frame_encoder={{arch: tiny_cnn, weights: null, options: {TINY_CNN}}}",
             *SMALL_RUN]
 
 

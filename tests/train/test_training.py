@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from small_model import SMALL_MODEL
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import qslr.model.losses as losses
@@ -31,8 +32,7 @@ from qslr.train.metrics_log import read_metrics
 from qslr.train.trainer import Trainer, train, weights_digest
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
-              "model.sequence.hidden_size=24", "data.batch_size=2", "data.eval_batch_size=4", "data.num_workers=1",
+TINY_MODEL = [*SMALL_MODEL,
               "train.log_interval=1", "train.save_interval=1"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from small_model import MODEL, SMALL_MODEL
 from torch import nn
 
 from qslr.pipelines.epoch_plan import Sharding
@@ -27,8 +28,7 @@ from qslr.train.optim import build_optimizer, trainable_parameters
 from qslr.train.trainer import StopRequested, Trainer, train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.frame_encoder.options={channels: [4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
-        "model.sequence.hidden_size=24", "data.batch_size=2", "data.eval_batch_size=4", "data.num_workers=1",
+TINY = [*SMALL_MODEL,
         "train.log_interval=1"]
 
 
@@ -139,9 +139,7 @@ def test_dev_is_scored_by_sclite_during_training_as_by_the_python_scorer(tiny_co
 def test_resuming_on_another_vocabulary_is_refused_in_one_line(checkpoint, raw_phoenix, tmp_path):
     other = raw_phoenix[0]  # another synthetic corpus: another vocabulary
     result = CliRunner().invoke(cli, ["train", "--config", "synthetic", f"data.root={other}",
-                                      f"train.work_dir={tmp_path / 'w'}", "model.frame_encoder.options={channels: "
-                                      "[4, 8, 8], out_dim: 32}", "model.temporal.hidden_size=24",
-                                      "model.sequence.hidden_size=24", "--resume", str(checkpoint)])
+                                      f"train.work_dir={tmp_path / 'w'}", *MODEL, "--resume", str(checkpoint)])
     assert result.exit_code == 1
     (line,) = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert f"{checkpoint}: was trained with another vocabulary than {other}" in line
