@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
+from served_settings import CALIBRATION_CLIPS
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.graph_checks import tensorrt_problems
@@ -26,30 +26,13 @@ from qslr.deploy.export.int8_export import (
 )
 from qslr.deploy.export.onnx_export import onnx_session, read_metadata
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.cli import cli
 
-CALIBRATION_CLIPS = 6
 # Measured over held-out clips: this session's small model keeps every greedy label, its probabilities within
 # 2e-5; the demo model keeps 99.7 % of them, within 0.075. A mis-scaled layer or a padding leak changes most labels.
 MIN_AGREEMENT = 0.95
 MAX_PROBABILITY_DIFFERENCE = 0.25
-
-
-@pytest.fixture(scope="module")
-def int8_graph(checkpoint, tiny_corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    result = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--int8",
-                                      "--calibration-data", str(tiny_corpus[0]), "--calibration-clips",
-                                      str(CALIBRATION_CLIPS)])
-    assert result.exit_code == 0, result.output
-    assert f"int8 (minmax calibration on {CALIBRATION_CLIPS} clips)" in result.output
-    assert "greedy labels agree on" in result.output
-    fused = re.search(r"onnxruntime runs (\d+) of (\d+) convolutions in INT8 \(QLinearConv\); (\d+) ReLUs stay float32",
-                      result.output)
-    assert fused and fused[1] == fused[2] and int(fused[1]) >= 3 and fused[3] == "0", result.output
-    return out
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -206,20 +189,13 @@ def test_precision_flags_that_contradict_are_refused_in_one_line(checkpoint, int
     assert engine.exit_code == 1 and "the graph's precision is int8, " in engine.output
 
 
-@pytest.mark.timeout(300)
-def test_the_int8_repository_answers_as_recognise_onnx_does(checkpoint, int8_graph, videos, tmp_path):
-    repository = tmp_path / "repo"
-    built = CliRunner().invoke(cli, ["triton", "build", "--checkpoint", str(checkpoint), "--out", str(repository),
-                                     "--onnx", str(int8_graph), "--height", "72", "--width", "72",
-                                     "--decoder", "pyav"])
-    assert built.exit_code == 0, built.output
-    assert (repository / "visual" / "1" / "model.onnx").read_bytes() == int8_graph.read_bytes()
-    assert "(int8)" in (repository / "README.md").read_text()
+def test_the_int8_repository_answers_as_recognise_onnx_does(int8_graph, variant_repository, variant_server, videos):
+    assert (variant_repository / "visual" / "1" / "model.onnx").read_bytes() == int8_graph.read_bytes()
+    assert "(int8)" in (variant_repository / "README.md").read_text()
     local = CliRunner().invoke(cli, ["recognise", "--onnx", str(int8_graph), "--json", *map(str, videos[:4])])
     assert local.exit_code == 0, local.output
     expected = [json.loads(line)["glosses"] for line in local.output.splitlines() if line.startswith("{")]
-    with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server, \
-            contextlib.closing(CslrClient(server.http_url)) as client:
+    with contextlib.closing(CslrClient(variant_server.http_url)) as client:
         for video, want in zip(videos[:4], expected, strict=True):
             served = client.recognise_file(video)
             assert served.glosses == [g["gloss"] for g in want]

@@ -145,12 +145,3 @@ def test_the_visual_models_batch_may_be_set_below_the_served_one(checkpoint, tmp
                          engine=engine_file(tmp_path, profile=ShapeRange(1, 2, 2, 16, 140, 240)))
     with pytest.raises(ValueError, match="must be 1..8"):
         build_repository(checkpoint, tmp_path / "r9", RepositorySettings(limits=LIMITS, visual_max_batch=9), 72, 72)
-
-
-@pytest.mark.slow
-def test_a_repository_with_a_smaller_visual_batch_loads_and_answers_in_a_real_server(checkpoint, tmp_path, videos):
-    from qslr.deploy.serving.client import CslrClient
-
-    out = build_repository(checkpoint, tmp_path / "r", RepositorySettings(limits=LIMITS, visual_max_batch=2), 72, 72)
-    with TritonServer(out, Ports(free_port(), free_port(), free_port())) as server:
-        assert CslrClient(server.http_url).recognise_file(videos[0]).steps is not None
