@@ -31,25 +31,46 @@ def model_sections(config: ExperimentConfig) -> dict[str, dict]:
     return asdict(config.model)
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's random streams: the CPU's, and the CUDA generator of ``device`` alone when it is a GPU.
+
+    Each rank draws only from its own GPU; saving every visible GPU's generator on every rank (as checkpoints did
+    before) wrote the same streams once per rank and made each rank restore the others' devices too."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["random"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = saved_cuda_state(state, device)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def saved_cuda_state(state: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+    """The CUDA generator state ``state`` holds for ``device``, or None (a CPU run, or none saved for it).
+
+    Checkpoints written before per-device states hold a list of every visible GPU's ("cuda"), indexed by device:
+    the rank's own entry is taken, if that machine had the device."""
+    if device.type != "cuda":
+        return None
+    if "cuda_device" in state:
+        return state["cuda_device"]
+    every_device = state.get("cuda") or []
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return every_device[index] if index < len(every_device) else None
 
 
 def gather_rng_states(env: DistEnv) -> list[dict[str, Any]]:
     """Every rank's RNG state (collective: all ranks must call it)."""
     if not env.distributed:
-        return [rng_state()]
+        return [rng_state(env.device)]
     states: list[Any] = [None] * env.world_size
-    dist.all_gather_object(states, rng_state())
+    dist.all_gather_object(states, rng_state(env.device))
     return states
 
 

@@ -171,7 +171,7 @@ class Trainer:
         states = training["rng"]
         written_by = training.get("world_size", len(states))
         if written_by == self.env.world_size:
-            set_rng_state(states[self.env.rank])
+            set_rng_state(states[self.env.rank], self.env.device)
         else:
             # Batch b of every rank holds the epoch's samples b * batch * world up to the next batch's, so the
             # epoch's first batch * batch_size * world samples are done whatever the world size: continue from
@@ -320,7 +320,7 @@ class Trainer:
         wer = wer_conv = None
         # Scoring must not move the training's random streams (a DataLoader draws its base seed from them):
         # a run scored mid-epoch, then resumed, has to continue exactly as one that was not.
-        state = rng_state()
+        state = rng_state(self.env.device)
         if self.env.is_main:
             result = evaluate(self.model, self.config, self.config.data.dev_split, self.env.device, self.vocab,
                               self.work_dir / f"epoch{epoch}_result")
@@ -328,7 +328,7 @@ class Trainer:
             log.info("epoch %d: dev WER %.2f %% (conv branch %.2f %%), %.1f s", epoch, wer,
                      result.branches.wer_auxiliary, result.seconds)
         wait_for_evaluation(self.env)
-        set_rng_state(state)
+        set_rng_state(state, self.env.device)
         return wer, wer_conv
 
     def _save_epoch_checkpoints(self, epoch: int, dev_wer: float | None, complete: bool = True) -> None:
