@@ -10,7 +10,7 @@ DEMO_RUN ?= runs/synthetic
 # 1,000 training videos of 2-8 glosses from a 30-gloss vocabulary, 12 training signers, 4 held out.
 DEMO_VIDEOS ?= 1250
 
-.PHONY: demo test lint clean sclite chromium
+.PHONY: demo test test-fast lint clean sclite chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ chromium:
 test: $(STAMP) sclite chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --durations=15
+
+# The edit-test loop: every test but those marked slow (end to end: torchrun, the preset matrix, extra servers,
+# the wheel, the browser). `make test` and CI run them all.
+test-fast: $(STAMP) sclite chromium
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow" --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
