@@ -271,6 +271,7 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
                  max_duration: float, **options) -> None:
     """A versioned repository: preprocess, visual, ctc_decoder, the cslr_clip / cslr_frames ensembles, and cslr
     (a video of any length up to --max-duration)."""
+    from qslr.deploy import model_names as models
     from qslr.deploy.served import checkpoint_frame_size
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.pipelines.atomic_output import OutputExistsError
@@ -283,7 +284,8 @@ def triton_build(checkpoint: Path, out: Path, visual: str, engine: Path | None, 
     except (ValueError, KeyError, OutputExistsError) as exc:
         raise click.ClickException(str(exc)) from None
     served = f"{visual}, {options['visual_graph']}" if options["visual_graph"] else visual
-    click.echo(f"wrote {out}: models preprocess, visual ({served}), ctc_decoder, cslr_clip, cslr, cslr_frames")
+    click.echo(f"wrote {out}: models " + ", ".join(f"{name} ({served})" if name == models.VISUAL else name
+                                                   for name in models.MODELS))
     needed = limits.shared_memory_bytes(height, width, max(options["preprocess_instances"],
                                                            options["visual_instances"]))
     click.echo(f"shared memory for full batches ({limits.max_batch} x {limits.max_frames} frames of {height}x{width}): "

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from qslr.deploy.decoder_choices import CLIP_DECODERS, DALI, PYAV
 from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
 from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
@@ -52,7 +53,7 @@ class PyAVClipDecoder:
     """FFmpeg through PyAV: every container and codec FFmpeg reads, the videos of a batch on ``threads``
     threads (FFmpeg and the colour conversion release the GIL)."""
 
-    name = "pyav"
+    name = PYAV
 
     def __init__(self, height: int, width: int, limits: ServedLimits, threads: int = 2):
         self.height, self.width, self.limits = height, width, limits
@@ -96,7 +97,7 @@ class DaliClipDecoder:
     its own error and the others their frames.
     """
 
-    name = "dali"
+    name = DALI
 
     def __init__(self, height: int, width: int, limits: ServedLimits, device: str = "cpu", device_id: int = 0,
                  threads: int = 2):
@@ -161,7 +162,7 @@ def _read(video: Video) -> bytes:
     return video if isinstance(video, (bytes, bytearray)) else Path(video).read_bytes()
 
 
-DECODERS = {"pyav": PyAVClipDecoder, "dali": DaliClipDecoder}
+DECODERS = dict(zip(CLIP_DECODERS, (PyAVClipDecoder, DaliClipDecoder), strict=True))
 
 
 def clip_decoder(name: str, height: int, width: int, limits: ServedLimits, **options):

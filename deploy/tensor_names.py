@@ -19,6 +19,8 @@ ALTERNATIVE_SCORES = "alternative_scores"  # FP32 [K]
 # The served signature (ServedModel, its ONNX graph, the TensorRT engine, the visual model).
 INPUTS = (FRAMES, LENGTHS)
 OUTPUTS = (LOG_PROBS, OUTPUT_LENGTHS)
+# A recognition, as every model that answers with glosses gives it (ctc_decoder, the ensembles, cslr).
+RECOGNITION = (GLOSSES, GLOSS_STEPS, GLOSS_START_S, GLOSS_END_S, SCORE, ALTERNATIVES, ALTERNATIVE_SCORES)
 
 BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy
 TOP_K_PARAMETER = "top_k"  # request parameter: how many alternatives (1 by default)

@@ -18,6 +18,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from qslr.model.decoding_defaults import (
+    BACKEND,
+    BEAM,
+    BEAM_BACKENDS,
+    BEAM_SIZE,
+    BEAM_SIZE_TOKEN,
+    GREEDY,
+    MERGE_REPEATS,
+    METHOD,
+    METHODS,
+)
 from qslr.pipelines.prepared import BLANK_ID as BLANK
 
 if TYPE_CHECKING:
@@ -37,7 +48,7 @@ class Hypothesis:
 Candidate = tuple[list[int], list[int], list[int], float]
 
 
-def collapse_path(path: Sequence[int], merge_repeats: bool = True) -> tuple[list[int], list[int], list[int]]:
+def collapse_path(path: Sequence[int], merge_repeats: bool = MERGE_REPEATS) -> tuple[list[int], list[int], list[int]]:
     """Frame-wise labels -> (ids, start steps, end steps): merge repeats, drop blanks, then (``merge_repeats``)
     merge repeats again."""
     ids: list[int] = []
@@ -75,19 +86,19 @@ def _merged_repeats(ids: Sequence[int], steps: Sequence[int]) -> tuple[list[int]
 class CTCDecoder:
     """Decode (B, T, V) log-probabilities with valid lengths (B,) into one Hypothesis per sample."""
 
-    def __init__(self, vocab: Mapping[str, int], method: str = "beam", backend: str = "flashlight",
-                 beam_size: int = 10, beam_size_token: int = 40, beam_threshold: float = 50.0,
-                 merge_repeats: bool = True):
+    def __init__(self, vocab: Mapping[str, int], method: str = METHOD, backend: str = BACKEND,
+                 beam_size: int = BEAM_SIZE, beam_size_token: int = BEAM_SIZE_TOKEN, beam_threshold: float = 50.0,
+                 merge_repeats: bool = MERGE_REPEATS):
         self.id_to_gloss = {index: gloss for gloss, index in vocab.items()}
         self.num_classes = len(vocab) + 1
         self.method = method
         self.merge_repeats = merge_repeats
-        if method == "greedy":
+        if method == GREEDY:
             self._beam = None
-        elif method == "beam":
+        elif method == BEAM:
             self._beam = _BEAM_BACKENDS[backend](self.num_classes, beam_size, beam_size_token, beam_threshold)
         else:
-            raise ValueError(f"unknown decoding method {method!r} (greedy or beam)")
+            raise ValueError(f"unknown decoding method {method!r} ({' or '.join(METHODS)})")
 
     def _hypothesis(self, candidate: Candidate) -> Hypothesis:
         ids, steps, ends, score = candidate
@@ -165,7 +176,7 @@ class _FlashlightBeam:
         self._decoder = LexiconFreeDecoder(options, ZeroLM(), BLANK, BLANK, [])
         self._num_classes = num_classes
 
-    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = True) -> list[Candidate]:
+    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = MERGE_REPEATS) -> list[Candidate]:
         """The beam's distinct labellings, best first: the decoder returns its whole final beam sorted by
         score, one entry per path, and paths that collapse to the same labelling count once."""
         if len(scores) == 0:
@@ -188,7 +199,7 @@ class _CtcdecodeBeam:
         self._decoder = ctcdecode.CTCBeamDecoder(labels, beam_width=beam_size, cutoff_top_n=beam_size_token,
                                                  blank_id=BLANK, num_processes=1, log_probs_input=True)
 
-    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = True) -> list[Candidate]:
+    def search(self, scores: np.ndarray, top_k: int = 1, merge_repeats: bool = MERGE_REPEATS) -> list[Candidate]:
         import torch  # ctcdecode's own dependency
 
         if len(scores) == 0:
@@ -208,4 +219,4 @@ class _CtcdecodeBeam:
         return distinct(candidates, top_k)
 
 
-_BEAM_BACKENDS = {"flashlight": _FlashlightBeam, "ctcdecode": _CtcdecodeBeam}
+_BEAM_BACKENDS = dict(zip(BEAM_BACKENDS, (_FlashlightBeam, _CtcdecodeBeam), strict=True))

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from qslr.deploy.decoder_choices import CLIP_DECODERS
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.deploy.serving.supervision import exit_on_signals
@@ -47,7 +48,7 @@ def _counts_table(results: dict[float, dict]) -> Table:
               show_default=True, help="Shares of broken uploads, one run each (a run without any is the baseline).")
 @click.option("--videos", "video_count", type=int, default=16, show_default=True, help="Distinct valid test videos.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mutants.")
-@click.option("--decoder", type=click.Choice(["pyav", "dali"]), default=None,
+@click.option("--decoder", type=click.Choice(CLIP_DECODERS), default=None,
               help="The preprocess model's video decoder [default: as `qslr triton build` chooses].")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Per request, seconds.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),

@@ -9,6 +9,7 @@ import click
 import numpy as np
 import torch
 
+from qslr.model import decoding_defaults
 from qslr.model.decoding import CTCDecoder
 from qslr.pipelines.progress import counting, progress_bar
 from qslr.tools.benchmark_report import Rate, measure, report, with_ratios
@@ -44,8 +45,8 @@ def _pyctcdecode(classes: int, beam_size: int):
 @click.command("decode")
 @click.option("--steps", type=int, default=60, show_default=True, help="Output steps T' per utterance.")
 @click.option("--classes", type=int, default=1296, show_default=True, help="Vocabulary size V with the blank.")
-@click.option("--beam-size", type=int, default=10, show_default=True)
-@click.option("--beam-size-token", type=int, default=40, show_default=True)
+@click.option("--beam-size", type=int, default=decoding_defaults.BEAM_SIZE, show_default=True)
+@click.option("--beam-size-token", type=int, default=decoding_defaults.BEAM_SIZE_TOKEN, show_default=True)
 @click.option("--utterances", type=int, default=64, show_default=True, help="Utterances per timed repeat.")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--input", "kind", type=click.Choice(["peaky", "uniform"]), default="peaky", show_default=True)

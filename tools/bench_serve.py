@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from qslr.deploy.decoder_choices import CLIP_DECODERS, PYAV
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.client import CslrClient, RecognitionError
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
@@ -147,7 +148,7 @@ def valid_failures(result: dict) -> int:
     return result["wrong"] + result["failed"] + result["lost"]
 
 
-BASELINE = ("pyav", False, False)  # the server before the DALI decoder, the batching settings and INT8
+BASELINE = (PYAV, False, False)  # the server before the DALI decoder, the batching settings and INT8
 
 
 def _int8_graph(checkpoint: Path, data: Path, folder: Path) -> Path:
@@ -193,7 +194,7 @@ def _decoding_table(decoding: dict[str, float]) -> Table:
 @click.option("--concurrency", "levels", type=int, multiple=True, default=(1, 4, 16), show_default=True)
 @click.option("--requests", type=int, default=96, show_default=True, help="Requests per concurrency level.")
 @click.option("--videos", "video_count", type=int, default=16, show_default=True, help="Distinct test videos.")
-@click.option("--decoder", "decoders", type=click.Choice(["pyav", "dali"]), multiple=True, default=("pyav", "dali"),
+@click.option("--decoder", "decoders", type=click.Choice(CLIP_DECODERS), multiple=True, default=CLIP_DECODERS,
               show_default=True, help="Video decoders of `preprocess` to compare (pyav unbatched is the baseline).")
 @click.option("--max-queue-delay-us", type=int, default=RepositorySettings.max_queue_delay_us, show_default=True)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Per request, seconds.")
@@ -246,7 +247,7 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                         breakdown[name][level] = stage_times(before, settled_snapshot(statistics_client))
                 if not server.ready():
                     raise click.ClickException(f"{name}: the server was not ready after the load")
-        decoding = offline_decoding(videos, list(dict.fromkeys(("pyav", *decoders))), spec.height, spec.width,
+        decoding = offline_decoding(videos, list(dict.fromkeys((PYAV, *decoders))), spec.height, spec.width,
                                     ServedLimits())
     baseline = _configuration_name(*BASELINE)
     rates = [Rate(f"{name} c{level}", [results[name][level]["throughput"]],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from qslr.pipelines.loader_choices import LOADERS
 from qslr.pipelines.progress import progress_bar
 from qslr.pipelines.synthetic.generator import generate_corpus
 from qslr.pipelines.synthetic.spec import SynthSpec
@@ -48,8 +49,7 @@ def _train(root: Path, work: Path, loader: str, nproc: int, steps: int, device: 
               help="A prepared dataset [default: a 240-video synthetic corpus made for the run].")
 @click.option("--steps", type=int, default=90, show_default=True, help="Optimiser steps per run.")
 @click.option("--nproc", "process_counts", type=int, multiple=True, default=(1, 2), show_default=True)
-@click.option("--loader", "loaders", type=click.Choice(["dali", "reference"]), multiple=True,
-              default=("dali", "reference"), show_default=True)
+@click.option("--loader", "loaders", type=click.Choice(LOADERS), multiple=True, default=LOADERS, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/train.json"),
               show_default=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnx_export import onnx_session
 from qslr.deploy.served_limits import ServedLimits
@@ -24,8 +25,8 @@ from qslr.deploy.served_video import clip_decoder
 from qslr.deploy.serving.ragged_batch import pad_clips
 from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
 
-STAGES = ("preprocess", "visual", "ctc_decoder")
-ENSEMBLE = "cslr"
+STAGES = (models.PREPROCESS, models.VISUAL, models.CTC_DECODER)
+ENSEMBLE = models.CSLR
 _COMPUTE = ("compute_input", "compute_infer", "compute_output")
 
 
@@ -150,7 +151,7 @@ def offline_stages(repository: Path, videos: Sequence[bytes], decoder: str, repe
     limits = ServedLimits(**settings["limits"])
     video_decoder = clip_decoder(decoder, height, width, limits)
     clips = [video_decoder.decode([v])[0].frames for v in videos]
-    session = onnx_session(repository / "visual" / "1" / "model.onnx", threads=int(settings["visual_threads"]))
+    session = onnx_session(repository / models.VISUAL / "1" / "model.onnx", threads=int(settings["visual_threads"]))
 
     def visual(clip: np.ndarray):
         batch, lengths = pad_clips([clip], limits.min_frames)
@@ -158,7 +159,7 @@ def offline_stages(repository: Path, videos: Sequence[bytes], decoder: str, repe
 
     outputs = [(visual(clip), len(clip)) for clip in clips]
     # The served decoder itself, with the repository's parameters and a request's default options.
-    vocab = json.loads((repository / "ctc_decoder" / "1" / "vocab.json").read_text())
+    vocab = json.loads((repository / models.CTC_DECODER / "1" / "vocab.json").read_text())
     search = ServedDecoder(vocab, DecoderSettings.from_parameters(
         {f.name: str(settings[f.name]) for f in fields(DecoderSettings) if f.name in settings}))
     options = search.options({})
@@ -167,6 +168,6 @@ def offline_stages(repository: Path, videos: Sequence[bytes], decoder: str, repe
         (log_probs, steps), frames = output
         search.recognise(log_probs[0], int(steps[0]), frames, None, options)
 
-    return {"preprocess": _median_ms(lambda v: video_decoder.decode([v]), videos, repeats),
-            "visual": _median_ms(visual, clips, repeats),
-            "ctc_decoder": _median_ms(decode, outputs, repeats)}
+    return {models.PREPROCESS: _median_ms(lambda v: video_decoder.decode([v]), videos, repeats),
+            models.VISUAL: _median_ms(visual, clips, repeats),
+            models.CTC_DECODER: _median_ms(decode, outputs, repeats)}

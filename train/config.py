@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from qslr.model import decoding_defaults
+from qslr.pipelines.loader_choices import LOADERS
 from qslr.pipelines.package_data import package_folder
 
 CONFIG_DIR = package_folder("qslr.configs")
@@ -47,7 +49,7 @@ class DataConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     test_split: str = "test"
-    loader: str = _choice("dali", "dali", "reference")
+    loader: str = _choice("dali", *LOADERS)
     batch_size: int = _at_least(2, 1)
     eval_batch_size: int = _at_least(8, 1)
     num_workers: int = _at_least(4, 0)
@@ -133,10 +135,10 @@ class TrainConfig:
 
 @dataclass
 class DecodeConfig:
-    method: str = _choice("beam", "beam", "greedy")
-    backend: str = _choice("flashlight", "flashlight", "ctcdecode")
-    beam_size: int = _at_least(10, 1)
-    beam_size_token: int = _at_least(40, 1)  # tokens expanded per frame (ctcdecode's cutoff_top_n)
+    method: str = _choice(decoding_defaults.METHOD, *decoding_defaults.METHODS)
+    backend: str = _choice(decoding_defaults.BACKEND, *decoding_defaults.BEAM_BACKENDS)
+    beam_size: int = _at_least(decoding_defaults.BEAM_SIZE, 1)
+    beam_size_token: int = _at_least(decoding_defaults.BEAM_SIZE_TOKEN, 1)  # tokens expanded per frame
     # Videos longer than window_frames are recognised in windows overlapping by context_frames on each side
     # (deploy/serving/buffered.py); both are multiples of the model's frames per output step. The defaults were
     # chosen by measurement on the demo model (docs/benchmarks.md, "Long videos").
@@ -144,7 +146,7 @@ class DecodeConfig:
     context_frames: int = _at_least(64, 0)
     # The original's rule (true): a gloss repeated across a blank is one gloss. False: CTC's own rule, two
     # glosses, for corpora that annotate a sign made twice and for videos of several sentences (model/decoding.py).
-    merge_repeats: bool = True
+    merge_repeats: bool = decoding_defaults.MERGE_REPEATS
 
     def search(self) -> dict[str, Any]:
         """The beam search's own settings (CTCDecoder's keyword arguments)."""

@@ -32,14 +32,15 @@ class EngineMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class ShapeRange:
-    """Batch and time (frames) bounds of one optimisation profile."""
+    """Batch and time (frames) bounds of one optimisation profile. No bounds of its own: the default profile is the
+    one `covering` the default served limits."""
 
-    min_batch: int = 1
-    opt_batch: int = 4
-    max_batch: int = 16
-    min_time: int = 16
-    opt_time: int = 140
-    max_time: int = 300
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    min_time: int
+    opt_time: int
+    max_time: int
 
     def __post_init__(self) -> None:
         for axis in ("batch", "time"):
@@ -49,7 +50,7 @@ class ShapeRange:
 
     @classmethod
     def parse(cls, minimum: str, optimum: str, maximum: str) -> ShapeRange:
-        """From 'BxT' strings, e.g. ('1x16', '4x140', '16x300')."""
+        """From 'BxT' strings, e.g. ('1x16', '4x140', '16x400')."""
         values = []
         for text in (minimum, optimum, maximum):
             batch, _, time = text.lower().partition("x")

@@ -6,13 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served_limits import pad_to_minimum
 from qslr.deploy.serving.recognition import Alternative, Recognition
-
-VISUAL_MODEL = "visual"
-OUTPUTS = (names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
-           names.ALTERNATIVES, names.ALTERNATIVE_SCORES)
 
 __all__ = ["CslrClient", "Recognition", "RecognitionError"]
 
@@ -48,7 +45,7 @@ def _module(grpc: bool):
 
 
 class CslrClient:
-    def __init__(self, url: str, grpc: bool = False, model: str = "cslr", timeout: float = 120.0):
+    def __init__(self, url: str, grpc: bool = False, model: str = models.CSLR, timeout: float = 120.0):
         self.module = _module(grpc)
         self.grpc, self.model = grpc, model
         kwargs = {} if grpc else {"connection_timeout": timeout, "network_timeout": timeout}
@@ -56,7 +53,7 @@ class CslrClient:
         self._parameters: dict[tuple[str, str], int] = {}
 
     def _request(self, model: str, inputs, beam_size: int | None, top_k: int | None) -> Recognition:
-        outputs = [self.module.InferRequestedOutput(n) for n in OUTPUTS]
+        outputs = [self.module.InferRequestedOutput(n) for n in names.RECOGNITION]
         parameters = {key: value for key, value in ((names.BEAM_SIZE_PARAMETER, beam_size),
                                                      (names.TOP_K_PARAMETER, top_k)) if value is not None}
         try:
@@ -96,7 +93,7 @@ class CslrClient:
 
     def served_min_frames(self) -> int:
         """The repository's minimum clip length (1 for one that states none)."""
-        return self.served_parameter(VISUAL_MODEL, "min_frames", 1)
+        return self.served_parameter(models.VISUAL, "min_frames", 1)
 
     def recognise_frames(self, frames: np.ndarray, beam_size: int | None = None, top_k: int | None = None,
                          fps: float | None = None) -> Recognition:
@@ -111,7 +108,7 @@ class CslrClient:
         if fps is not None:
             tensors.append(self.module.InferInput(names.FPS, [1, 1], "FP32"))
             tensors[-1].set_data_from_numpy(np.array([[fps]], dtype=np.float32))
-        return self._request("cslr_frames", tensors, beam_size, top_k)
+        return self._request(models.CSLR_FRAMES, tensors, beam_size, top_k)
 
     def close(self) -> None:
         self.client.close()

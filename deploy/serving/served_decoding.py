@@ -15,19 +15,23 @@ import numpy as np
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.recognition import Alternative, Recognition
 from qslr.model.decoding import CTCDecoder
+from qslr.model.decoding_defaults import BACKEND, BEAM_SIZE, BEAM_SIZE_TOKEN, GREEDY, MERGE_REPEATS
 from qslr.model.gloss_spans import frame_rate, gloss_spans
+
+MAX_BEAM_SIZE = 10  # the widest beam a request may ask for (a decoder per width is built at load)
+MAX_TOP_K = 10  # the most alternatives one request may ask for
 
 
 @dataclass(frozen=True)
 class DecoderSettings:
-    beam_size: int = 10  # a request's beam width unless it asks for another (0: greedy)
-    max_beam_size: int = 10
-    beam_size_token: int = 40
-    max_top_k: int = 10  # the most alternatives one request may ask for
+    beam_size: int = BEAM_SIZE  # a request's beam width unless it asks for another (0: greedy)
+    max_beam_size: int = MAX_BEAM_SIZE
+    beam_size_token: int = BEAM_SIZE_TOKEN
+    max_top_k: int = MAX_TOP_K
     frames_per_step: int = 4  # input frames per output step, which places the glosses in the video
     fps: float = 0.0  # the model's frame rate, for videos that state none (0: unknown)
-    merge_repeats: bool = True  # a gloss repeated across a blank is one gloss (the original's rule; model/decoding.py)
-    backend: str = "flashlight"  # the beam search's: flashlight, or ctcdecode where installed (model/decoding.py)
+    merge_repeats: bool = MERGE_REPEATS  # a gloss repeated across a blank is one gloss (model/decoding.py)
+    backend: str = BACKEND  # the beam search's: flashlight, or ctcdecode where installed (model/decoding.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.beam_size <= self.max_beam_size:
@@ -38,17 +42,17 @@ class DecoderSettings:
 
     @classmethod
     def for_model(cls, decode: Mapping, frames_per_step: int, fps: float | None, beam_size: int | None = None,
-                  max_beam_size: int = 10, beam_size_token: int | None = None,
-                  max_top_k: int = 10) -> DecoderSettings:
+                  max_beam_size: int = MAX_BEAM_SIZE, beam_size_token: int | None = None,
+                  max_top_k: int = MAX_TOP_K) -> DecoderSettings:
         """Defaults from a training config's decode section unless overridden, so that a served or local
         answer is what `qslr eval run` scores."""
         if beam_size is None:
-            beam_size = 0 if decode.get("method") == "greedy" else int(decode.get("beam_size", 10))
+            beam_size = 0 if decode.get("method") == GREEDY else int(decode.get("beam_size", BEAM_SIZE))
         max_beam_size = max(max_beam_size, beam_size)
         # A beam of width w holds at most w labellings.
-        return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", 40)),
+        return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", BEAM_SIZE_TOKEN)),
                    min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0),
-                   bool(decode.get("merge_repeats", True)), str(decode.get("backend", "flashlight")))
+                   bool(decode.get("merge_repeats", MERGE_REPEATS)), str(decode.get("backend", BACKEND)))
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> DecoderSettings:

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from qslr.deploy import model_names as models
 from qslr.deploy.serving import processes
 from qslr.deploy.serving.server_binary import ServerError, check_backends, find_server, required_backends
 
@@ -71,7 +72,7 @@ class TritonServer:
         return f"{self.host}:{self.ports.grpc}"
 
     def start(self) -> TritonServer:
-        if not (self.repository / "cslr" / "config.pbtxt").is_file():
+        if not (self.repository / models.CSLR / "config.pbtxt").is_file():
             raise ServerError(f"{self.repository}: not a QSLR model repository (build one with `qslr triton build`)")
         for name, port in vars(self.ports).items():
             if port_in_use(self.host, port):

@@ -17,6 +17,9 @@ from string import Template
 
 import onnx
 
+from qslr.deploy import model_names as models
+from qslr.deploy import tensor_names as names
+from qslr.deploy.decoder_choices import DALI, GPU_SUFFIX, PYAV
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, graph_precision, read_metadata
 from qslr.deploy.export.tensorrt_engine import check_engine
@@ -24,14 +27,18 @@ from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
-from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
+from qslr.deploy.serving.served_decoding import MAX_BEAM_SIZE, MAX_TOP_K, DecoderSettings, ServedDecoder
 from qslr.pipelines.atomic_output import atomic_directory
 from qslr.pipelines.package_data import package_folder
 from qslr.pipelines.temporal_padding import stride
 from qslr.train.checkpointing import load_trained
 
 SOURCES = package_folder("qslr.triton_repo")
-MODELS = ("preprocess", "visual", "ctc_decoder", "cslr_clip", "cslr", "cslr_frames")
+# How a model's config declares each tensor of a recognition (tensor_names.RECOGNITION).
+_RECOGNITION_TYPES = {names.GLOSSES: "TYPE_STRING dims: [ -1 ]", names.GLOSS_STEPS: "TYPE_INT64 dims: [ -1 ]",
+                      names.GLOSS_START_S: "TYPE_FP32 dims: [ -1 ]", names.GLOSS_END_S: "TYPE_FP32 dims: [ -1 ]",
+                      names.SCORE: "TYPE_FP32 dims: [ 1 ]", names.ALTERNATIVES: "TYPE_STRING dims: [ -1 ]",
+                      names.ALTERNATIVE_SCORES: "TYPE_FP32 dims: [ -1 ]"}
 
 
 class RepositoryCheckError(ValueError):
@@ -57,9 +64,9 @@ class RepositorySettings:
     # would not fit the GPU (docs/serving_gpu.md); None: the served maximum. The ensembles take the smaller.
     visual_max_batch: int | None = None
     beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
-    max_beam_size: int = 10
+    max_beam_size: int = MAX_BEAM_SIZE
     beam_size_token: int | None = None
-    max_top_k: int = 10  # the most alternatives a request may ask for (at most the widest beam)
+    max_top_k: int = MAX_TOP_K  # at most the widest beam
     # `cslr`, which takes whole videos: windows for videos longer than one (None: the checkpoint's decode
     # settings), how many windows go to the visual model at once, and how many videos it works on at once.
     window_frames: int | None = None
@@ -115,18 +122,29 @@ def resolve_video_decoder(requested: str | None) -> str:
     if requested is not None:
         if requested not in VIDEO_DECODERS:
             raise ValueError(f"unknown video decoder {requested!r} (known: {', '.join(VIDEO_DECODERS)})")
-        if requested.startswith("dali") and importlib.util.find_spec("nvidia.dali") is None:
+        if requested.startswith(DALI) and importlib.util.find_spec("nvidia.dali") is None:
             raise ValueError(f"--decoder {requested} needs nvidia-dali (pip install -e '.[dali]'), which is not "
                              "installed; --decoder pyav works without it")
         return requested
-    return "dali" if importlib.util.find_spec("nvidia.dali") is not None else "pyav"
+    return DALI if importlib.util.find_spec("nvidia.dali") is not None else PYAV
 
 
 def _preprocess(settings: RepositorySettings) -> dict[str, object]:
     decoder = resolve_video_decoder(settings.video_decoder)
-    gpu = decoder == "dali-gpu"
-    return {"decoder_choice": decoder, "video_decoder": decoder.removesuffix("-gpu"),
+    gpu = decoder.endswith(GPU_SUFFIX)
+    return {"decoder_choice": decoder, "video_decoder": decoder.removesuffix(GPU_SUFFIX),
             "decoder_device": "gpu" if gpu else "cpu", "preprocess_kind": "KIND_GPU" if gpu else "KIND_CPU"}
+
+
+def _names(model: str) -> dict[str, str]:
+    """The names a model's config template spells through placeholders: its own, those of the models an ensemble
+    calls, and the tensors of a recognition (its outputs, and an ensemble's map of them from ctc_decoder)."""
+    return {"model_name": model, "preprocess_model": models.PREPROCESS, "visual_model": models.VISUAL,
+            "ctc_decoder_model": models.CTC_DECODER,
+            "recognition_outputs": ",\n".join(f'  {{ name: "{name}" data_type: {_RECOGNITION_TYPES[name]} }}'
+                                              for name in names.RECOGNITION),
+            "recognition_output_map": "\n".join(f'      output_map {{ key: "{name}" value: "{name}" }}'
+                                                for name in names.RECOGNITION)}
 
 
 def render(template: Path, values: dict[str, object]) -> str:
@@ -158,7 +176,7 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
     record = check_engine(engine, visual_limits, height, width) if engine is not None else None
     out = Path(out)
     with atomic_directory(out, overwrite) as root:
-        onnx_path = root / "visual" / "1" / "model.onnx"
+        onnx_path = root / models.VISUAL / "1" / "model.onnx"
         onnx_path.parent.mkdir(parents=True)
         if settings.visual_graph is not None:
             info = adopt_graph(settings.visual_graph, onnx_path, checkpoint, height, width)
@@ -180,25 +198,25 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
                   **_decoding(settings, metadata, stride(info.kernels), Path(checkpoint)),
                   **_windows(settings, metadata, stride(info.kernels), visual_batch)}
-        for name in MODELS:
+        for name in models.MODELS:
             folder = root / name
             (folder / "1").mkdir(parents=True, exist_ok=True)
             template = SOURCES / name / "config.pbtxt.template"
-            if name == "visual" and settings.visual == "tensorrt":
+            if name == models.VISUAL and settings.visual == "tensorrt":
                 template = SOURCES / name / "config.tensorrt.pbtxt.template"
                 shutil.copyfile(engine, folder / "1" / "model.plan")
-            (folder / "config.pbtxt").write_text(render(template, values))
-            if name == "visual":
+            (folder / "config.pbtxt").write_text(render(template, {**values, **_names(name)}))
+            if name == models.VISUAL:
                 # The engine was built from this same export: its config must describe that graph.
                 problems = config_problems(read_config(folder / "config.pbtxt"), graph)
                 if problems:
                     raise RepositoryCheckError(f"{template.name}: " + "; ".join(problems))
             source_model = SOURCES / name / "1" / "model.py"
-            if source_model.exists() and not (name == "visual" and settings.visual == "tensorrt"):
+            if source_model.exists() and not (name == models.VISUAL and settings.visual == "tensorrt"):
                 shutil.copyfile(source_model, folder / "1" / "model.py")
         if settings.visual == "tensorrt":
             onnx_path.unlink()
-        (root / "ctc_decoder" / "1" / "vocab.json").write_text(metadata["qslr_vocab"])
+        (root / models.CTC_DECODER / "1" / "vocab.json").write_text(metadata["qslr_vocab"])
         (root / "qslr-repository.json").write_text(json.dumps(
             {"checkpoint": str(Path(checkpoint).resolve()), "settings": {**values, "limits": asdict(limits)},
              "crop_size": info.crop_size,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.model.decoding_defaults import BEAM, GREEDY
 from qslr.pipelines.augmentation import ClipSettings, apply_plan, plan_clip
 from qslr.pipelines.temporal_padding import stride
 from qslr.pipelines.video_io import read_video, resize_frames
@@ -44,9 +45,9 @@ def checkpoint_decoder(trained: TrainedModel, beam_size: int | None = None) -> C
     """The decoder of the checkpoint's config, with another beam width if given (0: greedy)."""
     settings = trained.config.decode.search()
     if beam_size == 0:
-        settings["method"] = "greedy"
+        settings["method"] = GREEDY
     elif beam_size is not None:
-        settings.update(method="beam", beam_size=beam_size)
+        settings.update(method=BEAM, beam_size=beam_size)
     return CTCDecoder(trained.vocab, **settings)
 
 

@@ -16,12 +16,13 @@ from click.testing import CliRunner
 from served_settings import MAX_FRAMES, MAX_SECONDS
 
 from qslr.deploy import tensor_names as names
+from qslr.deploy.model_names import MODELS
 from qslr.deploy.served import served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving import processes, server_binary
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, ServerError, TritonServer, free_port
-from qslr.deploy.serving.triton_repository import MODELS, SOURCES, RepositorySettings, build_repository
+from qslr.deploy.serving.triton_repository import SOURCES, RepositorySettings, build_repository
 from qslr.model.decoding import Hypothesis
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.temporal_padding import stride

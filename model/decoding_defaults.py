@@ -1,0 +1,14 @@
+"""The CTC decoder's choices and defaults, stated once, in a module light enough for the training config and the
+command lines to import (model/decoding.py imports PyTorch). The config's decode section, the decoder itself, the
+served decoder and the repository builder all take them from here."""
+
+GREEDY, BEAM = "greedy", "beam"
+METHODS = (BEAM, GREEDY)
+BEAM_BACKENDS = ("flashlight", "ctcdecode")  # ctcdecode only where it is installed
+
+METHOD = BEAM
+BACKEND = "flashlight"
+BEAM_SIZE = 10  # VAC's
+BEAM_SIZE_TOKEN = 40  # tokens expanded per frame (ctcdecode's cutoff_top_n)
+# The original's rule: a gloss repeated across a blank is one gloss (model/decoding.py says when it is not wanted).
+MERGE_REPEATS = True
