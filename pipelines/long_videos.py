@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
-from qslr.pipelines.atomic_output import atomic_path, write_text_atomic
+from qslr.pipelines.atomic_output import write_text_atomic
 from qslr.pipelines.prepared import PreparedDataset, VideoRecord
-from qslr.pipelines.video_io import Vp9Settings, read_video
+from qslr.pipelines.video_io import Vp9Settings, encode_video, read_video
 
 # codec -> (container format, FFmpeg encoder, file suffix)
 CODECS = {"vp9": ("webm", "libvpx-vp9", ".webm"), "h264": ("mp4", "libx264", ".mp4")}
@@ -77,8 +75,7 @@ def join_clips(dataset: PreparedDataset, records: Sequence[VideoRecord], out: st
     out = Path(out)
     parts: list[JoinedPart] = []
     fps = records[0].fps
-    with atomic_path(out) as tmp:
-        written = _encode(tmp, codec, fps, _frames_of(dataset, records, parts))
+    written = _encode(out, codec, fps, _frames_of(dataset, records, parts))
     joined = JoinedVideo(out.name, codec, fps, written, " ".join(r.glosses for r in records), tuple(parts))
     write_text_atomic(JoinedVideo.reference_path(out), json.dumps(asdict(joined), indent=1) + "\n")
     return joined
@@ -108,18 +105,4 @@ def _encode(path: Path, codec: str, fps: float, frames: Iterator[np.ndarray]) ->
     # The VP9 settings are the corpus's own (deterministic, every coded frame shown); x264 at a like quality.
     options = (Vp9Settings().codec_options() if codec == "vp9" else
                {"crf": "18", "preset": "veryfast", "threads": "1", "bf": "0"})
-    count = 0
-    with av.open(str(path), "w", format=container_format, options={"fflags": "+bitexact"}) as container:
-        stream = None
-        for frame in frames:
-            if stream is None:
-                stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001), options=options)
-                stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt = "yuv420p"
-                stream.codec_context.flags |= av.codec.context.Flags.bitexact
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-            count += 1
-        if stream is None:
-            raise ConcatError(f"{path}: no frames to write")
-        container.mux(stream.encode())
-    return count
+    return encode_video(path, frames, fps, encoder, container_format, options, bitexact=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from qslr.pipelines.atomic_output import OutputExistsError, atomic_path, write_text_atomic
+from qslr.pipelines.atomic_output import OutputExistsError, write_text_atomic
 from qslr.pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
 from qslr.pipelines.folder_lock import folder_lock
 from qslr.pipelines.gloss_normalisation import SENTENCE_NORMALISERS
@@ -169,8 +169,7 @@ def _encode(job: _Job) -> tuple[int, bool] | _Failed:
             yield np.asarray(image)
 
     try:
-        with atomic_path(target) as partial:
-            count = write_vp9(partial, frames(), round(job.fps), Vp9Settings(crf=job.settings.crf))
+        count = write_vp9(target, frames(), round(job.fps), Vp9Settings(crf=job.settings.crf))
     except _CorruptFrame as exc:
         return _Failed(CORRUPT_FRAME, str(exc))
     return count, False

@@ -1,16 +1,20 @@
-"""VP9/WebM encoding and decoding with PyAV (FFmpeg's libvpx), bit-exact for a given input."""
+"""Video encoding and decoding with PyAV (FFmpeg): VP9/WebM bit-exact for a given input, and any codec FFmpeg has."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from qslr.pipelines.atomic_output import atomic_path
 
 
 class VideoDecodeError(ValueError):
@@ -41,25 +45,76 @@ class Vp9Settings:
 
 
 def write_vp9(path: str | Path, frames: Iterable[np.ndarray], fps: int, settings: Vp9Settings = Vp9Settings()) -> int:
-    """Encode RGB uint8 frames (H, W, 3) to a WebM file; returns the number of frames written."""
+    """Encode RGB uint8 frames (H, W, 3) to a WebM file, the same bytes for the same frames; returns the number of
+    frames written."""
+    return encode_video(path, frames, fps, "libvpx-vp9", "webm", settings.codec_options(), bitexact=True)
+
+
+# Chroma subsampled in both directions: such a picture needs even sides.
+_HALF_SIZE_CHROMA = ("yuv420p", "yuvj420p")
+
+
+def encode_video(destination: str | Path | BinaryIO, frames: Iterable[np.ndarray], fps: float,
+                 codec: str = "libvpx-vp9", container_format: str | None = None,
+                 codec_options: Mapping[str, str] | None = None, *, pixel_format: str = "yuv420p",
+                 container_options: Mapping[str, str] | None = None, bitexact: bool = False,
+                 timestamps: Sequence[float] | None = None) -> int:
+    """Encode RGB uint8 frames (H, W, 3) with FFmpeg's ``codec`` into ``container_format`` (by default, the one the
+    file name says); returns the number of frames written.
+
+    A file is written under a temporary name and renamed once complete (`atomic_path`); a stream (an open binary
+    file, a BytesIO) is written as it is. ``bitexact``: no date, random segment UID or library version in the
+    container and none in the stream, so that the same frames give the same bytes. ``timestamps``: each frame's
+    start in seconds, for a variable frame rate (default: one frame every 1 / ``fps``).
+    """
+    if isinstance(destination, (str, Path)):
+        with atomic_path(destination) as partial:
+            return _encode(partial, str(destination), frames, fps, codec, container_format, codec_options,
+                           pixel_format, container_options, bitexact, timestamps)
+    return _encode(destination, "video bytes", frames, fps, codec, container_format, codec_options, pixel_format,
+                   container_options, bitexact, timestamps)
+
+
+def _encode(target: Path | BinaryIO, name: str, frames: Iterable[np.ndarray], fps: float, codec: str,
+            container_format: str | None, codec_options: Mapping[str, str] | None, pixel_format: str,
+            container_options: Mapping[str, str] | None, bitexact: bool, timestamps: Sequence[float] | None) -> int:
+    options = dict(container_options or {})
+    if bitexact:
+        options["fflags"] = "+bitexact"
     count = 0
-    # bitexact keeps the muxer from writing a date, a random segment UID and the library version.
-    with av.open(str(path), "w", format="webm", options={"fflags": "+bitexact"}) as container:
+    with av.open(str(target) if isinstance(target, Path) else target, "w", format=container_format,
+                 options=options) as container:
         stream = None
         for frame in frames:
             if stream is None:
-                height, width = frame.shape[:2]
-                if height % 2 or width % 2:
-                    raise ValueError(f"{path}: VP9 4:2:0 needs even frame sizes, got {width}x{height}")
-                stream = container.add_stream("libvpx-vp9", rate=fps, options=settings.codec_options())
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                stream.codec_context.flags |= av.codec.context.Flags.bitexact
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                stream = _video_stream(container, name, frame.shape[:2], fps, codec, codec_options, pixel_format,
+                                       bitexact, timestamps is not None)
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if timestamps is not None:
+                picture.pts, picture.time_base = round(1000 * timestamps[count]), _MILLISECOND
+            container.mux(stream.encode(picture))
             count += 1
         if stream is None:
-            raise ValueError(f"{path}: no frames to encode")
+            raise ValueError(f"{name}: no frames to encode")
         container.mux(stream.encode())
     return count
+
+
+_MILLISECOND = Fraction(1, 1000)
+
+
+def _video_stream(container, name: str, size: tuple[int, int], fps: float, codec: str,
+                  codec_options: Mapping[str, str] | None, pixel_format: str, bitexact: bool, timed: bool):
+    height, width = size
+    if pixel_format in _HALF_SIZE_CHROMA and (height % 2 or width % 2):
+        raise ValueError(f"{name}: {pixel_format} needs even frame sizes, got {width}x{height}")
+    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=dict(codec_options or {}))
+    stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+    if bitexact:
+        stream.codec_context.flags |= av.codec.context.Flags.bitexact
+    if timed:
+        stream.codec_context.time_base = stream.time_base = _MILLISECOND
+    return stream
 
 
 def yuv420p_to_rgb(planes: np.ndarray) -> np.ndarray:
@@ -159,7 +214,7 @@ class VideoReader:
         self._container.close()
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
-        count, last, as_planes, pending = 0, None, None, []
+        count, last, as_planes, pending, failure = 0, None, None, [], None
         try:
             try:
                 for frame in self._container.decode(self._stream):
@@ -174,14 +229,9 @@ class VideoReader:
                         yield _to_rgb(pending, as_planes)
                         pending = []
             except av.FFmpegError as exc:
-                if not count:
-                    raise
-                raise TruncatedVideoError(
-                    f"{self.name}: the video is truncated or incomplete: decoding failed after {count} frames "
-                    f"({_seconds(last, self._stream):.2f} s could be read): {exc}") from None
-            if not count:
-                raise VideoDecodeError(f"{self.name}: video has no frames")
-            _check_complete(self.name, self._container, self._stream, count, _seconds(last, self._stream))
+                failure = exc
+            _check_ending(self.name, self._container, self._stream, count, _seconds(last, self._stream) if count
+                          else 0.0, failure, "decoding failed")
             if pending:
                 yield _to_rgb(pending, as_planes)
         except (av.FFmpegError, IndexError, ValueError) as exc:
@@ -228,7 +278,7 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
                 raise VideoDecodeError(f"{name}: cannot decode video (no decoder for its video stream's codec)")
             # Packets come in decoding order; with B-frames the last one is not the last shown, so the
             # readable end is the latest any packet reaches.
-            count, end = 0, 0.0
+            count, end, failure = 0, 0.0, None
             try:
                 for packet in container.demux(stream):
                     if packet.is_corrupt:  # a demuxer's mark for a packet it could read only in part
@@ -240,14 +290,8 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
                             _check_no_gap(name, stream, end, float(packet.pts * packet.time_base), count)
                         count, end = count + 1, max(end, _seconds(packet, stream))
             except av.FFmpegError as exc:
-                if not count:
-                    raise
-                raise TruncatedVideoError(
-                    f"{name}: the video is truncated or incomplete: its container breaks off after {count} frames "
-                    f"({end:.2f} s could be read): {exc}") from None
-            if not count:
-                raise VideoDecodeError(f"{name}: video has no frames")
-            _check_complete(name, container, stream, count, end)
+                failure = exc
+            _check_ending(name, container, stream, count, end, failure, "its container breaks off")
             return VideoProbe(stream.codec_context.name, count, _frames_per_second(stream),
                               stream.codec_context.width, stream.codec_context.height)
     except (av.FFmpegError, IndexError, ValueError) as exc:
@@ -270,6 +314,21 @@ def _seconds(item, stream) -> float:
         return 0.0
     duration = float(item.duration * item.time_base) if item.duration else _frame_period(stream)
     return float(item.pts * item.time_base) + duration
+
+
+def _check_ending(name: str, container, stream, count: int, end_seconds: float, failure: av.FFmpegError | None,
+                  breaking_off: str) -> None:
+    """How reading a whole video ended, decoding its frames or only its packets: ``failure``, FFmpeg's error that
+    stopped it, if any. An error after some frames is a truncated video (``breaking_off`` says what failed); an
+    error before any, or no frames at all, is no video; and what was read must be all the container declares."""
+    if failure is not None:
+        if not count:
+            raise failure
+        raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: {breaking_off} after {count} "
+                                  f"frames ({end_seconds:.2f} s could be read): {failure}")
+    if not count:
+        raise VideoDecodeError(f"{name}: video has no frames")
+    _check_complete(name, container, stream, count, end_seconds)
 
 
 def _check_complete(name: str, container, stream, count: int, end_seconds: float) -> None:

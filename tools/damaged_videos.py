@@ -7,8 +7,9 @@ import io
 import random
 from dataclasses import dataclass
 
-import av
 import numpy as np
+
+from qslr.pipelines.video_io import encode_video
 
 # (container format, codec): the containers and codecs people upload.
 CONTAINERS = {"webm": ("webm", "libvpx-vp9"), "mkv": ("matroska", "libvpx-vp9"), "mp4": ("mp4", "libx264"),
@@ -25,13 +26,7 @@ def encode(frames: np.ndarray, container: str, fps: int = 25) -> bytes:
     """``frames`` (T, H, W, 3 uint8, even H and W) as one file of ``container`` (a key of CONTAINERS)."""
     fmt, codec = CONTAINERS[container]
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format=fmt) as output:
-        stream = output.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        for frame in frames:
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        output.mux(stream.encode())
+    encode_video(buffer, frames, fps, codec, fmt, pixel_format="yuvj420p" if codec == "mjpeg" else "yuv420p")
     return buffer.getvalue()
 
 

@@ -12,7 +12,7 @@ import pytest
 from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
 from qslr.deploy.served_video import DaliClipDecoder, DecodedClip, clip_decoder
 from qslr.deploy.serving.triton_repository import resolve_video_decoder
-from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, read_video, write_vp9
+from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, encode_video, read_video, write_vp9
 
 pytest.importorskip("nvidia.dali", reason="the DALI decoder needs nvidia-dali")
 
@@ -21,13 +21,7 @@ SIZE = 72
 
 
 def _h264_mp4(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "10"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(path, frames, fps, "libx264", "mp4", {"crf": "10"})
     return path
 
 
@@ -107,12 +101,7 @@ def _mjpeg_avi_with_a_broken_frame(frames: np.ndarray, broken: int) -> bytes:
     """An AVI whose container is intact but whose frame ``broken`` holds no JPEG data: the demuxer reads
     it, the decoder fails on it, so DALI fails the whole batch it is in."""
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="avi") as container:
-        stream = container.add_stream("mjpeg", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(buffer, frames, 25, "mjpeg", "avi", pixel_format="yuvj420p")
     data = bytearray(buffer.getvalue())
     with av.open(io.BytesIO(bytes(data))) as container:
         position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][broken]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, probe_video, read_frames, write_vp9
+from qslr.pipelines.video_io import (
+    TruncatedVideoError,
+    VideoDecodeError,
+    encode_video,
+    probe_video,
+    read_frames,
+    write_vp9,
+)
 
 FRAMES = 60
 
@@ -24,12 +30,7 @@ def _frames():
 
 
 def _write_with_pyav(path: Path, container_format: str, codec: str, pixel_format: str) -> None:
-    with av.open(str(path), "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, pixel_format
-        for frame in _frames():
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(path, _frames(), 25, codec, container_format, pixel_format=pixel_format)
 
 
 @pytest.fixture(scope="module", params=["webm-vp9", "mkv-vp9", "avi-mjpeg"])
@@ -80,12 +81,7 @@ def test_b_frames_do_not_make_a_whole_video_look_cut(tmp_path):
     is not the last frame shown, and only the whole stream tells where the video ends."""
     path = tmp_path / "phone.mkv"
     shown = FRAMES - 1  # x264 then ends on B-frames: the last packet decoded is not the last one shown
-    with av.open(str(path), "w", format="matroska") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for frame in list(_frames())[:shown]:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(path, list(_frames())[:shown], 25, "libx264", "matroska")
     data = path.read_bytes()
     with av.open(str(path)) as container:
         timestamps = [p.pts for p in container.demux(video=0) if p.size]
@@ -98,16 +94,9 @@ def test_b_frames_do_not_make_a_whole_video_look_cut(tmp_path):
 def _with_a_pause(path: Path, pause_s: float) -> None:
     """60 frames at 25 fps whose timestamps jump by ``pause_s`` after frame 30: what a damaged stretch the
     demuxer skipped looks like, or, short, a variable-rate recording's slow moment."""
-    with av.open(str(path), "w", format="matroska") as container:
-        stream = container.add_stream("libvpx-vp9", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        for index, frame in enumerate(_frames()):
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            picture.pts = round(1000 * (index / 25 + (pause_s if index >= 30 else 0.0)))
-            picture.time_base = Fraction(1, 1000)
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode())
+    frames = list(_frames())
+    starts = [index / 25 + (pause_s if index >= 30 else 0.0) for index in range(len(frames))]
+    encode_video(path, frames, 25, "libvpx-vp9", "matroska", timestamps=starts)
 
 
 @pytest.mark.parametrize("read", [probe_video, read_frames])

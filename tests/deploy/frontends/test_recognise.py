@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from qslr.deploy.frontends.recognise import LocalRecogniser, ModelLoadError, load_checkpoint_model, load_onnx_model
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.recognition import Recognition
-from qslr.pipelines.video_io import read_video
+from qslr.pipelines.video_io import encode_video, read_video
 from qslr.tools.cli import cli
 from qslr.train.scoring.ctm import read_ctm
 
@@ -56,13 +56,8 @@ def test_onnx_equals_the_checkpoint(repository, local, videos):
 
 
 def write_h264(path: Path, frames: np.ndarray, fps: int) -> None:
-    with av.open(str(path), "w") as container:
-        # Constant quantiser 0: lossless on the 4:2:0 planes, which the WebM's frames already come from.
-        stream = container.add_stream("libx264", rate=fps, options={"qp": "0", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    # Constant quantiser 0: lossless on the 4:2:0 planes, which the WebM's frames already come from.
+    encode_video(path, frames, fps, "libx264", codec_options={"qp": "0", "preset": "ultrafast"})
 
 
 def test_an_h264_mp4_is_recognised_as_the_webm_of_its_frames(local, videos, tmp_path):

@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -31,7 +30,7 @@ from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import free_port, port_in_use
 from qslr.pipelines.long_videos import choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
-from qslr.pipelines.video_io import read_frames, write_vp9
+from qslr.pipelines.video_io import encode_video, read_frames, write_vp9
 
 FPS = 25  # the synthetic corpus's frame rate
 STRIDE = 4
@@ -80,13 +79,7 @@ def _upload(url: str, data, name: str = "clip.webm", beam_size: int | str | None
 def _vp8_webm(frames: np.ndarray, fps: int, live: bool) -> bytes:
     """VP8 in WebM, as Chrome's MediaRecorder makes; ``live``: no duration in the header, as a recording has."""
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="webm", options={"live": "1"} if live else {}) as container:
-        stream = container.add_stream("libvpx", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_video(buffer, frames, fps, "libvpx", "webm", container_options={"live": "1"} if live else {})
     return buffer.getvalue()
 
 
