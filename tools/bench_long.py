@@ -29,7 +29,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qslr.deploy.frontends.recognise import LocalRecogniser, load_checkpoint_model
+from qslr.deploy.frontends.recognise import LocalModel, LocalRecogniser, load_checkpoint_model
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.recognition import Recognition
 from qslr.pipelines.long_videos import JoinedVideo, join_clips
@@ -195,35 +195,60 @@ def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str
                repeats: int, memory_minutes: str, serve_requests: int, codec: str, json_path: Path | None) -> None:
     """Long videos in windows against their clips one by one: WER, gloss spans, frames/s, peak memory."""
     model = load_checkpoint_model(checkpoint)
-    if data is None:
-        from qslr.train.checkpointing import load_trained
-
-        data = Path(load_trained(checkpoint).config.data.root)
-    dataset = PreparedDataset(data)
+    dataset = PreparedDataset(data if data is not None else _training_data(checkpoint))
     records = dataset.records(split)
-    stride = model.windows.stride
-    plans = [WindowPlan(w, c, stride) for w, c in itertools.product(_integers(windows), _integers(contexts))
-             if w - 2 * c >= stride]
-    default = model.windows
+    plans = [WindowPlan(w, c, model.windows.stride) for w, c in itertools.product(_integers(windows),
+                                                                                _integers(contexts))
+             if w - 2 * c >= model.windows.stride]
     work = Path(tempfile.mkdtemp(prefix="qslr-bench-long-"))
     log.info("joined videos in %s", work)
 
-    alone = LocalRecogniser(model)
     clip_paths = [dataset.video_path(r) for r in records]
-    answers, _ = _recognise_all(alone, clip_paths)
+    answers, _ = _recognise_all(LocalRecogniser(model), clip_paths)
     by_id = dict(zip((r.id for r in records), answers, strict=True))
+    joined = _joined_videos(dataset, records, _integers(clip_counts), codec, work)
+    accuracy = _accuracy(model, plans, joined, by_id, split, len(records))
+    speed = _speed(model, records, clip_paths, joined, repeats)
+    memory = _memory(checkpoint, dataset, records, _integers(memory_minutes) if memory_minutes else [],
+                     model.windows, work)
+    served = _served_latency(checkpoint, (model.height, model.width), dataset, records, work,
+                             serve_requests) if serve_requests else []
+    shutil.rmtree(work)
+    payload = {"title": "Long videos: buffered recognition against clips one by one", "checkpoint": str(checkpoint),
+               "split": split, "accuracy": [asdict(a) for a in accuracy], "speed": speed, "memory": memory,
+               "served": served,
+               "environment": environment()}
+    if json_path is not None:
+        from qslr.pipelines.atomic_output import write_text_atomic
 
+        write_text_atomic(json_path, json.dumps(payload, indent=1) + "\n")
+
+
+def _training_data(checkpoint: Path) -> Path:
+    from qslr.train.checkpointing import load_trained
+
+    return Path(load_trained(checkpoint).config.data.root)
+
+
+def _joined_videos(dataset: PreparedDataset, records: Sequence[VideoRecord], sizes: Sequence[int], codec: str,
+                   work: Path) -> dict[int, list[tuple[Path, JoinedVideo]]]:
+    """For each size, the split's clips joined ``size`` at a time into long videos under ``work``."""
     joined: dict[int, list[tuple[Path, JoinedVideo]]] = {}
-    for size in _integers(clip_counts):
+    for size in sizes:
         joined[size] = []
         for index, group in enumerate(_tracked(_groups(records, size), f"joining {size}-clip videos", "videos")):
             path = work / f"{size}-{index}.{'webm' if codec == 'vp9' else 'mp4'}"
             joined[size].append((path, join_clips(dataset, group, path, codec)))
+    return joined
 
+
+def _accuracy(model: LocalModel, plans: Sequence[WindowPlan], joined: dict[int, list[tuple[Path, JoinedVideo]]],
+              by_id: dict[str, Recognition], split: str, clips: int) -> list[Accuracy]:
+    """WER of the long videos recognised in windows with each plan, against their clips recognised one by one."""
     accuracy = []
     for size, videos in joined.items():
         if not videos:
-            raise click.UsageError(f"the {split} split has {len(records)} clips, fewer than {size}")
+            raise click.UsageError(f"the {split} split has {clips} clips, fewer than {size}")
         boundary_repeats = sum(a.glosses.split()[-1:] == b.glosses.split()[:1]
                                for _, v in videos for a, b in itertools.pairwise(v.parts))
         one_by_one = Counts.total(count(align(v.glosses.split(), [g for p in v.parts for g in by_id[p.id].glosses]))
@@ -243,49 +268,49 @@ def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str
            [[str(a.clips), str(a.videos), str(a.window), str(a.context), f"{a.wer:.2f}", f"{a.wer_one_by_one:.2f}",
              "-" if a.span_shift_s is None else f"{a.span_shift_s:.3f}", str(a.span_matches), str(a.boundary_repeats)]
             for a in accuracy])
+    return accuracy
 
+
+def _speed(model: LocalModel, records: Sequence[VideoRecord], clip_paths: Sequence[Path],
+           joined: dict[int, list[tuple[Path, JoinedVideo]]], repeats: int) -> dict:
+    """Frames/s of the longest videos in the checkpoint's windows against the clips alone, medians of ``repeats``
+    runs taken in turn."""
     long_videos = [path for path, _ in joined[max(joined)]]
     short_frames = sum(r.num_frames for r in records)
     long_frames = sum(v.frames for _, v in joined[max(joined)])
     short_rates, long_rates = [], []
-    recogniser = LocalRecogniser(model, windows=default)
+    alone, recogniser = LocalRecogniser(model), LocalRecogniser(model, windows=model.windows)
     for _ in range(repeats):
         short_rates.append(short_frames / _recognise_all(alone, clip_paths)[1])
         long_rates.append(long_frames / _recognise_all(recogniser, long_videos)[1])
     speed = {"short_clips_frames_per_s": statistics.median(short_rates),
              "long_videos_frames_per_s": statistics.median(long_rates),
-             "long_clips": max(joined), "window": default.window, "context": default.context}
+             "long_clips": max(joined), "window": model.windows.window, "context": model.windows.context}
     speed["ratio"] = speed["long_videos_frames_per_s"] / speed["short_clips_frames_per_s"]
     _table(f"Frames/s, medians of {repeats}", ["videos", "frames/s", "x clips alone"],
            [[f"{len(records)} clips alone", f"{speed['short_clips_frames_per_s']:,.0f}", "1.00"],
             [f"{len(long_videos)} videos of {max(joined)} clips", f"{speed['long_videos_frames_per_s']:,.0f}",
              f"{speed['ratio']:.2f}"]])
+    return speed
 
+
+def _memory(checkpoint: Path, dataset: PreparedDataset, records: Sequence[VideoRecord], minutes: Sequence[int],
+            plan: WindowPlan, work: Path) -> list[dict]:
+    """Peak memory of recognising a clip and videos of ``minutes`` in windows, and of decoding each whole."""
     memory = []
-    minutes = _integers(memory_minutes) if memory_minutes else []
     if minutes:
+        clip = dataset.video_path(records[0])
         memory.append({"minutes": records[0].num_frames / records[0].fps / 60,
-                       "peak_mib": _peak_memory(checkpoint, clip_paths[0], default),
-                       "whole_decode_peak_mib": _peak_memory(checkpoint, clip_paths[0], default, whole=True)})
+                       "peak_mib": _peak_memory(checkpoint, clip, plan),
+                       "whole_decode_peak_mib": _peak_memory(checkpoint, clip, plan, whole=True)})
     for length in minutes:
         path = work / f"{length}-minutes.webm"
         video = _minutes_of_clips(dataset, records, length, path)
-        memory.append({"minutes": video.frames / video.fps / 60, "peak_mib": _peak_memory(checkpoint, path, default),
-                       "whole_decode_peak_mib": _peak_memory(checkpoint, path, default, whole=True)})
+        memory.append({"minutes": video.frames / video.fps / 60, "peak_mib": _peak_memory(checkpoint, path, plan),
+                       "whole_decode_peak_mib": _peak_memory(checkpoint, path, plan, whole=True)})
         path.unlink()
     if memory:
         _table("Peak resident memory (fresh process, model loaded)", ["video", "in windows MiB", "decoded whole MiB"],
                [[f"{m['minutes']:.2f} min", f"{m['peak_mib']:.0f}", f"{m['whole_decode_peak_mib']:.0f}"]
                 for m in memory])
-
-    served = _served_latency(checkpoint, (model.height, model.width), dataset, records, work,
-                                                       serve_requests) if serve_requests else []
-    shutil.rmtree(work)
-    payload = {"title": "Long videos: buffered recognition against clips one by one", "checkpoint": str(checkpoint),
-               "split": split, "accuracy": [asdict(a) for a in accuracy], "speed": speed, "memory": memory,
-               "served": served,
-               "environment": environment()}
-    if json_path is not None:
-        from qslr.pipelines.atomic_output import write_text_atomic
-
-        write_text_atomic(json_path, json.dumps(payload, indent=1) + "\n")
+    return memory

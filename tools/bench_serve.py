@@ -210,20 +210,15 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
                 int8: bool, json_out: Path) -> None:
     """Throughput, latency and per-stage time of the `cslr` ensemble: video decoders, with and without dynamic
     batching, against the same stages run offline."""
-    import tritonclient.http as http
+    import tritonclient.http  # noqa: F401 - here, so that a missing client fails before a model is trained
 
-    configurations = [BASELINE, *((d, b, False) for d in decoders for b in (False, True) if (d, b, False) != BASELINE)]
-    if int8:  # against the same decoder with dynamic batching in float32
-        configurations.append((decoders[-1], True, True))
-    results: dict[str, dict[int, dict]] = {}
-    breakdown: dict[str, dict[int, dict[str, StageTime]]] = {}
+    configurations = _configurations(decoders, int8)
+    runs: dict[str, _LoadRuns] = {}
     offline: dict[str, dict[str, float]] = {}
-    answers: dict[str, list[list[str]]] = {}
     with tempfile.TemporaryDirectory(prefix="qslr-bench-serve-") as tmp:
         checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
         dataset = PreparedDataset(root)
-        records = dataset.records("test")[:video_count]
-        videos = [dataset.video_path(r).read_bytes() for r in records]
+        videos = [dataset.video_path(r).read_bytes() for r in dataset.records("test")[:video_count]]
         spec = load_trained(checkpoint).input
         int8_graph = _int8_graph(checkpoint, root, Path(tmp)) if int8 else None
         for decoder, batching, quantised in configurations:
@@ -234,54 +229,96 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             build_repository(checkpoint, repository, settings, spec.height, spec.width)
             if decoder not in offline:
                 offline[decoder] = offline_stages(repository, videos, decoder)
-            with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
-                with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
-                    expected = [single.recognise_bytes(v).glosses for v in videos]
-                answers[name] = expected
-                results[name], breakdown[name] = {}, {}
-                with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
-                    for level in levels:
-                        before = settled_snapshot(statistics_client)
-                        results[name][level] = load_run(server.http_url, videos, expected, level, requests,
-                                                        timeout, corrupt_share)
-                        breakdown[name][level] = stage_times(before, settled_snapshot(statistics_client))
-                if not server.ready():
-                    raise click.ClickException(f"{name}: the server was not ready after the load")
+            runs[name] = _serve_under_load(name, repository, videos, levels, requests, timeout, corrupt_share)
         decoding = offline_decoding(videos, list(dict.fromkeys((PYAV, *decoders))), spec.height, spec.width,
                                     ServedLimits())
     baseline = _configuration_name(*BASELINE)
-    rates = [Rate(f"{name} c{level}", [results[name][level]["throughput"]],
-                  results[name][level]["throughput"] / results[baseline][level]["throughput"])
-             for level in levels for name in results]
-    notes = {f"{name} c{level}": {**results[name][level],
-                                  "stages": {m: {**asdict(t), "mean_batch": t.mean_batch}
-                                             for m, t in breakdown[name][level].items()},
-                                  "shares": shares(breakdown[name][level])}
-             for name in results for level in levels}
-    notes["offline_ms_per_clip"] = offline
-    if int8:
-        quantised, reference = _configuration_name(decoders[-1], True, True), _configuration_name(decoders[-1], True)
-        notes["int8_answers_equal_float32"] = sum(a == b for a, b in zip(answers[quantised], answers[reference],
-                                                                         strict=True))
-        notes["int8_over_float32"] = {f"c{level}": results[quantised][level]["throughput"] /
-                                      results[reference][level]["throughput"] for level in levels}
-    notes["offline_decoding_ms_per_clip"] = decoding
+    rates = [Rate(f"{name} c{level}", [runs[name].results[level]["throughput"]],
+                  runs[name].results[level]["throughput"] / runs[baseline].results[level]["throughput"])
+             for level in levels for name in runs]
+    int8_pair = (_configuration_name(decoders[-1], True, True), _configuration_name(decoders[-1], True)) if int8 \
+        else None
     report("Serving the cslr ensemble (tritonserver, CPU, python backends)", "requests/s", rates,
            f"{baseline} (same concurrency)",
            {"levels": list(levels), "requests": requests, "videos": len(videos), "decoders": list(decoders),
             "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share,
             "int8": int8},
-           json_out, notes=notes)
-    Console(width=140).print(_breakdown_table(breakdown, offline))
+           json_out, notes=_notes(runs, levels, offline, decoding, int8_pair))
+    Console(width=140).print(_breakdown_table({name: run.stages for name, run in runs.items()}, offline))
     Console(width=140).print(_decoding_table(decoding))
-    for name in results:
+    _echo_latencies(runs, levels, corrupt_share)
+    if any(valid_failures(run.results[level]) or run.results[level]["corrupt_accepted"]
+           for run in runs.values() for level in levels):
+        raise click.ClickException("under load, some valid requests failed, were lost or answered wrongly, or a "
+                                   "corrupt upload was answered")
+
+
+def _configurations(decoders: tuple[str, ...], int8: bool) -> list[tuple[str, bool, bool]]:
+    """(decoder, dynamic batching, INT8) of each server to run: the baseline first, then each decoder without and
+    with batching, and with --int8 the last decoder's batched server on the INT8 graph."""
+    configurations = [BASELINE, *((d, b, False) for d in decoders for b in (False, True) if (d, b, False) != BASELINE)]
+    if int8:  # against the same decoder with dynamic batching in float32
+        configurations.append((decoders[-1], True, True))
+    return configurations
+
+
+@dataclass(frozen=True)
+class _LoadRuns:
+    """One configuration served: its answers to each video asked alone, and per concurrency level the load's
+    result and where its time went (Triton's statistics per model)."""
+
+    answers: list[list[str]]
+    results: dict[int, dict]
+    stages: dict[int, dict[str, StageTime]]
+
+
+def _serve_under_load(name: str, repository: Path, videos: list[bytes], levels: tuple[int, ...], requests: int,
+                      timeout: float, corrupt_share: float) -> _LoadRuns:
+    """A real server on ``repository``: each video's answer alone, then ``requests`` at each concurrency level,
+    each checked against it."""
+    import tritonclient.http as http
+
+    with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
+        with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
+            expected = [single.recognise_bytes(v).glosses for v in videos]
+        runs = _LoadRuns(expected, {}, {})
+        with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
+            for level in levels:
+                before = settled_snapshot(statistics_client)
+                runs.results[level] = load_run(server.http_url, videos, expected, level, requests, timeout,
+                                               corrupt_share)
+                runs.stages[level] = stage_times(before, settled_snapshot(statistics_client))
+        if not server.ready():
+            raise click.ClickException(f"{name}: the server was not ready after the load")
+    return runs
+
+
+def _notes(runs: dict[str, _LoadRuns], levels: tuple[int, ...], offline: dict[str, dict[str, float]],
+           decoding: dict[str, float], int8_pair: tuple[str, str] | None) -> dict:
+    """The JSON report's details: each run's result and stage times, the offline stages, and (``int8_pair``: the
+    INT8 server and its float32 reference) how INT8 compares."""
+    notes = {f"{name} c{level}": {**run.results[level],
+                                  "stages": {m: {**asdict(t), "mean_batch": t.mean_batch}
+                                             for m, t in run.stages[level].items()},
+                                  "shares": shares(run.stages[level])}
+             for name, run in runs.items() for level in levels}
+    notes["offline_ms_per_clip"] = offline
+    if int8_pair:
+        quantised, reference = (runs[name] for name in int8_pair)
+        notes["int8_answers_equal_float32"] = sum(a == b for a, b in zip(quantised.answers, reference.answers,
+                                                                         strict=True))
+        notes["int8_over_float32"] = {f"c{level}": quantised.results[level]["throughput"] /
+                                      reference.results[level]["throughput"] for level in levels}
+    notes["offline_decoding_ms_per_clip"] = decoding
+    return notes
+
+
+def _echo_latencies(runs: dict[str, _LoadRuns], levels: tuple[int, ...], corrupt_share: float) -> None:
+    for name, run in runs.items():
         for level in levels:
-            value = results[name][level]
+            value = run.results[level]
             click.echo(f"{name} c{level}: p50 {value['p50_ms']:.0f} ms, p90 {value['p90_ms']:.0f} ms, "
                        f"p99 {value['p99_ms']:.0f} ms, wrong {value['wrong']}, failed {value['failed']}, lost "
                        f"{value['lost']} of {value['valid']} valid" + (
                            f"; corrupt refused {value['corrupt_refused']}, answered {value['corrupt_answered']}"
                            if corrupt_share else ""))
-    if any(valid_failures(results[n][lv]) or results[n][lv]["corrupt_accepted"] for n in results for lv in levels):
-        raise click.ClickException("under load, some valid requests failed, were lost or answered wrongly, or a "
-                                   "corrupt upload was answered")
