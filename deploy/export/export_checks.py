@@ -1,6 +1,6 @@
 """Whether an exported graph does what its model does: onnxruntime against PyTorch on batches of mixed lengths, an
 INT8 graph's greedy labels against the float32 model's on its calibration clips, and how much of an INT8 graph
-onnxruntime really runs in INT8.
+onnxruntime really runs in INT8 (lowered by `qdq_layout`, as every session lowers it).
 
 Each check measures and returns what it measured, with the lines that report it; ``check()`` then judges, raising
 ExportCheckError naming the graph where it fails.
@@ -15,8 +15,7 @@ from pathlib import Path
 
 from qslr.deploy.export.int8_export import CalibrationClip, FloatComparison, compare_with_float
 from qslr.deploy.export.onnx_export import max_difference
-from qslr.deploy.export.onnxruntime_session import onnx_session
-from qslr.deploy.export.qdq_layout import Fusion, onnxruntime_fusion
+from qslr.deploy.export.onnxruntime_session import onnx_session, onnxruntime_graph
 from qslr.deploy.served import Checkpoint, example_inputs, served_from_checkpoint
 
 
@@ -97,23 +96,40 @@ def int8_agreement(checkpoint: Checkpoint, graph: Path, clips: Sequence[Calibrat
 
 
 @dataclass(frozen=True)
-class Int8Fusion:
+class Fusion:
     graph: Path
-    fusion: Fusion
+    int8: int  # convolutions onnxruntime runs as QLinearConv
+    total: int  # all convolutions after its optimisation
+    float_relus: int  # ReLUs it still runs in float32
 
     def lines(self) -> list[str]:
-        fusion = self.fusion
-        return [f"onnxruntime runs {fusion.int8} of {fusion.total} convolutions in INT8 (QLinearConv); "
-                f"{fusion.float_relus} ReLUs stay float32"]
+        return [f"onnxruntime runs {self.int8} of {self.total} convolutions in INT8 (QLinearConv); "
+                f"{self.float_relus} ReLUs stay float32"]
 
     def warnings(self) -> list[str]:
         """Not an error: the graph computes what it should, only slower than it could."""
-        if self.fusion.int8 < self.fusion.total:
-            return [f"{self.graph}: onnxruntime runs {self.fusion.total - self.fusion.int8} convolutions in float32 "
-                    f"between their DequantizeLinear and QuantizeLinear"]
+        if self.int8 < self.total:
+            return [f"{self.graph}: onnxruntime runs {self.total - self.int8} convolutions in float32 between their "
+                    f"DequantizeLinear and QuantizeLinear"]
         return []
 
 
-def int8_fusion(graph: Path) -> Int8Fusion:
+def onnxruntime_fusion(path: str | Path, work: str | Path) -> Fusion:
+    """How much of the graph onnxruntime's CPU provider runs in INT8 (lowered as every QSLR session lowers it),
+    read from the graph it optimises at session start (written to ``work``)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(Path(work) / f"{Path(path).stem}.optimised.onnx")
+    # Extended, not all: the layout-specific level rewrites convolutions for this CPU, and only fusion is counted.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(onnxruntime_graph(path), options, providers=["CPUExecutionProvider"])
+    kinds = [n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node]
+    fused = kinds.count("QLinearConv")
+    return Fusion(Path(path), fused, fused + kinds.count("Conv") + kinds.count("FusedConv"), kinds.count("Relu"))
+
+
+def int8_fusion(graph: Path) -> Fusion:
     with tempfile.TemporaryDirectory(prefix="qslr-fusion-") as work:
-        return Int8Fusion(graph, onnxruntime_fusion(graph, work))
+        return onnxruntime_fusion(graph, work)

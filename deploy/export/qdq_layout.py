@@ -20,13 +20,10 @@ builds from, stays INT8.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
-
-from qslr.deploy.export.onnxruntime_session import onnxruntime_graph
 
 # Operators whose output is non-negative when their (first) data input is: pooling and layout changes.
 _SIGN_KEEPING = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Unsqueeze", "Squeeze",
@@ -95,25 +92,3 @@ def _drop_unread(graph: onnx.GraphProto, replaced: set[str]) -> None:
     kept = [t for t in graph.initializer if t.name not in replaced or t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-
-
-@dataclass(frozen=True)
-class Fusion:
-    int8: int  # convolutions onnxruntime runs as QLinearConv
-    total: int  # all convolutions after its optimisation
-    float_relus: int  # ReLUs it still runs in float32
-
-
-def onnxruntime_fusion(path: str | Path, work: str | Path) -> Fusion:
-    """How much of the graph onnxruntime's CPU provider runs in INT8 (lowered as every QSLR session lowers it),
-    read from the graph it optimises at session start (written to ``work``)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(Path(work) / f"{Path(path).stem}.optimised.onnx")
-    # Extended, not all: the layout-specific level rewrites convolutions for this CPU, and only fusion is counted.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    ort.InferenceSession(onnxruntime_graph(path), options, providers=["CPUExecutionProvider"])
-    kinds = [n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node]
-    fused = kinds.count("QLinearConv")
-    return Fusion(fused, fused + kinds.count("Conv") + kinds.count("FusedConv"), kinds.count("Relu"))

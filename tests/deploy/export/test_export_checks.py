@@ -10,12 +10,11 @@ from qslr.deploy.export.export_checks import (
     INT8_AGREEMENT,
     PARITY_TOLERANCE,
     ExportCheckError,
+    Fusion,
     Int8Agreement,
-    Int8Fusion,
     Parity,
 )
 from qslr.deploy.export.int8_export import FloatComparison
-from qslr.deploy.export.qdq_layout import Fusion
 
 GRAPH = Path("model.onnx")
 
@@ -36,6 +35,6 @@ def test_an_int8_graph_keeping_too_few_greedy_labels_fails():
 
 
 def test_convolutions_left_in_float32_are_a_warning():
-    assert Int8Fusion(GRAPH, Fusion(5, 5, 0)).warnings() == []
-    (warning,) = Int8Fusion(GRAPH, Fusion(3, 5, 1)).warnings()
+    assert Fusion(GRAPH, 5, 5, 0).warnings() == []
+    (warning,) = Fusion(GRAPH, 3, 5, 1).warnings()
     assert warning.startswith("model.onnx: onnxruntime runs 2 convolutions in float32")

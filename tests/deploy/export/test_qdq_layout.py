@@ -15,9 +15,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from qslr.deploy.export.export_checks import onnxruntime_fusion
 from qslr.deploy.export.graph_checks import tensorrt_problems
 from qslr.deploy.export.int8_export import quantise_convolutions
-from qslr.deploy.export.qdq_layout import for_onnxruntime, onnxruntime_fusion, onnxruntime_graph
+from qslr.deploy.export.onnxruntime_session import onnxruntime_graph
+from qslr.deploy.export.qdq_layout import for_onnxruntime
 
 
 class _Block(nn.Module):
