@@ -35,6 +35,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"{present} are present here: the GPU tests run instead"))
 
 
+# Served repositories, servers and graphs of the session checkpoint, for every folder's tests (the benchmarks' too).
+pytest_plugins = ["served_fixtures"]
+
 TINY = SynthSpec(
     videos=12, vocab=8, signers=5, heldout_signers=2, min_glosses=2, max_glosses=4,
     dev_fraction=0.2, test_fraction=0.2, seed=3,

@@ -15,12 +15,11 @@ from rich.table import Table
 
 from qslr.deploy.decoder_choices import CLIP_DECODERS
 from qslr.deploy.serving.client import CslrClient
-from qslr.deploy.serving.server import Ports, TritonServer, free_port
-from qslr.deploy.serving.supervision import exit_on_signals
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository, resolve_video_decoder
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.bench_models import checkpoint_or_quick_one
 from qslr.tools.bench_serve import fuzzed_uploads, load_run, valid_failures
+from qslr.tools.bench_target import URL_OPTION, served, still_ready
 from qslr.tools.benchmark_report import Rate, report
 from qslr.train.checkpointing import load_trained
 
@@ -51,36 +50,39 @@ def _counts_table(results: dict[float, dict]) -> Table:
 @click.option("--decoder", type=click.Choice(CLIP_DECODERS), default=None,
               help="The preprocess model's video decoder [default: as `qslr triton build` chooses].")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Per request, seconds.")
+@URL_OPTION
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("bench-results/corrupt.json"), show_default=True)
 def bench_corrupt(checkpoint: Path | None, requests: int, concurrency: int, shares: tuple[float, ...],
-                  video_count: int, seed: int, decoder: str | None, timeout: float, json_out: Path) -> None:
+                  video_count: int, seed: int, decoder: str | None, timeout: float, url: str | None,
+                  json_out: Path) -> None:
     """Lost / wrong / batch-mates failed / corrupt accepted under load with broken uploads; goal 0 / 0 / 0 / 0."""
     with tempfile.TemporaryDirectory(prefix="qslr-bench-corrupt-") as tmp:
         checkpoint, root = checkpoint_or_quick_one(checkpoint, Path(tmp))
         dataset = PreparedDataset(root)
         videos = [dataset.video_path(r).read_bytes() for r in dataset.records("test")[:video_count]]
         broken = fuzzed_uploads(videos[0], seed)
-        spec = load_trained(checkpoint).input
         settings = RepositorySettings(video_decoder=resolve_video_decoder(decoder))
-        repository = Path(tmp) / "repository"
-        build_repository(checkpoint, repository, settings, spec.height, spec.width)
+
+        def repository() -> Path:
+            spec = load_trained(checkpoint).input
+            return build_repository(checkpoint, Path(tmp) / "repository", settings, spec.height, spec.width)
+
         results: dict[float, dict] = {}
-        with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
-            with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
+        with served(url, repository) as address:
+            with contextlib.closing(CslrClient(address, timeout=timeout)) as single:
                 expected = [single.recognise_bytes(v).glosses for v in videos]
             for share in (0.0, *shares):
-                results[share] = load_run(server.http_url, videos, expected, concurrency, requests, timeout, share,
-                                          broken)
-                if not server.ready():
-                    raise click.ClickException(f"the server was not ready after the run with {share:.0%} broken")
+                results[share] = load_run(address, videos, expected, concurrency, requests, timeout, share, broken)
+                still_ready(address, f"the run with {share:.0%} broken")
     rates = [Rate(f"{share:.0%} broken", [run["throughput"]], run["throughput"] / results[0.0]["throughput"])
              for share, run in results.items()]
     report("Valid requests/s with broken uploads mixed in (tritonserver, CPU)", "valid requests/s", rates,
            "0% broken (same run)",
            {"requests": requests, "concurrency": concurrency, "shares": list(shares), "videos": len(videos),
-            "broken_kinds": len(broken), "seed": seed, "decoder": settings.video_decoder,
-            "checkpoint": str(checkpoint)},
+            "broken_kinds": len(broken), "seed": seed,
+            "decoder": settings.video_decoder if url is None else f"that of the server at {url}",
+            "checkpoint": str(checkpoint), "url": url},
            json_out, notes={f"{share:.0%} broken": run for share, run in results.items()})
     Console(width=160).print(_counts_table(results))
     if any(valid_failures(run) or run["corrupt_accepted"] for run in results.values()):

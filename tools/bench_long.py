@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from qslr.deploy.serving.recognition import Recognition
 from qslr.pipelines.long_videos import JoinedVideo, join_clips
 from qslr.pipelines.prepared import PreparedDataset, VideoRecord
 from qslr.pipelines.progress import progress_bar
+from qslr.tools.bench_target import URL_OPTION, served
 from qslr.tools.benchmark_report import environment
 from qslr.train.scoring.alignment import CORRECT, Counts, align, count
 
@@ -119,33 +122,31 @@ def _minutes_of_clips(dataset: PreparedDataset, records: Sequence[VideoRecord], 
 
 
 def _served_latency(checkpoint: Path, frame_size: tuple[int, int], dataset: PreparedDataset,
-                    records: Sequence[VideoRecord], work: Path, requests: int) -> list[dict]:
-    """Latency of a one-minute upload and of single clips on a real server (a repository of default settings),
-    at concurrency 1 and 4."""
+                    records: Sequence[VideoRecord], work: Path, requests: int, minutes: float,
+                    url: str | None) -> list[dict]:
+    """Latency of an upload of ``minutes`` and of single clips on a real server (``url``, else one started on a
+    repository of default settings), at concurrency 1 and 4."""
     from qslr.deploy.serving.client import CslrClient
-    from qslr.deploy.serving.server import Ports, TritonServer, free_port
-    from qslr.deploy.serving.supervision import exit_on_signals
     from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
     from qslr.tools.bench_serve import load_run
 
-    minute = work / "served-minute.webm"
-    _minutes_of_clips(dataset, records, 1, minute)
-    repository = work / "repository"
-    build_repository(checkpoint, repository, RepositorySettings(), *frame_size)
+    long_video = work / "served-long.webm"
+    _minutes_of_clips(dataset, records, minutes, long_video)
     clips = [dataset.video_path(r).read_bytes() for r in records[:16]]
     rows = []
-    with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server, \
-            contextlib.closing(CslrClient(server.http_url, timeout=600)) as single:
-        uploads = {"one-minute video": [minute.read_bytes()], "clips alone": clips}
+    upload = f"{minutes:g}-minute video"
+    with served(url, lambda: build_repository(checkpoint, work / "repository", RepositorySettings(), *frame_size)) \
+            as address, contextlib.closing(CslrClient(address, timeout=600)) as single:
+        uploads = {upload: [long_video.read_bytes()], "clips alone": clips}
         for name, videos in uploads.items():
             expected = [single.recognise_bytes(video).glosses for video in videos]
             for concurrency in (1, 4):
                 count = requests if name != "clips alone" else max(requests, 4 * len(videos))
-                result = load_run(server.http_url, videos, expected, concurrency, count, timeout=600)
+                result = load_run(address, videos, expected, concurrency, count, timeout=600)
                 rows.append({"upload": name, "concurrency": concurrency, "requests": count,
                              **{key: result[key] for key in ("p50_ms", "p90_ms", "throughput", "wrong", "lost",
                                                              "failed")}})
-    _table(f"Served latency ({requests} one-minute uploads at each concurrency)",
+    _table(f"Served latency ({requests} uploads of {minutes:g} minutes at each concurrency)",
            ["upload", "concurrency", "p50 ms", "p90 ms", "uploads/s", "wrong/lost/failed"],
            [[r["upload"], str(r["concurrency"]), f"{r['p50_ms']:,.0f}", f"{r['p90_ms']:,.0f}",
              f"{r['throughput']:.2f}", f"{r['wrong']}/{r['lost']}/{r['failed']}"] for r in rows])
@@ -188,11 +189,15 @@ def _integers(value: str) -> list[int]:
 @click.option("--memory-minutes", default="1,10", show_default=True,
               help="Durations (minutes) of the videos whose peak memory is measured; empty: none.")
 @click.option("--serve-requests", type=int, default=8, show_default=True,
-              help="Requests of a one-minute video sent to a real server at each concurrency (1 and 4); 0: none.")
+              help="Requests of a long video sent to a real server at each concurrency (1 and 4); 0: none.")
+@click.option("--serve-minutes", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="How long that video is.")
+@URL_OPTION
 @click.option("--codec", type=click.Choice(["vp9", "h264"]), default="vp9", show_default=True)
 @click.option("--json-out", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str, windows: str, contexts: str,
-               repeats: int, memory_minutes: str, serve_requests: int, codec: str, json_path: Path | None) -> None:
+               repeats: int, memory_minutes: str, serve_requests: int, serve_minutes: float, url: str | None,
+               codec: str, json_path: Path | None) -> None:
     """Long videos in windows against their clips one by one: WER, gloss spans, frames/s, peak memory."""
     model = load_checkpoint_model(checkpoint)
     dataset = PreparedDataset(data if data is not None else _training_data(checkpoint))
@@ -211,12 +216,12 @@ def bench_long(checkpoint: Path, data: Path | None, split: str, clip_counts: str
     speed = _speed(model, records, clip_paths, joined, repeats)
     memory = _memory(checkpoint, dataset, records, _integers(memory_minutes) if memory_minutes else [],
                      model.windows, work)
-    served = _served_latency(checkpoint, (model.height, model.width), dataset, records, work,
-                             serve_requests) if serve_requests else []
+    latency = _served_latency(checkpoint, (model.height, model.width), dataset, records, work, serve_requests,
+                              serve_minutes, url) if serve_requests else []
     shutil.rmtree(work)
     payload = {"title": "Long videos: buffered recognition against clips one by one", "checkpoint": str(checkpoint),
                "split": split, "accuracy": [asdict(a) for a in accuracy], "speed": speed, "memory": memory,
-               "served": served,
+               "served": latency,
                "environment": environment()}
     if json_path is not None:
         from qslr.pipelines.atomic_output import write_text_atomic
@@ -296,18 +301,22 @@ def _speed(model: LocalModel, records: Sequence[VideoRecord], clip_paths: Sequen
 
 def _memory(checkpoint: Path, dataset: PreparedDataset, records: Sequence[VideoRecord], minutes: Sequence[int],
             plan: WindowPlan, work: Path) -> list[dict]:
-    """Peak memory of recognising a clip and videos of ``minutes`` in windows, and of decoding each whole."""
-    memory = []
+    """Peak memory of recognising a clip and videos of ``minutes`` in windows, and of decoding each whole: a fresh
+    process each, run side by side (one process's peak does not depend on another's)."""
+    videos = []
     if minutes:
         clip = dataset.video_path(records[0])
-        memory.append({"minutes": records[0].num_frames / records[0].fps / 60,
-                       "peak_mib": _peak_memory(checkpoint, clip, plan),
-                       "whole_decode_peak_mib": _peak_memory(checkpoint, clip, plan, whole=True)})
+        videos.append((records[0].num_frames / records[0].fps / 60, clip))
     for length in minutes:
         path = work / f"{length}-minutes.webm"
         video = _minutes_of_clips(dataset, records, length, path)
-        memory.append({"minutes": video.frames / video.fps / 60, "peak_mib": _peak_memory(checkpoint, path, plan),
-                       "whole_decode_peak_mib": _peak_memory(checkpoint, path, plan, whole=True)})
+        videos.append((video.frames / video.fps / 60, path))
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        peaks = list(pool.map(lambda job: _peak_memory(checkpoint, job[0], plan, whole=job[1]),
+                              [(path, whole) for _, path in videos for whole in (False, True)]))
+    memory = [{"minutes": length, "peak_mib": peaks[2 * i], "whole_decode_peak_mib": peaks[2 * i + 1]}
+              for i, (length, _) in enumerate(videos)]
+    for _, path in videos[1:]:
         path.unlink()
     if memory:
         _table("Peak resident memory (fresh process, model loaded)", ["video", "in windows MiB", "decoded whole MiB"],

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
 from qslr.deploy.decoder_choices import CLIP_DECODERS, PYAV
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.client import CslrClient, RecognitionError
-from qslr.deploy.serving.server import Ports, TritonServer, free_port
-from qslr.deploy.serving.supervision import exit_on_signals
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.video_io import read_video
 from qslr.tools.bench_models import checkpoint_or_quick_one
+from qslr.tools.bench_target import URL_OPTION, served, still_ready
 from qslr.tools.benchmark_report import Rate, report
 from qslr.tools.damaged_videos import container_variants, mutant_pool
 from qslr.tools.serve_breakdown import (
@@ -169,8 +169,9 @@ def _breakdown_table(breakdown: dict[str, dict], offline: dict[str, dict[str, fl
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, levels in breakdown.items():
         decoder = name.split(",")[0]
-        table.add_row(f"{name} (offline)", "-", *(f"{offline[decoder][s]:.1f}" for s in STAGES),
-                      f"{sum(offline[decoder].values()):.1f}", "1/1/1")
+        if decoder in offline:  # a server at --url has no repository here to run offline
+            table.add_row(f"{name} (offline)", "-", *(f"{offline[decoder][s]:.1f}" for s in STAGES),
+                          f"{sum(offline[decoder].values()):.1f}", "1/1/1")
         for level, times in levels.items():
             table.add_row(name, f"c{level}", *(f"{times[s].queue_ms:.1f}+{times[s].compute_ms:.1f}" for s in STAGES),
                           f"{times[ENSEMBLE].compute_ms:.1f}",
@@ -203,16 +204,21 @@ def _decoding_table(decoding: dict[str, float]) -> Table:
 @click.option("--int8", is_flag=True,
               help="Also serve the INT8 graph (`qslr export onnx --int8`, calibrated on 16 training clips) with the "
                    "last --decoder and dynamic batching, against the same server in float32.")
+@URL_OPTION
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/serve.json"),
               show_default=True)
 def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int, video_count: int,
                 decoders: tuple[str, ...], max_queue_delay_us: int, timeout: float, corrupt_share: float,
-                int8: bool, json_out: Path) -> None:
+                int8: bool, url: str | None, json_out: Path) -> None:
     """Throughput, latency and per-stage time of the `cslr` ensemble: video decoders, with and without dynamic
-    batching, against the same stages run offline."""
+    batching, against the same stages run offline (--url: the server running there, as it is)."""
     import tritonclient.http  # noqa: F401 - here, so that a missing client fails before a model is trained
 
-    configurations = _configurations(decoders, int8)
+    chosen = click.get_current_context().get_parameter_source("decoders") == ParameterSource.COMMANDLINE
+    if url is not None and (int8 or chosen):
+        raise click.UsageError("--url loads the server running there as it is: --decoder and --int8 choose the "
+                               "servers to build")
+    configurations = _configurations(decoders, int8) if url is None else []
     runs: dict[str, _LoadRuns] = {}
     offline: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qslr-bench-serve-") as tmp:
@@ -229,10 +235,13 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
             build_repository(checkpoint, repository, settings, spec.height, spec.width)
             if decoder not in offline:
                 offline[decoder] = offline_stages(repository, videos, decoder)
-            runs[name] = _serve_under_load(name, repository, videos, levels, requests, timeout, corrupt_share)
+            runs[name] = _serve_under_load(name, None, repository, videos, levels, requests, timeout, corrupt_share)
+        if url is not None:
+            runs[f"server at {url}"] = _serve_under_load(f"server at {url}", url, None, videos, levels, requests,
+                                                          timeout, corrupt_share)
         decoding = offline_decoding(videos, list(dict.fromkeys((PYAV, *decoders))), spec.height, spec.width,
                                     ServedLimits())
-    baseline = _configuration_name(*BASELINE)
+    baseline = _configuration_name(*BASELINE) if url is None else f"server at {url}"
     rates = [Rate(f"{name} c{level}", [runs[name].results[level]["throughput"]],
                   runs[name].results[level]["throughput"] / runs[baseline].results[level]["throughput"])
              for level in levels for name in runs]
@@ -242,7 +251,7 @@ def bench_serve(checkpoint: Path | None, levels: tuple[int, ...], requests: int,
            f"{baseline} (same concurrency)",
            {"levels": list(levels), "requests": requests, "videos": len(videos), "decoders": list(decoders),
             "max_queue_delay_us": max_queue_delay_us, "checkpoint": str(checkpoint), "corrupt_share": corrupt_share,
-            "int8": int8},
+            "int8": int8, "url": url},
            json_out, notes=_notes(runs, levels, offline, decoding, int8_pair))
     Console(width=140).print(_breakdown_table({name: run.stages for name, run in runs.items()}, offline))
     Console(width=140).print(_decoding_table(decoding))
@@ -272,24 +281,22 @@ class _LoadRuns:
     stages: dict[int, dict[str, StageTime]]
 
 
-def _serve_under_load(name: str, repository: Path, videos: list[bytes], levels: tuple[int, ...], requests: int,
-                      timeout: float, corrupt_share: float) -> _LoadRuns:
-    """A real server on ``repository``: each video's answer alone, then ``requests`` at each concurrency level,
-    each checked against it."""
+def _serve_under_load(name: str, url: str | None, repository: Path | None, videos: list[bytes],
+                      levels: tuple[int, ...], requests: int, timeout: float, corrupt_share: float) -> _LoadRuns:
+    """The server at ``url``, else a real server started on ``repository``: each video's answer alone, then
+    ``requests`` at each concurrency level, each checked against it."""
     import tritonclient.http as http
 
-    with exit_on_signals(), TritonServer(repository, Ports(free_port(), free_port(), free_port())) as server:
-        with contextlib.closing(CslrClient(server.http_url, timeout=timeout)) as single:
+    with served(url, lambda: repository) as address:
+        with contextlib.closing(CslrClient(address, timeout=timeout)) as single:
             expected = [single.recognise_bytes(v).glosses for v in videos]
         runs = _LoadRuns(expected, {}, {})
-        with contextlib.closing(http.InferenceServerClient(server.http_url)) as statistics_client:
+        with contextlib.closing(http.InferenceServerClient(address)) as statistics_client:
             for level in levels:
                 before = settled_snapshot(statistics_client)
-                runs.results[level] = load_run(server.http_url, videos, expected, level, requests, timeout,
-                                               corrupt_share)
+                runs.results[level] = load_run(address, videos, expected, level, requests, timeout, corrupt_share)
                 runs.stages[level] = stage_times(before, settled_snapshot(statistics_client))
-        if not server.ready():
-            raise click.ClickException(f"{name}: the server was not ready after the load")
+        still_ready(address, f"the load on {name}")
     return runs
 
 

@@ -49,6 +49,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def is_ready(http_url: str) -> bool:
+    """Whether the server at ``http_url`` (host:port) says it is ready (Triton's /v2/health/ready)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 class TritonServer:
     """A tritonserver process on 127.0.0.1 (by default); use as a context manager."""
 
@@ -117,11 +126,7 @@ class TritonServer:
                 print(line, end="", file=self.log_to, flush=True)
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return is_ready(self.http_url)
 
     def _wait_ready(self) -> None:
         # A server missing libraries hangs instead of exiting: never wait without a deadline.
