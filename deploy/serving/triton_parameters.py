@@ -7,6 +7,7 @@ import os
 import re
 import traceback
 
+from qslr.deploy.model_names import MODELS
 from qslr.deploy.served_limits import ServedLimits
 
 
@@ -30,6 +31,10 @@ def served_limits(args: dict) -> ServedLimits:
                         max_seconds)
 
 
+# failed_response's message of a failure that is not the request's fault: "<model>: unexpected <type>: ...".
+_UNEXPECTED = re.compile(r"^(\w+): unexpected \w+: ")
+
+
 def failed_response(pb_utils, model: str, exc: Exception):
     """The response of one request whose work raised ``exc``, so that only that request fails: a bad input
     (a ValueError naming what is wrong) is INVALID_ARG; anything else is INTERNAL, its traceback in the server
@@ -42,6 +47,20 @@ def failed_response(pb_utils, model: str, exc: Exception):
         error = pb_utils.TritonError(f"{model}: unexpected {type(exc).__name__}: {detail}",
                                      pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(error=error)
+
+
+def called_model_error(pb_utils, error):
+    """A called model's (BLS) error as this model answers it: the failing model's own message and code. The
+    python_backend of nvidia-pytriton's server hands a BLS caller every error as INTERNAL, so a request refused by
+    one of QSLR's models (``failed_response``'s INVALID_ARG: "<model>: <what is wrong>") would reach the client as
+    a server fault; a message in that form is INVALID_ARG whatever code arrived, and only "<model>: unexpected
+    ..." (or a message of Triton's own) keeps INTERNAL."""
+    message = without_ensemble_prefix(error.message())
+    code = error.code()
+    model = message.split(":", 1)[0]
+    if code == pb_utils.TritonError.INTERNAL and model in MODELS and not _UNEXPECTED.match(message):
+        code = pb_utils.TritonError.INVALID_ARG
+    return pb_utils.TritonError(message, code)
 
 
 def without_ensemble_prefix(message: str) -> str:

@@ -24,7 +24,7 @@ from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.ragged_batch import length_groups
 from qslr.deploy.serving.repository_checks import read_config
-from qslr.deploy.serving.triton_parameters import failed_response
+from qslr.deploy.serving.triton_parameters import called_model_error, failed_response
 from qslr.deploy.serving.triton_repository import RepositorySettings, build_repository
 from qslr.pipelines.long_videos import choose_clips, join_clips
 from qslr.pipelines.prepared import PreparedDataset
@@ -126,6 +126,23 @@ def test_failed_response_tells_a_bad_input_from_a_bug(pb_utils, caplog):
     assert silent.error().message() == "visual: unexpected RuntimeError: RuntimeError"
     assert "KeyError: 'height'" in caplog.records[0].getMessage()  # the bug's traceback, in the server log
     assert refused.has_error() and not refused.output_tensors()
+
+
+def test_a_called_models_refusal_stays_a_refusal_when_its_code_is_lost(pb_utils):
+    """nvidia-pytriton's python_backend hands a BLS caller (cslr) every error as INTERNAL: a refusal made by
+    failed_response keeps INVALID_ARG by its message; a bug of ours or an error of Triton's own stays INTERNAL."""
+    def called(message, code=INTERNAL):
+        error = called_model_error(pb_utils, pb_utils.TritonError(message, code))
+        return error.code(), error.message()
+
+    refusal = failed_response(pb_utils, "preprocess", ValueError("video bytes: cannot decode this video")).error()
+    bug = failed_response(pb_utils, "visual", KeyError("height")).error()
+    assert called(refusal.message()) == (INVALID_ARG, "preprocess: video bytes: cannot decode this video")
+    assert called(f"in ensemble 'cslr_clip', {refusal.message()}") == (INVALID_ARG, refusal.message())
+    assert called(bug.message()) == (INTERNAL, "visual: unexpected KeyError: 'height'")
+    assert called("Request for unknown model: 'visual' is not found") == (INTERNAL, "Request for unknown model: "
+                                                                                   "'visual' is not found")
+    assert called(refusal.message(), INVALID_ARG)[0] == INVALID_ARG  # a code that arrived is kept
 
 
 def test_visual_runs_a_failing_batch_clip_by_clip(standin, visual_failing_at):

@@ -24,10 +24,10 @@ from qslr.deploy.served_video import isolated
 from qslr.deploy.serving.buffered import WindowPlan, video_log_probs
 from qslr.deploy.serving.ragged_batch import pad_clips
 from qslr.deploy.serving.triton_parameters import (
+    called_model_error,
     failed_response,
     model_parameters,
     served_limits,
-    without_ensemble_prefix,
 )
 from qslr.pipelines.video_io import probe_video
 
@@ -40,7 +40,7 @@ class CalledModelError(Exception):
 
     def __init__(self, error):
         super().__init__(error.message())
-        self.error = error
+        self.error = called_model_error(pb_utils, error)
 
 
 class _WindowsNotRun(Exception):
@@ -57,8 +57,7 @@ def _answer(response):
     if isinstance(response, Exception):
         return failed_response(pb_utils, "cslr", response)
     if response.has_error():
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-            without_ensemble_prefix(response.error().message()), response.error().code()))
+        return pb_utils.InferenceResponse(error=called_model_error(pb_utils, response.error()))
     return pb_utils.InferenceResponse(output_tensors=[
         pb_utils.Tensor(name, pb_utils.get_output_tensor_by_name(response, name).as_numpy()) for name in OUTPUTS])
 
