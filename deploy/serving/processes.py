@@ -39,6 +39,17 @@ def python_stubs(server_pid: int) -> dict[int, str]:
             if len(args) > 1 and args[0].endswith("triton_python_backend_stub")}
 
 
+# A python-backend stub's third argument: the shared-memory region (in /dev/shm) it and the server share.
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def shm_regions(pids: list[int] | dict[int, object]) -> set[str]:
+    """The shared-memory regions named by these stub processes' command lines (each stub has its own)."""
+    table = _processes()
+    return {table[pid][1][2] for pid in pids
+            if pid in table and len(table[pid][1]) > 2 and table[pid][1][2].startswith(SHM_REGION_PREFIX)}
+
+
 def processes_visible() -> bool:
     """Whether processes can be looked at here at all (without /proc every look above is empty)."""
     return Path("/proc").is_dir()

@@ -4,7 +4,6 @@ dead python stubs, stopped with every process and shared-memory region it left."
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from qslr.deploy.serving import processes
 from qslr.deploy.serving.server_binary import ServerError, check_backends, find_server, required_backends
 
 log = logging.getLogger(__name__)
-SHM_PATTERN = "/dev/shm/triton_python_backend_shm_region_*"
+SHM_FOLDER = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.log_tail: deque[str] = deque(maxlen=60)
         self._workdir: tempfile.TemporaryDirectory | None = None
-        self._shm_before: set[str] = set()
+        self._regions: set[str] = set()  # shared memory of this server's stubs, removed when it stops
         self.stubs: dict[int, str] = {}
         self.python_models: set[str] = set()
 
@@ -104,7 +103,6 @@ class TritonServer:
             command.append(f"--backend-directory={binary.backend_dir}")
         if binary.cache_dir:
             command.append(f"--cache-directory={binary.cache_dir}")
-        self._shm_before = set(glob.glob(SHM_PATTERN))
         log.info("starting %s", " ".join(command))
         self.process = subprocess.Popen(command, env=binary.environment, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -132,6 +130,8 @@ class TritonServer:
         # A server missing libraries hangs instead of exiting: never wait without a deadline.
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
+            # Each stub's shared memory, seen as the models load: a stub may die before the server is ready.
+            self._regions |= processes.shm_regions(self._own_stubs())
             if self.process.poll() is not None:
                 tail = "\n".join(list(self.log_tail)[-15:])
                 self.stop()
@@ -139,6 +139,7 @@ class TritonServer:
             if self.ready():
                 log.info("tritonserver ready on %s (HTTP) and %s (gRPC)", self.http_url, self.grpc_url)
                 self.stubs = processes.python_stubs(self.process.pid)
+                self._regions |= processes.shm_regions(self.stubs)
                 self.python_models = {model for model, backend in required_backends(self.repository).items()
                                       if backend == "python"}
                 return
@@ -160,7 +161,15 @@ class TritonServer:
         dead = {model for pid, model in self.stubs.items() if pid not in live}
         return sorted(dead | (self.python_models - set(live.values())))
 
+    def _own_stubs(self) -> list[int]:
+        """This server's stub processes (among its children), and any left running from its own backend folder."""
+        own = list(processes.child_processes(self.process.pid)) if self.process else []
+        if self._workdir:
+            own += processes.processes_running(Path(self._workdir.name))
+        return own
+
     def stop(self) -> None:
+        self._regions |= processes.shm_regions(self._own_stubs())
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -174,10 +183,12 @@ class TritonServer:
             for pid in processes.processes_running(Path(self._workdir.name)):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-        # A killed python backend leaves its shared-memory regions behind.
-        for leftover in set(glob.glob(SHM_PATTERN)) - self._shm_before:
+        # A killed python backend leaves its shared-memory regions behind. Only this server's own: another server
+        # started meanwhile (a second test session, another user's) keeps its regions.
+        for region in self._regions:
             with contextlib.suppress(OSError):
-                os.unlink(leftover)
+                (SHM_FOLDER / region).unlink()
+        self._regions = set()
         if self._workdir:
             self._workdir.cleanup()
             self._workdir = None

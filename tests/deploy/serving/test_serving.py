@@ -289,19 +289,23 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
 
 
 @pytest.mark.timeout(180)
-def test_a_stub_dead_before_the_server_first_looks_is_found_dead(repository, monkeypatch):
+def test_a_stub_dead_before_the_server_first_looks_is_found_dead_and_its_memory_freed(repository, server, videos,
+                                                                                      monkeypatch):
     import os
     import signal
     import time
+    import uuid
 
     # The race seen in CI: a client kills a stub between the server's readiness and its first look at its
     # processes, where the dead stub is a zombie without a command line.
     look = processes.python_stubs
-    killed = []
+    killed, regions = [], set()
+    answer = CslrClient(server.http_url).recognise_file(videos[0])
 
     def kill_preprocess_then_look(server_pid):
         if not killed:
             (pid,) = [pid for pid, model in look(server_pid).items() if model == "preprocess"]
+            regions.update(processes.shm_regions([pid]))
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
             deadline = time.monotonic() + 10
@@ -314,6 +318,20 @@ def test_a_stub_dead_before_the_server_first_looks_is_found_dead(repository, mon
     with TritonServer(repository, Ports(free_port(), free_port(), free_port())) as running:
         assert killed and "preprocess" not in running.stubs.values()
         assert running.dead_models() == ["preprocess"]
+        regions |= processes.shm_regions(look(running.process.pid))
+        # A region another server (another test session's, another user's) makes while this one runs.
+        stranger = Path("/dev/shm") / f"{processes.SHM_REGION_PREFIX}{uuid.uuid4()}"
+        stranger.write_bytes(b"\0" * 64)
+    # Every stub's shared memory is gone, the killed one's too; the session's server, running all along, and the
+    # stranger keep theirs, and the session's server answers as before.
+    others = processes.shm_regions(look(server.process.pid))
+    shm = set(os.listdir("/dev/shm"))
+    assert len(regions) == 5 and not regions & shm  # preprocess, visual, ctc_decoder and two cslr instances
+    assert len(others) == 5 and others <= shm
+    assert stranger.exists()
+    stranger.unlink()
+    again = CslrClient(server.http_url).recognise_file(videos[0])
+    assert (again.glosses, again.steps) == (answer.glosses, answer.steps)
 
 
 @pytest.mark.timeout(180)
