@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,9 +219,13 @@ def test_the_page_and_its_files_are_served_with_a_policy_of_its_own_files_only(a
 
 
 @pytest.mark.parametrize("target", ["--url", "--serve"])
-def test_qslr_web_serves_the_page_in_front_of_a_server_until_interrupted(server, repository, videos, target):
-    """In front of a running server (--url), or of one it starts on a repository and stops with the page."""
+def test_qslr_web_serves_the_page_in_front_of_a_server_until_interrupted(server, repository, videos, target,
+                                                                          tmp_path):
+    """In front of a running server (--url), or of one it starts on a repository and stops with the page, stubs
+    included, when it is stopped."""
     port = free_port()
+    if target == "--serve":  # a folder of its own, so that only this page's server names it
+        repository = Path(shutil.copytree(repository, tmp_path / "repo"))
     where = [target, server.http_url if target == "--url" else str(repository)]
     command = [sys.executable, "-m", "qslr.tools.cli", "web", *where, "--port", str(port), "--max-upload-mb", "0.5"]
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[3], stderr=subprocess.PIPE, text=True)
@@ -232,14 +237,26 @@ def test_qslr_web_serves_the_page_in_front_of_a_server_until_interrupted(server,
         assert settings["max_upload_bytes"] == 2**19
         assert _upload(url, videos[0].read_bytes(), videos[0].name).status == 200
     finally:
-        process.send_signal(signal.SIGINT)
+        # Ctrl-C in front of a running server; a service manager's SIGTERM to the page that started its own.
+        process.send_signal(signal.SIGINT if target == "--url" else signal.SIGTERM)
         _, log = process.communicate(timeout=30)
     assert process.returncode == 0, log
     assert f"the page is on http://127.0.0.1:{port}/" in log
     assert ("tritonserver ready on" in log) == (target == "--serve")
-    if target == "--serve":  # its server went with it
+    if target == "--serve":  # its server went with it, and the server's python stubs
         started = re.search(r"tritonserver ready on 127\.0\.0\.1:(\d+)", log)
         assert started and not port_in_use("127.0.0.1", int(started.group(1)))
+        assert not [args for args in _command_lines() if any(a.startswith(f"{repository}/") for a in args)]
+
+
+def _command_lines() -> list[list[str]]:
+    lines = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            lines.append((entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+        except OSError:
+            continue
+    return lines
 
 
 def _settings_or_none(url: str) -> dict | None:
