@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served_video import isolated
 from qslr.deploy.serving.buffered import WindowPlan, video_log_probs
@@ -31,8 +32,7 @@ from qslr.deploy.serving.triton_parameters import (
 )
 from qslr.pipelines.video_io import probe_video
 
-OUTPUTS = [names.GLOSSES, names.GLOSS_STEPS, names.GLOSS_START_S, names.GLOSS_END_S, names.SCORE,
-           names.ALTERNATIVES, names.ALTERNATIVE_SCORES]
+OUTPUTS = list(names.RECOGNITION)
 
 
 class CalledModelError(Exception):
@@ -55,7 +55,7 @@ def _answer(response):
     if isinstance(response, CalledModelError):
         return pb_utils.InferenceResponse(error=response.error)
     if isinstance(response, Exception):
-        return failed_response(pb_utils, "cslr", response)
+        return failed_response(pb_utils, models.CSLR, response)
     if response.has_error():
         return pb_utils.InferenceResponse(error=called_model_error(pb_utils, response.error()))
     return pb_utils.InferenceResponse(output_tensors=[
@@ -94,7 +94,7 @@ class TritonPythonModel:
             probe = isolated(data, lambda: probe_video(data))
             if isinstance(probe, Exception) or probe.packets <= self.plan.window:
                 # A clip, or a video the ensemble's decoder refuses with the error a clip gets.
-                return _request("cslr_clip", [(names.VIDEO, video.as_numpy())], OUTPUTS,
+                return _request(models.CSLR_CLIP, [(names.VIDEO, video.as_numpy())], OUTPUTS,
                                 _parameters(request)).async_exec()
             return loop.run_in_executor(self.pool, self._in_windows, request, data, probe, loop)
         except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
@@ -117,20 +117,20 @@ class TritonPythonModel:
 
         result = isolated(data, work)
         if isinstance(result, Exception):
-            self.logger.log_warn(f"cslr: {result}")
+            self.logger.log_warn(f"{models.CSLR}: {result}")
             return result
         output, fps = result
         inputs = [(names.LOG_PROBS, np.ascontiguousarray(output.log_probs[None], dtype=np.float32)),
                   (names.OUTPUT_LENGTHS, np.array([[output.steps]], dtype=np.int64)),
                   (names.LENGTHS, np.array([[output.frames]], dtype=np.int64)),
                   (names.FPS, np.array([[fps]], dtype=np.float32))]
-        (decoded,) = _on_loop(loop, [("ctc_decoder", inputs, OUTPUTS, _parameters(request))])
+        (decoded,) = _on_loop(loop, [(models.CTC_DECODER, inputs, OUTPUTS, _parameters(request))])
         return decoded
 
     def _visual(self, frames: np.ndarray, lengths: np.ndarray, loop):
         """The served signature over a batch of windows: one request each (the visual model takes a clip a
         request), sent together so that its dynamic batcher runs them as one batch."""
-        calls = [("visual", [(names.FRAMES, frames[i:i + 1]), (names.LENGTHS, lengths[i:i + 1, None])],
+        calls = [(models.VISUAL, [(names.FRAMES, frames[i:i + 1]), (names.LENGTHS, lengths[i:i + 1, None])],
                   [names.LOG_PROBS, names.OUTPUT_LENGTHS], {}) for i in range(len(frames))]
         outputs, steps = [], []
         for response in _on_loop(loop, calls):

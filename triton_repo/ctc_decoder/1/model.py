@@ -9,6 +9,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.served_decoding import DecoderSettings, ServedDecoder
 from qslr.deploy.serving.triton_parameters import failed_response, model_parameters, version_file
@@ -38,7 +39,7 @@ class TritonPythonModel:
                 result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps),
                                                 int(frames), fps, options)
             except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
-                responses.append(failed_response(pb_utils, "ctc_decoder", exc))
+                responses.append(failed_response(pb_utils, models.CTC_DECODER, exc))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.GLOSSES, _row([g.encode() for g in result.glosses], object)),

@@ -8,6 +8,7 @@ others their frames. A refused upload is INVALID_ARG, a failure of the model its
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served_limits import pad_to_minimum
 from qslr.deploy.served_video import clip_decoder
@@ -37,7 +38,7 @@ class TritonPythonModel:
 
     def _response(self, clip):
         if isinstance(clip, Exception):
-            return failed_response(pb_utils, "preprocess", clip)
+            return failed_response(pb_utils, models.PREPROCESS, clip)
         try:
             return pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(names.FRAMES, pad_to_minimum(clip.frames, self.limits.min_frames)[None]),
@@ -45,4 +46,4 @@ class TritonPythonModel:
                 pb_utils.Tensor(names.FPS, np.array([[clip.fps]], dtype=np.float32)),
             ])
         except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
-            return failed_response(pb_utils, "preprocess", exc)
+            return failed_response(pb_utils, models.PREPROCESS, exc)

@@ -4,6 +4,7 @@ lengths in a dynamic batch (``max_padding``: the padded frames a group may add, 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.onnxruntime_session import onnx_session
 from qslr.deploy.serving.ragged_batch import check_clip, length_groups, pad_clips, split_steps
@@ -30,7 +31,7 @@ class TritonPythonModel:
                 if problem:
                     raise ValueError(problem)
             except Exception as exc:  # noqa: BLE001 - this request fails alone
-                responses[index] = failed_response(pb_utils, "visual", exc)
+                responses[index] = failed_response(pb_utils, models.VISUAL, exc)
                 continue
             clips.append(frames[:length])
             rows.append(index)
@@ -42,7 +43,7 @@ class TritonPythonModel:
                     try:
                         self._run([i], clips, rows, responses)
                     except Exception as exc:  # noqa: BLE001
-                        responses[rows[i]] = failed_response(pb_utils, "visual", exc)
+                        responses[rows[i]] = failed_response(pb_utils, models.VISUAL, exc)
         return responses
 
     def _run(self, group, clips, rows, responses):
