@@ -18,8 +18,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from qslr.deploy.decoder_choices import CLIP_DECODERS, DALI, PYAV
+from qslr.deploy.decoder_choices import CLIP_DECODERS, DALI, GPU_SUFFIX, PYAV
+from qslr.deploy.decoder_fallbacks import (
+    CODEC,
+    FRAME_COUNT,
+    OVER_BUDGET,
+    RUN_FAILED,
+    TOO_SMALL,
+    UNAVAILABLE,
+    DecoderFallbacks,
+)
 from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
+from qslr.pipelines.dali_video import NVDEC_VP9_MIN_SIZE, VideoDecodePipeline, decoded_bytes, decoding_runs
 from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
 
 Video = bytes | str | Path
@@ -86,76 +96,139 @@ class PyAVClipDecoder:
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 DALI_GPU_CODECS = frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "av1"})
 
+# The most memory one DALI run may hold for its uploads' decoded frames (`decoded_bytes`: full-size RGB frames and
+# the decoder's own), on the GPU with NVDEC: the bound on decoding a batch, however many uploads it holds and
+# whatever their size. A batch is decoded in as many runs as this needs; an upload that alone exceeds it goes to
+# PyAV. 4 GiB holds a whole batch of 16 Phoenix-sized uploads (400 frames of 260x210: 1.1 GB) and one 400-frame
+# 1080p upload (2.6 GB); docs/serving_gpu.md states the bound.
+DECODING_BUDGET_BYTES = 4 * 2**30
+
 
 class DaliClipDecoder:
     """DALI's video decoder, the training loader's (pipelines/dali_video.py): a batch of uploads is decoded
     by DALI's thread pool at once on the CPU, or by NVDEC (``device="gpu"``).
 
     Each upload is first read without decoding (`probe_video`), which refuses a truncated one exactly as
-    PyAV decoding does and tells its codec. Codecs DALI cannot decode here (H.264 on the CPU, for one) go
-    to PyAV, and so does every video of a batch that DALI fails as a whole, so that the broken upload gets
-    its own error and the others their frames.
+    PyAV decoding does and tells its codec, size and frame count. From those the uploads are grouped into
+    DALI runs whose decoded frames fit ``budget_bytes`` (`decoding_runs`); each run's frames are resized where
+    they were decoded, on the GPU with NVDEC, and only the model-sized frames reach the host, before the next
+    run. PyAV decodes what DALI does not, each such upload counted and the reason logged (`DecoderFallbacks`):
+    every upload where DALI cannot start (its test clip fails at load: no GPU, no NVDEC in a container), codecs
+    DALI cannot decode here (H.264 on the CPU, for one), frames too small for NVDEC, an upload over the budget
+    alone, and every upload of a run that DALI fails as a whole, so that the broken upload gets its own error
+    and the others their frames.
     """
 
     name = DALI
 
     def __init__(self, height: int, width: int, limits: ServedLimits, device: str = "cpu", device_id: int = 0,
-                 threads: int = 2):
-        from qslr.pipelines.dali_video import VideoDecodePipeline
-
+                 threads: int = 2, budget_bytes: int = DECODING_BUDGET_BYTES,
+                 report: Callable[[str], None] | None = None):
         self.height, self.width, self.limits = height, width, limits
+        self.gpu, self.budget_bytes = device == "gpu", budget_bytes
         self.fallback = PyAVClipDecoder(height, width, limits, threads=threads)
-        self.codecs = DALI_GPU_CODECS if device == "gpu" else DALI_CPU_CODECS
-        self.pipeline = VideoDecodePipeline(limits.max_batch, threads, device, device_id)
+        self.fallbacks = DecoderFallbacks(DALI + (GPU_SUFFIX if self.gpu else ""), report)
+        self.codecs = DALI_GPU_CODECS if self.gpu else DALI_CPU_CODECS
+        self.pipeline = self._start(threads, device, device_id)
 
-    def _finish(self, frames: np.ndarray, probe: VideoProbe) -> DecodedClip:
-        self.limits.check_length(len(frames))
-        return DecodedClip(resize_frames(frames, self.height, self.width), probe.fps)
+    def _start(self, threads: int, device: str, device_id: int) -> VideoDecodePipeline | None:
+        """DALI's pipeline, once it has decoded a test clip; None (and said so) where it cannot decode here."""
+        try:
+            pipeline = VideoDecodePipeline(self.limits.max_batch, threads, device, device_id)
+            pipeline.self_test()
+            return pipeline
+        except Exception as exc:  # noqa: BLE001 - whatever stops DALI here (no GPU, no NVDEC, no DALI), PyAV serves
+            self.fallbacks.record(UNAVAILABLE, 0, _dali_error(exc))
+            return None
 
     def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
         results: list[DecodedClip | Exception | None] = [None] * len(videos)
-        for start in range(0, len(videos), self.pipeline.batch_size):
-            chunk = range(start, min(start + self.pipeline.batch_size, len(videos)))
-            self._decode_chunk(videos, chunk, results)
-        return results
-
-    def _decode_chunk(self, videos: Sequence[Video], chunk: range, results: list) -> None:
         probes: dict[int, VideoProbe] = {}
-        for index in chunk:
-            probe = isolated(videos[index], functools.partial(self._probe, videos[index]))
+        for index, video in enumerate(videos):
+            probe = isolated(video, functools.partial(self._probe, video))
             if isinstance(probe, Exception):
                 results[index] = probe
             else:
                 probes[index] = probe
-        ours = [i for i, probe in probes.items() if probe.codec in self.codecs]
-        decoded = self._run(videos, ours) if ours else {}
-        to_pyav = []
+        to_pyav: dict[int, tuple[str, str]] = {}  # upload -> (reason, detail)
+        ours = []
         for index, probe in probes.items():
-            frames = decoded.get(index)
-            # A frame count other than the container's packets means DALI read the stream differently
-            # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
-            if frames is not None and len(frames) == probe.packets:
-                results[index] = isolated(videos[index], functools.partial(self._finish, frames, probe))
+            reason = self._not_ours(probe)
+            if reason:
+                to_pyav[index] = reason
             else:
-                to_pyav.append(index)
-        if to_pyav:
-            decoded_by_pyav = self.fallback.decode([videos[i] for i in to_pyav], probed=True)
-            for index, result in zip(to_pyav, decoded_by_pyav, strict=True):
-                results[index] = result
+                ours.append(index)
+        if ours:
+            sizes = [decoded_bytes(probes[i].packets, probes[i].height, probes[i].width) for i in ours]
+            for run in decoding_runs(sizes, self.budget_bytes, self.pipeline.batch_size):
+                self._decode_run(videos, [ours[k] for k in run], probes, results, to_pyav)
+        self._decode_with_pyav(videos, to_pyav, results)
+        return results
 
     def _probe(self, video: Video) -> VideoProbe:
         probe = probe_video(video)
         self.limits.check_length(probe.packets)
         return probe
 
-    def _run(self, videos: Sequence[Video], indices: list[int]) -> dict[int, np.ndarray]:
+    def _not_ours(self, probe: VideoProbe) -> tuple[str, str] | None:
+        """Why PyAV, not DALI, decodes this upload (reason, detail), or None."""
+        if self.pipeline is None:
+            return UNAVAILABLE, "its test clip failed at load"
+        if probe.codec not in self.codecs:
+            return CODEC, probe.codec
+        min_width, min_height = NVDEC_VP9_MIN_SIZE
+        if self.gpu and (probe.width < min_width or probe.height < min_height):
+            return TOO_SMALL, f"{probe.width}x{probe.height}, NVDEC's minimum is {min_width}x{min_height}"
+        size = decoded_bytes(probe.packets, probe.height, probe.width)
+        if size > self.budget_bytes:
+            return OVER_BUDGET, (f"{probe.packets} frames of {probe.width}x{probe.height}: {size / 2**30:.2f} GiB "
+                                 f"against {self.budget_bytes / 2**30:.2f} GiB")
+        return None
+
+    def _decode_run(self, videos: Sequence[Video], indices: list[int], probes: dict[int, VideoProbe],
+                    results: list, to_pyav: dict[int, tuple[str, str]]) -> None:
+        """One DALI run: its uploads' frames, resized where DALI put them; its full-size frames are released
+        when this returns, before the next run allocates its own."""
         try:
             encoded = [np.frombuffer(_read(videos[i]), dtype=np.uint8) for i in indices]
-            return dict(zip(indices, self.pipeline.decode(encoded), strict=True))
-        except Exception as exc:  # noqa: BLE001 - whatever fails the batch, PyAV then decodes each video alone
-            log.warning("DALI failed a batch of %d videos, PyAV decodes them one by one: %s", len(indices),
-                        str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
-            return {}
+            decoded = self.pipeline.decode(encoded)
+        except Exception as exc:  # noqa: BLE001 - whatever fails the run, PyAV then decodes each upload alone
+            detail = f"{_dali_error(exc)}; a run of {len(indices)}"
+            to_pyav.update((index, (RUN_FAILED, detail)) for index in indices)
+            return
+        for index, frames in zip(indices, decoded, strict=True):
+            probe = probes[index]
+            # A frame count other than the container's packets means DALI read the stream differently
+            # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
+            if len(frames) == probe.packets:
+                results[index] = isolated(videos[index], functools.partial(self._finish, frames, probe))
+            else:
+                to_pyav[index] = FRAME_COUNT, f"{len(frames)} frames decoded, {probe.packets} in the container"
+
+    def _finish(self, frames, probe: VideoProbe) -> DecodedClip:
+        self.limits.check_length(len(frames))
+        return DecodedClip(resize_frames(frames, self.height, self.width), probe.fps)
+
+    def _decode_with_pyav(self, videos: Sequence[Video], to_pyav: dict[int, tuple[str, str]],
+                          results: list) -> None:
+        details: dict[str, list[str]] = {}
+        for reason, detail in to_pyav.values():
+            details.setdefault(reason, []).append(detail)
+        for reason, said in details.items():
+            self.fallbacks.record(reason, len(said), said[0])
+        indices = sorted(to_pyav)
+        if indices:
+            decoded = self.fallback.decode([videos[i] for i in indices], probed=True)
+            for index, result in zip(indices, decoded, strict=True):
+                results[index] = result
+
+
+def _dali_error(exc: Exception) -> str:
+    """DALI's reason in one line: a pipeline's error says it after "encountered:", amid its own traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "encountered:" in lines[:-1]:
+        lines = lines[lines.index("encountered:") + 1:]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _read(video: Video) -> bytes:
@@ -166,7 +239,7 @@ DECODERS = dict(zip(CLIP_DECODERS, (PyAVClipDecoder, DaliClipDecoder), strict=Tr
 
 
 def clip_decoder(name: str, height: int, width: int, limits: ServedLimits, **options):
-    """``options``: threads for both; device ("cpu" or "gpu") and device_id for DALI."""
+    """``options``: threads for both; device ("cpu" or "gpu"), device_id, budget_bytes and report for DALI."""
     if name not in DECODERS:
         raise ValueError(f"unknown video decoder {name!r} (known: {', '.join(DECODERS)})")
     return DECODERS[name](height, width, limits, **options)

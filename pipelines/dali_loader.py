@@ -20,14 +20,9 @@ import torch
 from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
 from qslr.pipelines.batch import Batch
 from qslr.pipelines.clip_source import ClipSource
-from qslr.pipelines.dali_video import decode_videos
+from qslr.pipelines.dali_video import NVDEC_VP9_MIN_SIZE, decode_videos
 from qslr.pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
 from qslr.pipelines.video_io import VideoDecodeError
-
-# NVDEC refuses frames smaller than its per-codec minimum (cuvidGetDecoderCaps; DALI fails with "Video is too
-# small in at least one dimension"). For VP9, the codec of every prepared dataset, it is 128x128 on the GPUs
-# reported publicly; docs/nvidia_versions.md says where the figure comes from.
-NVDEC_VP9_MIN_SIZE = (128, 128)  # (width, height)
 
 
 class DaliUnavailableError(ImportError):

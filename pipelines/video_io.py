@@ -351,10 +351,27 @@ def _check_complete(name: str, container, stream, count: int, end_seconds: float
                                   f"{declared:.2f} s, only {readable:.2f} s ({count} frames) could be read")
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of uint8 (T, H, W, 3) frames, when they are not already (height, width)."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+# The resize works on float32 copies of its frames (4 bytes a value, in and out): it takes a video this many bytes
+# of them at a time, so that its working memory does not grow with the video's length.
+RESIZE_CHUNK_BYTES = 256 * 2**20
+
+
+def resize_frames(frames: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of uint8 (T, H, W, 3) frames, when they are not already (height, width), to host memory.
+
+    Frames in GPU memory (a CUDA tensor) are resized there, and only the resized frames are copied to the host.
+    Each frame is resized on its own, so the frames taken at a time do not change a value."""
+    if isinstance(frames, np.ndarray):
+        if frames.shape[1:3] == (height, width):
+            return frames
+        frames = torch.from_numpy(frames)
+    count, source_height, source_width, _ = frames.shape
+    if (source_height, source_width) == (height, width):
+        return frames.cpu().numpy()
+    resized = np.empty((count, height, width, 3), np.uint8)
+    step = max(1, RESIZE_CHUNK_BYTES // (4 * 3 * max(source_height * source_width, height * width)))
+    for start in range(0, count, step):
+        chunk = frames[start:start + step].permute(0, 3, 1, 2).float()
+        chunk = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        resized[start:start + step] = chunk.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return resized

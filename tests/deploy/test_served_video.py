@@ -8,10 +8,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
+from qslr.deploy.decoder_fallbacks import OVER_BUDGET, RUN_FAILED, UNAVAILABLE
 from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
 from qslr.deploy.served_video import DaliClipDecoder, DecodedClip, clip_decoder
 from qslr.deploy.serving.triton_repository import resolve_video_decoder
+from qslr.pipelines import video_io
+from qslr.pipelines.dali_video import VideoDecodePipeline, decoded_bytes
 from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, encode_video, read_video, write_vp9
 
 pytest.importorskip("nvidia.dali", reason="the DALI decoder needs nvidia-dali")
@@ -110,16 +115,22 @@ def _mjpeg_avi_with_a_broken_frame(frames: np.ndarray, broken: int) -> bytes:
     return bytes(data)
 
 
-def test_a_video_that_fails_dalis_batch_fails_alone(decoders, videos):
-    _, dali = decoders
+def test_a_video_that_fails_dalis_batch_fails_alone(videos):
+    reports = []
+    dali = DaliClipDecoder(SIZE, SIZE, ServedLimits(max_frames=180), report=reports.append)
     frames, _ = read_video(videos[0])
     broken = _mjpeg_avi_with_a_broken_frame(frames, broken=10)
     good = [Path(v).read_bytes() for v in videos[1:3]]
-    results = dali.decode([good[0], broken, good[1]])
-    assert isinstance(results[1], TruncatedVideoError) and "after 10 frames" in str(results[1])
-    for result, upload in zip((results[0], results[2]), good, strict=True):
-        assert isinstance(result, DecodedClip)
-        assert np.abs(result.frames.astype(int) - read_video(upload)[0]).max() <= ONE_LEVEL
+    for _ in range(2):
+        results = dali.decode([good[0], broken, good[1]])
+        assert isinstance(results[1], TruncatedVideoError) and "after 10 frames" in str(results[1])
+        for result, upload in zip((results[0], results[2]), good, strict=True):
+            assert isinstance(result, DecodedClip)
+            assert np.abs(result.frames.astype(int) - read_video(upload)[0]).max() <= ONE_LEVEL
+    # Every upload of the failed runs went to PyAV: counted, and said once with DALI's reason.
+    assert dali.fallbacks.counts == {RUN_FAILED: 6}
+    assert len(reports) == 1 and reports[0].startswith("dali video decoder: DALI failed a run as a whole"), reports
+    assert "RuntimeError: " in reports[0] and "a run of 3" in reports[0] and reports[0].endswith("so far: 3")
 
 
 def test_dali_decodes_again_after_a_failed_batch(decoders, videos, monkeypatch):
@@ -150,3 +161,77 @@ def test_a_long_upload_is_refused_before_it_is_decoded(decoders, videos, tmp_pat
     for decoder in decoders:
         (result,) = decoder.decode([long_video.read_bytes()])
         assert isinstance(result, ClipTooLongError) and "video too long" in str(result), decoder.name
+
+
+def _decoded_bytes(upload: bytes) -> int:
+    probe = video_io.probe_video(upload)
+    return decoded_bytes(probe.packets, probe.height, probe.width)
+
+
+def _resized_at_once(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The resize as the served decoders made it before it took a video a chunk at a time: one interpolation over
+    every frame of the video."""
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+@pytest.mark.parametrize(("height", "width"), [(40, 40), (56, 100)])  # smaller than the corpus's 72x72, and wider
+def test_the_cpu_decoder_gives_the_frames_of_one_run_and_one_resize_in_any_runs_and_chunks(videos, monkeypatch,
+                                                                                            height, width):
+    """The DALI CPU decoder's frames, bit for bit, whatever its budget splits a batch into and however many frames
+    its resize takes at a time: those of the whole batch decoded in one DALI run and each video resized at once."""
+    uploads = [Path(v).read_bytes() for v in videos]
+    whole_batch = VideoDecodePipeline(len(uploads)).decode([np.frombuffer(u, np.uint8) for u in uploads])
+    expected = [_resized_at_once(frames.numpy(), height, width) for frames in whole_batch]
+    sizes = [_decoded_bytes(upload) for upload in uploads]
+    dali = DaliClipDecoder(height, width, ServedLimits(max_frames=400), budget_bytes=2 * max(sizes))
+    runs = []
+    monkeypatch.setattr(dali.pipeline, "decode", lambda encoded, run=dali.pipeline.decode: runs.append(encoded) or
+                        run(encoded))
+    monkeypatch.setattr(video_io, "RESIZE_CHUNK_BYTES", 7 * 4 * 3 * 72 * 72)  # 7 frames at a time
+    results = dali.decode(uploads)
+    assert len(runs) >= 3 and max(map(len, runs)) >= 2  # several runs, of several videos
+    assert all(sum(_decoded_bytes(encoded.tobytes()) for encoded in run) <= dali.budget_bytes for run in runs)
+    assert dali.fallbacks.total == 0 and len(results) == len(expected) >= 8
+    for result, frames in zip(results, expected, strict=True):
+        assert len(frames) > 7 and np.array_equal(result.frames, frames)
+
+
+def test_an_upload_over_the_budget_alone_goes_to_pyav_counted(decoders, videos, tmp_path):
+    pyav, dali = decoders
+    frames, _ = read_video(videos[0])
+    big = tmp_path / "big.webm"
+    write_vp9(big, np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2), 25)
+    uploads = [Path(videos[1]).read_bytes(), big.read_bytes(), Path(videos[2]).read_bytes()]
+    sizes = [_decoded_bytes(upload) for upload in uploads]
+    reports = []
+    budgeted = DaliClipDecoder(SIZE, SIZE, ServedLimits(max_frames=180), budget_bytes=sizes[0] + sizes[2],
+                               report=reports.append)
+    assert sizes[1] > budgeted.budget_bytes
+    results = budgeted.decode(uploads)
+    assert np.array_equal(results[1].frames, pyav.decode([uploads[1]])[0].frames)
+    for index in (0, 2):  # DALI's, in one run
+        assert np.array_equal(results[index].frames, dali.decode([uploads[index]])[0].frames)
+    assert budgeted.fallbacks.counts == {OVER_BUDGET: 1}
+    assert len(reports) == 1 and "exceed the decoder's memory budget" in reports[0], reports
+
+
+def test_a_dali_gpu_decoder_that_cannot_start_falls_back_says_so_once_and_counts(decoders, videos):
+    """Where DALI cannot decode on the GPU asked for (none here; on a GPU machine, one past its last), the
+    decoder still serves every upload, with PyAV's frames, and the server log says so once, then as the count
+    passes ten."""
+    pyav, _ = decoders
+    reports = []
+    gpu = DaliClipDecoder(SIZE, SIZE, ServedLimits(max_frames=180), device="gpu",
+                          device_id=torch.cuda.device_count(), report=reports.append)
+    assert gpu.pipeline is None and len(reports) == 1
+    assert reports[0].startswith("dali-gpu video decoder: DALI could not start here, so PyAV decodes every upload (")
+    assert "NVIDIA_DRIVER_CAPABILITIES to include video" in reports[0] and "\n" not in reports[0]
+    uploads = [Path(v).read_bytes() for v in videos[:6]]
+    expected = pyav.decode(uploads)
+    for batch in (slice(0, 4), slice(4, 6), slice(0, 6)):
+        for got, want in zip(gpu.decode(uploads[batch]), expected[batch], strict=True):
+            assert np.array_equal(got.frames, want.frames) and got.fps == want.fps
+    assert gpu.fallbacks.counts == {UNAVAILABLE: 12}
+    assert len(reports) == 2 and reports[1].endswith("PyAV decodes every upload: 12"), reports

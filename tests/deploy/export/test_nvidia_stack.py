@@ -51,6 +51,17 @@ def test_the_dockerfile_checks_the_wheel_and_the_runtime_library_and_installs_da
     assert {"serve", "tensorrt", "dali"} <= set(extras)
 
 
+def test_the_image_and_every_documented_docker_run_give_the_container_nvdec():
+    """NVDEC (`--decoder dali-gpu`) needs the driver's video library, which the NVIDIA container toolkit mounts only
+    when the capabilities include `video`."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    capabilities = re.search(r"^ENV NVIDIA_DRIVER_CAPABILITIES=(\S+)$", dockerfile, re.M).group(1).split(",")
+    assert {"compute", "utility", "video"} <= set(capabilities)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    runs = [run for page in pages for run in re.findall(r"docker run (?:.*\\\n)*.*", page.read_text())]
+    assert runs and all(re.search(r"-e NVIDIA_DRIVER_CAPABILITIES=\S*\bvideo\b", run) for run in runs), runs
+
+
 def test_the_image_installs_the_wheel_not_the_source_tree():
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "pip wheel" in dockerfile and "qslr-*.whl)[" in dockerfile

@@ -196,6 +196,28 @@ def test_preprocess_reports_its_decoders_failure_as_its_own(standin, checkpoint,
     _same(server.infer("preprocess", [good])[0], expected)
 
 
+def test_a_dali_gpu_preprocess_without_nvdec_serves_pyavs_frames_and_says_so_once(standin, checkpoint, videos,
+                                                                                      tmp_path, caplog):
+    """No GPU here: the `dali-gpu` preprocess loads, its uploads are decoded by PyAV, and the server log says so in
+    one line. (On a GPU, NVDEC starts, and the corpus's 72x72 frames, under NVDEC's minimum, go to PyAV: one
+    line too.)"""
+    pytest.importorskip("nvidia.dali", reason="the DALI decoder needs nvidia-dali")
+    root = build_repository(checkpoint, tmp_path / "repo", RepositorySettings(video_decoder="dali-gpu",
+                                                                              limits=_LIMITS), 72, 72)
+    assert "KIND_GPU" in (root / "preprocess" / "config.pbtxt").read_text()
+    with caplog.at_level(logging.WARNING, logger="triton_python_backend"):
+        server = standin(root)
+        answers = [a for batch in ([videos[0], videos[1]], [videos[2]]) for a in
+                   server.infer("preprocess", [_video(v) for v in batch])]
+    said = [r.getMessage() for r in caplog.records if r.name == "triton_python_backend"]
+    assert len(said) == 1 and said[0].startswith("dali-gpu video decoder: ") and "so PyAV decodes" in said[0], said
+    expected = served_video.clip_decoder("pyav", 72, 72, _LIMITS).decode(videos[:3])
+    for answer, clip in zip(answers, expected, strict=True):
+        length = int(answer.outputs[names.LENGTHS][0, 0])
+        assert length == len(clip.frames) and np.array_equal(answer.outputs[names.FRAMES][0, :length], clip.frames)
+    assert server.model("preprocess").instance.decoder.fallbacks.total == 3
+
+
 def test_ctc_decoder_refuses_each_bad_request_alone(standin):
     server = standin()
     classes = int(server.model("ctc_decoder").config["input"][0]["dims"][-1])

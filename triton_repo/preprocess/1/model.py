@@ -21,8 +21,10 @@ class TritonPythonModel:
         self.limits = served_limits(args)
         options = {"threads": int(parameters["threads"])}
         if parameters["decoder"] == "dali":
-            # A GPU instance decodes with NVDEC on the device Triton placed it on.
-            options.update(device=parameters["decoder_device"], device_id=int(args["model_instance_device_id"]))
+            # A GPU instance decodes with NVDEC on the device Triton placed it on; what DALI leaves to PyAV (all
+            # of it where NVDEC cannot start) is said in the server's log.
+            options.update(device=parameters["decoder_device"], device_id=int(args["model_instance_device_id"]),
+                           report=pb_utils.Logger.log_warn)
         self.decoder = clip_decoder(parameters["decoder"], int(parameters["height"]), int(parameters["width"]),
                                     self.limits, **options)
 
