@@ -1,16 +1,18 @@
 """QSLR checkpoint files: the network's weights with everything needed to rebuild and use it.
 
-    {"format": "qslr", "version": 3, "num_classes": C, "model_state_dict": ..., "vocab": {gloss: id} | None,
+    {"format": "qslr", "version": 4, "num_classes": C, "model_state_dict": ..., "vocab": {gloss: id} | None,
      "input": {height, width, crop_size, kernels, left_padding, total_padding, fps, pixel_offset,
-               pixel_scale} | None,
+               pixel_scale, source_aspect, framing_rule} | None,
      "config": {"model": {frame_encoder, temporal, sequence, classifier}, ...}, "training": dict | None}
 
 The config is where the network's architecture is stated, once: its model section builds the network. A
 checkpoint from training holds the whole experiment config; one converted from elsewhere (``qslr model
 import-vac``) holds only the model section. The input section is the model's contract with whoever feeds it:
-export, serving and the benchmarks take the frame size and everything else from it and never open a dataset.
-Older files are migrated on loading (``migrate``): version 1 had no input section, version 2 held the model
-sections a second time beside the config.
+export, serving and the benchmarks take the frame size and everything else from it and never open a dataset;
+it also says how the training frames were made from their source videos (pipelines/framing.py), so that every
+front end brings any video to them. Older files are migrated on loading (``migrate``): version 1 had no input
+section, version 2 held the model sections a second time beside the config, version 3 did not say how the frames
+were made.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import torch
 from qslr.model.network import SLRModel, build_model
 from qslr.pipelines.atomic_output import atomic_path
 from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
+from qslr.pipelines.source_framing import RESIZE, SourceFraming
 from qslr.pipelines.temporal_padding import VAC_KERNELS, padding_for
 
-FORMAT, VERSION = "qslr", 3
+FORMAT, VERSION = "qslr", 4
 # The model section's parts, each the keyword arguments of its builder (build_model).
 MODEL_SECTIONS = ("frame_encoder", "temporal", "sequence", "classifier")
 
@@ -36,7 +39,9 @@ MODEL_SECTIONS = ("frame_encoder", "temporal", "sequence", "classifier")
 @dataclass(frozen=True)
 class InputSpec:
     """What the network expects of its input: frames of height x width, a centre (or random) crop of
-    crop_size, pixels mapped by (value - pixel_offset) / pixel_scale, clips padded for the temporal kernels."""
+    crop_size, pixels mapped by (value - pixel_offset) / pixel_scale, clips padded for the temporal kernels; and
+    how its training frames were made from their source videos: a picture of ``source_aspect`` (width / height)
+    brought to height x width by ``framing_rule`` (pipelines/framing.py's RULES)."""
 
     height: int | None  # None: unknown (a migrated checkpoint whose training data is not at hand)
     width: int | None
@@ -47,10 +52,17 @@ class InputSpec:
     fps: float | None
     pixel_offset: float = PIXEL_OFFSET
     pixel_scale: float = PIXEL_SCALE
+    source_aspect: float | None = None  # None: unknown, with the frame size
+    framing_rule: str = RESIZE
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
         return cls(**{**data, "kernels": tuple(data["kernels"])})
+
+    def source_framing(self, height: int, width: int) -> SourceFraming:
+        """How the training frames were made; for a checkpoint that does not know its source's aspect, a picture
+        of the frame size asked for (``height`` x ``width``)."""
+        return SourceFraming(self.source_aspect or width / height, self.framing_rule)
 
 
 class CheckpointError(ValueError):
@@ -131,9 +143,15 @@ def save_checkpoint(path: str | Path, model: SLRModel, config: dict, vocab: dict
 
 
 def input_spec_for(kernels: tuple[str, ...] | list[str], crop_size: int, height: int | None, width: int | None,
-                   fps: float | None) -> InputSpec:
+                   fps: float | None, source: SourceFraming | None = None) -> InputSpec:
+    """``source``: how the frames were made (None: pictures of the frame size, resized, as migrated checkpoints
+    are taken to be)."""
     left, total = padding_for(kernels)
-    return InputSpec(height, width, crop_size, tuple(kernels), left, total, fps)
+    if source is None:
+        source = SourceFraming(width / height, RESIZE) if height and width else None
+    return InputSpec(height, width, crop_size, tuple(kernels), left, total, fps,
+                     source_aspect=source.aspect if source else None,
+                     framing_rule=source.rule if source else RESIZE)
 
 
 def migrate(data: dict[str, Any], frame_source: Callable[[str], tuple[int, int, float] | None] = lambda root: None
@@ -143,7 +161,9 @@ def migrate(data: dict[str, Any], frame_source: Callable[[str], tuple[int, int, 
     Version 1 to 2: the input section, derived from the config (crop size) and model sections (kernels), with
     the frame size and rate from ``frame_source(data root)``, which may know none. Version 2 to 3: the model
     sections, which the network was built from, become the config's model section (a converted checkpoint
-    had no config: it gets one of that section alone)."""
+    had no config: it gets one of that section alone). Version 3 to 4: how the training frames were made, which
+    version 3 did not say; stated as pictures of the frame size's aspect, resized (so a Phoenix checkpoint of
+    version 3 crops a phone video square, not to the 210:260 of Phoenix's pictures: retrain, or re-save it)."""
     if data.get("version") == 1:
         config = data.get("config") or {}
         input_spec = None
@@ -155,6 +175,13 @@ def migrate(data: dict[str, Any], frame_source: Callable[[str], tuple[int, int, 
     if data.get("version") == 2:
         rest = {key: value for key, value in data.items() if key != "model_sections"}
         data = {**rest, "version": 3, "config": {**(data.get("config") or {}), "model": data["model_sections"]}}
+    if data.get("version") == 3:
+        spec = data.get("input")
+        if spec is not None:
+            known = spec.get("height") and spec.get("width")
+            spec = {**spec, "source_aspect": spec["width"] / spec["height"] if known else None,
+                    "framing_rule": RESIZE}
+        data = {**data, "version": 4, "input": spec}
     return data
 
 

@@ -12,6 +12,7 @@ import click
 
 from qslr.pipelines.corpora import CORPORA
 from qslr.pipelines.prepared import read_any_vocab
+from qslr.pipelines.source_framing import CROP, FRAMINGS
 from qslr.pipelines.summary import print_prepare_report, print_summary, summarise
 from qslr.pipelines.synthetic.spec import SynthSpec
 
@@ -24,7 +25,7 @@ _DEFAULTS = SynthSpec()
 
 @click.group("data")
 def data() -> None:
-    """Prepare datasets (synthetic, Phoenix-2014, Phoenix-2014-T, CSL-Daily) and describe them."""
+    """Prepare datasets (synthetic, Phoenix-2014, Phoenix-2014-T, CSL-Daily, a folder of videos) and describe them."""
 
 
 @data.command("synth")
@@ -104,11 +105,25 @@ def _parse_size(value: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def _parse_aspect(value: str | None) -> float | None:
+    if value is None:
+        return None
+    width, _, height = value.partition(":")
+    try:
+        aspect = float(width) / float(height)
+    except (ValueError, ZeroDivisionError):
+        aspect = 0.0
+    if not aspect > 0:
+        raise click.BadParameter(f"{value!r}: expected WIDTH:HEIGHT, e.g. 3:4 or 210:260", param_hint="--aspect")
+    return aspect
+
+
 @data.command("prepare")
 @click.argument("corpus", type=click.Choice(sorted(CORPORA)))
-@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--root", required=True, type=click.Path(exists=True, path_type=Path),
               help="The raw release, or the folder it was unpacked into (e.g. the one holding "
-                   "phoenix-2014-multisigner, PHOENIX-2014-T-release-v3 or CSL-Daily).")
+                   "phoenix-2014-multisigner, PHOENIX-2014-T-release-v3 or CSL-Daily); for `folder`, the folder of "
+                   "videos holding one annotation table (.csv or .tsv: file, glosses, signer, split), or the table.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--size", default="256x256", show_default=True, help="Frame size of the encoded videos (WxH).")
 @click.option("--crf", type=int, default=18, show_default=True, help="VP9 constant quality.")
@@ -120,18 +135,38 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("--max-refused", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True,
               help="Fail, leaving the dataset unmarked, when more than this share of the rows is refused.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT when it holds anything but this preparation.")
+@click.option("--fps", type=click.FloatRange(min=1.0), default=None,
+              help="`folder`: the frame rate the videos are placed on, by their timestamps [default: 25].")
+@click.option("--aspect", default=None,
+              help="`folder`: the aspect (W:H) of the picture a frame shows, cut from each video before it is "
+                   "resized to --size [default: --size's].")
+@click.option("--framing", type=click.Choice(FRAMINGS), default=CROP, show_default=True,
+              help="`folder`: a video of another aspect is centre-cropped to it, or letterboxed into it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def prepare(corpus: str, root: Path, out: Path, size: str, crf: int, workers: int, vocab: Path | None, strict: bool,
-            max_refused: float, overwrite: bool, as_json: bool) -> None:
-    """Turn a raw corpus release into a prepared dataset; a rerun resumes where a crash stopped.
+            max_refused: float, overwrite: bool, fps: float | None, aspect: str | None, framing: str,
+            as_json: bool) -> None:
+    """Turn a raw corpus release, or a folder of videos with an annotation table, into a prepared dataset; a rerun
+    resumes where a crash stopped.
 
-    Fails (exit 1) when a split ends up empty or more than --max-refused of the rows are refused.
+    A folder's videos are shown upright (their display matrix), placed on --fps by their timestamps and cropped
+    (or letterboxed) to --aspect before they are resized. Fails (exit 1) when a split ends up empty or more than
+    --max-refused of the rows are refused.
     """
     # Imported here: encoding pulls in PyAV and PyTorch, which the other data commands do not all need.
     from qslr.pipelines.prepare import PreparationFailed, PrepareSettings, prepare_corpus
 
     width, height = _parse_size(size)
-    settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite, max_refused)
+    if not CORPORA[corpus].videos:
+        given = [name for name, value in (("--fps", fps), ("--aspect", aspect), ("--framing", framing != CROP))
+                 if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for `folder`; {corpus}'s frames are prepared as the "
+                                   f"original code prepares them")
+        if root.is_file():
+            raise click.BadParameter(f"{root}: {corpus} needs the release's folder", param_hint="--root")
+    settings = PrepareSettings(width, height, crf, max(1, workers), strict, overwrite, max_refused, fps,
+                               _parse_aspect(aspect), framing)
     try:
         glosses = read_any_vocab(vocab) if vocab else None
         report = prepare_corpus(corpus, root, out, settings, glosses)

@@ -8,12 +8,18 @@ phoenix2014t  PHOENIX-2014-T/annotations/manual/PHOENIX-2014-T.<split>.corpus.cs
 csl-daily     CSL-Daily/sentence_label/video_map.txt (index|name|length|gloss|char|word|postag) and
               CSL-Daily/sentence_label/split_1.txt (name|split); frames: CSL-Daily/sentence/frames_512x512/<name>/
               000000.jpg, ... (some copies: sentence_frames-512x512/frames_512x512/); the signer is the name's P field
+folder        a team's own recordings: video files (any container and codec FFmpeg reads) and one annotation table,
+              <root>/*.csv or *.tsv (or --root naming the table), with a header naming the columns file, glosses,
+              signer, split (any order, others ignored); file is relative to the table's folder
 
 --root may be the release folder or a folder above it. What each rule rests on, with sources: docs/corpora.md.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +34,7 @@ KNOWN_BROKEN = "known broken video"
 NOT_IN_SPLIT_FILE = "not in the split file"
 UNKNOWN_SPLIT_NAME = "unknown split name"
 NO_ANNOTATION = "listed but not annotated"
+MISSING_VIDEO = "missing video file"
 
 
 class CorpusFormatError(ValueError):
@@ -38,7 +45,7 @@ class CorpusFormatError(ValueError):
 class RawRow:
     split: str
     id: str
-    frames: Path  # a glob pattern of the frame files
+    frames: Path  # a glob pattern of the frame files, or the video file of a corpus of videos
     signer: str
     annotation: str
     where: str  # file:line of the annotation, for reports
@@ -58,6 +65,14 @@ class Corpus:
     read: Callable[[Path], Iterator[RawRow | Refusal]]
     normalisation: str  # of the references written to <split>.stm
     fps: float
+    # (width, height) of the release's frames, which the preparation resizes to the frame size as the original
+    # code does (Phoenix's 210x260 squashed to 256x256): what a model's frames show, recorded in its checkpoint.
+    # None: a corpus of videos, framed to the aspect and rate the preparation is asked for (pipelines/framing.py).
+    source_size: tuple[int, int] | None
+
+    @property
+    def videos(self) -> bool:
+        return self.source_size is None
 
 
 def _locate(root: Path, name: str, marker: str) -> Path:
@@ -205,8 +220,65 @@ def read_csl_daily(root: Path) -> Iterator[RawRow | Refusal]:
                           NO_ANNOTATION)
 
 
+FOLDER_COLUMNS = ("file", "glosses", "signer", "split")
+_FOLDER_SPLITS = {"train": "train", "dev": "dev", "val": "dev", "validation": "dev", "test": "test"}
+
+
+def _folder_table(root: Path) -> Path:
+    if root.is_file():
+        return root
+    tables = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".tsv"))
+    if len(tables) != 1:
+        found = f"found {', '.join(p.name for p in tables)}" if tables else "found none"
+        raise CorpusFormatError(f"{root}: expected one annotation table (.csv or .tsv, with the columns "
+                                f"{', '.join(FOLDER_COLUMNS)}) in the folder, {found}; pass the table as --root")
+    return tables[0]
+
+
+def folder_video_id(file: str) -> str:
+    """A video's id: its path in the folder without the extension, every character other than letters, digits,
+    '.', '-' and '_' (a '/', a space) made '_'."""
+    return re.sub(r"[^\w.-]", "_", str(Path(file).with_suffix("")), flags=re.ASCII)
+
+
+def read_folder(root: Path) -> Iterator[RawRow | Refusal]:
+    table = _folder_table(root)
+    try:
+        text = table.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusFormatError(f"{table}: not UTF-8 text (byte {exc.start})") from None
+    # A StringIO, not str.splitlines, which would also break a row at characters such as U+2028.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if table.suffix.lower() == ".tsv" else ",")
+    header = [name.strip().lower() for name in next(reader, [])]
+    missing = [name for name in FOLDER_COLUMNS if name not in header]
+    if missing:
+        raise CorpusFormatError(f"{table}:1: the header must name the columns {', '.join(FOLDER_COLUMNS)}; "
+                                f"it lacks {', '.join(missing)}")
+    column = {name: header.index(name) for name in FOLDER_COLUMNS}
+    for fields in reader:
+        where = f"{table}:{reader.line_num}"
+        if not any(field.strip() for field in fields):
+            continue
+        values = {name: fields[index].strip() if index < len(fields) else "" for name, index in column.items()}
+        video_id = folder_video_id(values["file"]) if values["file"] else f"line{reader.line_num}"
+        split = _FOLDER_SPLITS.get(values["split"].lower())
+        if len(fields) != len(header):
+            yield Refusal(split or UNKNOWN_SPLIT, video_id, where,
+                          f"expected {len(header)} fields as the header has, got {len(fields)}", FIELD_COUNT)
+        elif split is None:
+            yield Refusal(UNKNOWN_SPLIT, video_id, where, f"unknown split {values['split']!r} (train, dev or test)",
+                          UNKNOWN_SPLIT_NAME)
+        elif not (table.parent / values["file"]).is_file():
+            yield Refusal(split, video_id, where, f"no video file {table.parent / values['file']}", MISSING_VIDEO)
+        else:
+            yield RawRow(split, video_id, table.parent / values["file"], values["signer"].replace(" ", "_") or
+                         "unknown", values["glosses"], where)
+
+
 CORPORA: dict[str, Corpus] = {
-    "phoenix2014": Corpus(read_phoenix2014, "phoenix2014", 25.0),
-    "phoenix2014t": Corpus(read_phoenix2014t, "phoenix2014", 25.0),
-    "csl-daily": Corpus(read_csl_daily, "none", 30.0),
+    "phoenix2014": Corpus(read_phoenix2014, "phoenix2014", 25.0, (210, 260)),
+    "phoenix2014t": Corpus(read_phoenix2014t, "phoenix2014", 25.0, (210, 260)),
+    "csl-daily": Corpus(read_csl_daily, "none", 30.0, (512, 512)),
+    # Its videos are placed on the rate the preparation is asked for; by default Phoenix's.
+    "folder": Corpus(read_folder, "none", 25.0, None),
 }

@@ -1,9 +1,13 @@
-"""Raw corpus -> prepared dataset: validate every row, encode each frame folder to VP9, write annotations.
+"""Raw corpus -> prepared dataset: validate every row, encode each frame folder (or video) to VP9, write annotations.
 
 Parallel over videos, resumable (a video exists under its final name only once it is completely
 written, so a rerun keeps finished videos and redoes the rest), and the dataset looks complete only at
 the very end: vocab.json, the file that makes a folder a prepared dataset, is written last, and only when
 every split has videos and no more than ``max_refused`` of the rows were refused.
+
+A corpus of videos (a team's own folder) goes through the front ends' framing (pipelines/framing.py): shown
+upright, placed on the asked frame rate, cropped (or letterboxed) to the asked aspect and resized; the corpus
+releases keep their original preparation, their frames resized whole to the frame size.
 """
 
 from __future__ import annotations
@@ -25,9 +29,19 @@ from PIL import Image, UnidentifiedImageError
 from qslr.pipelines.atomic_output import OutputExistsError, write_text_atomic
 from qslr.pipelines.corpora import CORPORA, SPLITS, RawRow, Refusal
 from qslr.pipelines.folder_lock import folder_lock
+from qslr.pipelines.framing import FramedReader, FrameTarget, FramingError, FramingOptions
 from qslr.pipelines.gloss_normalisation import SENTENCE_NORMALISERS
-from qslr.pipelines.prepared import VOCAB_FILE, VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from qslr.pipelines.prepared import (
+    VOCAB_FILE,
+    VideoRecord,
+    build_vocab,
+    video_relpath,
+    write_records,
+    write_source_framing,
+    write_vocab,
+)
 from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.source_framing import CROP, FRAMINGS, SourceFraming
 from qslr.pipelines.stm import StmEntry, write_stm
 from qslr.pipelines.video_io import VideoDecodeError, Vp9Settings, read_frames, write_vp9
 
@@ -43,6 +57,8 @@ UNKNOWN_GLOSS = "gloss not in the vocabulary"
 MISSING_FRAMES = "missing frame folder"
 EMPTY_FRAMES = "empty frame folder"
 CORRUPT_FRAME = "corrupt frame"
+UNREADABLE_VIDEO = "unreadable video"
+UNFRAMEABLE_VIDEO = "video cannot be framed"
 
 
 class PreparationStopped(RuntimeError):
@@ -69,10 +85,34 @@ class PrepareSettings:
     strict: bool = False
     overwrite: bool = False
     max_refused: float = 0.05  # the largest share of rows that may be refused before the preparation fails
+    # A corpus of videos only: the frame rate its frames are placed on (None: the corpus's), the aspect (width /
+    # height) of the picture a frame shows (None: the frame size's), and how a video of another aspect is fitted.
+    fps: float | None = None
+    aspect: float | None = None
+    framing: str = CROP
 
     def __post_init__(self):
         if not 0.0 <= self.max_refused <= 1.0:
             raise ValueError(f"max_refused must lie in [0, 1], got {self.max_refused}")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+        if (self.fps is not None and not self.fps > 0) or (self.aspect is not None and not self.aspect > 0):
+            raise ValueError(f"fps and aspect must be positive, got {self.fps} and {self.aspect}")
+
+    def rate(self, corpus: str) -> float:
+        return self.fps if self.fps and CORPORA[corpus].videos else CORPORA[corpus].fps
+
+    def source_framing(self, corpus: str) -> SourceFraming:
+        """How the corpus's frames are made from its sources: a release's resized whole, a folder's as asked."""
+        if CORPORA[corpus].videos:
+            return SourceFraming(self.aspect or self.width / self.height, self.framing)
+        return SourceFraming.of_size(*CORPORA[corpus].source_size)
+
+    def frame_target(self, corpus: str) -> FrameTarget | None:
+        """What a corpus of videos is framed to (None for the releases' frame folders)."""
+        if not CORPORA[corpus].videos:
+            return None
+        return FrameTarget(self.height, self.width, self.rate(corpus), self.source_framing(corpus))
 
 
 @dataclass
@@ -132,6 +172,7 @@ class _Job:
     target: Path
     settings: PrepareSettings
     fps: float
+    frame_target: FrameTarget | None  # a corpus of videos: the geometry and rate its videos are brought to
 
 
 def _frame_files(row: RawRow) -> list[str] | _Failed:
@@ -155,6 +196,8 @@ def _encode(job: _Job) -> tuple[int, bool] | _Failed:
         with contextlib.suppress(VideoDecodeError):
             return len(read_frames(target)), True
         target.unlink()  # unreadable leftovers are redone
+    if job.frame_target is not None:
+        return _encode_video(job)
     files = _frame_files(row)
     if isinstance(files, _Failed):
         return files
@@ -179,8 +222,23 @@ class _CorruptFrame(ValueError):
     pass
 
 
+def _encode_video(job: _Job) -> tuple[int, bool] | _Failed:
+    """A video of a folder corpus, framed as a front end frames it, a chunk at a time."""
+    reader = FramedReader(job.row.frames, job.frame_target, FramingOptions(job.settings.framing))
+    try:
+        count = write_vp9(job.target, (frame for chunk in reader.chunks() for frame in chunk), job.fps,
+                          Vp9Settings(crf=job.settings.crf))
+    except VideoDecodeError as exc:
+        return _Failed(UNREADABLE_VIDEO, str(exc))
+    except FramingError as exc:
+        return _Failed(UNFRAMEABLE_VIDEO, str(exc))
+    return count, False
+
+
 def _check_output(out: Path, corpus: str, settings: PrepareSettings) -> None:
     identity = {"corpus": corpus, "width": settings.width, "height": settings.height, "crf": settings.crf}
+    if CORPORA[corpus].videos:
+        identity.update(fps=settings.rate(corpus), framing=settings.source_framing(corpus).to_dict())
     marker = out / MARKER
     if out.exists() and any(out.iterdir()):
         same = marker.is_file() and json.loads(marker.read_text()) == identity
@@ -252,7 +310,8 @@ def _prepare_rows(corpus: str, rows: list[RawRow], out: Path, settings: PrepareS
     _fail_unless_enough(report, rows, out, settings)
     for split in {row.split for row in rows}:
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(row, out / video_relpath(row.split, row.id), settings, CORPORA[corpus].fps) for row in rows]
+    jobs = [_Job(row, out / video_relpath(row.split, row.id), settings, settings.rate(corpus),
+                 settings.frame_target(corpus)) for row in rows]
     results: dict[str, int] = {}
     # Workers from a fork server: resuming decodes videos with PyTorch ops, which can deadlock in a child
     # forked from a process that has already used OpenMP.
@@ -317,7 +376,7 @@ def _disk_bytes(out: Path) -> int:
 def _write_annotations(corpus: str, out: Path, rows: list[RawRow], frames: dict[str, int],
                        settings: PrepareSettings, vocab: dict[str, int] | None, report: PrepareReport) -> None:
     normalise = SENTENCE_NORMALISERS[CORPORA[corpus].normalisation]
-    fps = CORPORA[corpus].fps
+    fps = settings.rate(corpus)
     for split in SPLITS:
         split_rows = [r for r in rows if r.split == split]
         records = [VideoRecord(r.id, video_relpath(split, r.id), frames[r.id], r.signer,
@@ -331,4 +390,5 @@ def _write_annotations(corpus: str, out: Path, rows: list[RawRow], frames: dict[
     report.complete = True
     report.disk_bytes = _disk_bytes(out)
     write_text_atomic(out / REPORT, json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n")
+    write_source_framing(out, settings.source_framing(corpus))
     write_vocab(out / VOCAB_FILE, vocabulary)  # last: from here on the folder is a prepared dataset

@@ -4,6 +4,9 @@
     <root>/<split>.jsonl             one VideoRecord per line
     <root>/<split>.stm               normalised reference transcripts (sclite STM)
     <root>/videos/<split>/<id>.webm  the video, VP9
+    <root>/framing.json              how the frames were made from the source videos (pipelines/source_framing.py):
+                                     {"aspect": width / height of the source picture, "rule": resize|crop|letterbox};
+                                     datasets prepared before it was written lack it
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from qslr.pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.source_framing import SourceFraming
 
 VOCAB_FILE = "vocab.json"
+FRAMING_FILE = "framing.json"
 BLANK_ID = 0
 SPLITS = ("train", "dev", "test")
 
@@ -194,6 +199,25 @@ class PreparedDataset:
 
     def stm_path(self, split: str) -> Path:
         return self.root / f"{split}.stm"
+
+    def source_framing(self) -> SourceFraming | None:
+        """How the frames were made from the source videos; None for a dataset prepared before it was recorded."""
+        path = self.root / FRAMING_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"{path}: not valid JSON ({exc.msg})") from None
+        try:
+            return SourceFraming.from_dict(data, str(path))
+        except ValueError as exc:
+            raise DatasetFormatError(str(exc)) from None
+
+
+def write_source_framing(root: str | Path, framing: SourceFraming) -> None:
+    """Before vocab.json: a dataset is complete only once it says how its frames were made."""
+    write_text_atomic(Path(root) / FRAMING_FILE, json.dumps(framing.to_dict()) + "\n")
 
 
 def video_relpath(split: str, video_id: str) -> str:

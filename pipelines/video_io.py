@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from qslr.pipelines.atomic_output import atomic_path
+from qslr.pipelines.orientation import display_matrix
 
 
 class VideoDecodeError(ValueError):
@@ -58,26 +59,62 @@ def encode_video(destination: str | Path | BinaryIO, frames: Iterable[np.ndarray
                  codec: str = "libvpx-vp9", container_format: str | None = None,
                  codec_options: Mapping[str, str] | None = None, *, pixel_format: str = "yuv420p",
                  container_options: Mapping[str, str] | None = None, bitexact: bool = False,
-                 timestamps: Sequence[float] | None = None) -> int:
+                 timestamps: Sequence[float] | None = None, extras: StreamExtras | None = None) -> int:
     """Encode RGB uint8 frames (H, W, 3) with FFmpeg's ``codec`` into ``container_format`` (by default, the one the
     file name says); returns the number of frames written.
 
     A file is written under a temporary name and renamed once complete (`atomic_path`); a stream (an open binary
     file, a BytesIO) is written as it is. ``bitexact``: no date, random segment UID or library version in the
     container and none in the stream, so that the same frames give the same bytes. ``timestamps``: each frame's
-    start in seconds, for a variable frame rate (default: one frame every 1 / ``fps``).
+    start in seconds, for a variable frame rate (default: one frame every 1 / ``fps``). ``extras``: a display
+    matrix and an audio track, as cameras write them.
     """
     if isinstance(destination, (str, Path)):
         with atomic_path(destination) as partial:
             return _encode(partial, str(destination), frames, fps, codec, container_format, codec_options,
-                           pixel_format, container_options, bitexact, timestamps)
+                           pixel_format, container_options, bitexact, timestamps, extras or StreamExtras())
     return _encode(destination, "video bytes", frames, fps, codec, container_format, codec_options, pixel_format,
-                   container_options, bitexact, timestamps)
+                   container_options, bitexact, timestamps, extras or StreamExtras())
+
+
+@dataclass(frozen=True)
+class StreamExtras:
+    """What a camera adds to its video stream: a display matrix (``rotation`` degrees counter-clockwise, then the
+    mirrors, as PyAV's set_display_rotation takes them) and an audio track (a quiet tone: AAC, or Opus in WebM,
+    which takes no AAC)."""
+
+    rotation: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    audio: bool = False
+
+    def add_display_matrix(self, stream) -> None:
+        if self.rotation or self.hflip or self.vflip:
+            stream.set_display_rotation(self.rotation, hflip=self.hflip, vflip=self.vflip)
+
+    def audio_stream(self, container):
+        if not self.audio:
+            return None
+        webm = "webm" in container.format.name.split(",")
+        return container.add_stream("libopus" if webm else "aac", rate=48000, layout="mono")
+
+    def write_audio(self, container, audio, seconds: float) -> None:
+        """``seconds`` of the tone into ``audio`` (a stream of ``container``, or None: no track)."""
+        if audio is None:
+            return
+        rate, samples = audio.codec_context.sample_rate, audio.codec_context.frame_size or 1024
+        for start in range(0, max(1, round(seconds * rate)), samples):
+            wave = 0.05 * np.sin(2 * np.pi * 440 * (start + np.arange(samples)) / rate, dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(wave[None].astype(np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
 
 
 def _encode(target: Path | BinaryIO, name: str, frames: Iterable[np.ndarray], fps: float, codec: str,
             container_format: str | None, codec_options: Mapping[str, str] | None, pixel_format: str,
-            container_options: Mapping[str, str] | None, bitexact: bool, timestamps: Sequence[float] | None) -> int:
+            container_options: Mapping[str, str] | None, bitexact: bool, timestamps: Sequence[float] | None,
+            extras: StreamExtras) -> int:
     options = dict(container_options or {})
     if bitexact:
         options["fflags"] = "+bitexact"
@@ -85,10 +122,12 @@ def _encode(target: Path | BinaryIO, name: str, frames: Iterable[np.ndarray], fp
     with av.open(str(target) if isinstance(target, Path) else target, "w", format=container_format,
                  options=options) as container:
         stream = None
+        audio = extras.audio_stream(container)
         for frame in frames:
             if stream is None:
                 stream = _video_stream(container, name, frame.shape[:2], fps, codec, codec_options, pixel_format,
                                        bitexact, timestamps is not None)
+                extras.add_display_matrix(stream)
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             if timestamps is not None:
                 picture.pts, picture.time_base = round(1000 * timestamps[count]), _MILLISECOND
@@ -97,6 +136,8 @@ def _encode(target: Path | BinaryIO, name: str, frames: Iterable[np.ndarray], fp
         if stream is None:
             raise ValueError(f"{name}: no frames to encode")
         container.mux(stream.encode())
+        extras.write_audio(container, audio, (timestamps[count - 1] if timestamps is not None else
+                                              (count - 1) / fps) + 1 / fps)
     return count
 
 
@@ -206,36 +247,60 @@ class VideoReader:
         # with their workers for the same cores.
         self._stream.thread_count = 1
         self.fps = _frames_per_second(self._stream)
+        self.display_matrix: tuple[int, ...] | None = None
+        self.end: float | None = None
 
     def __enter__(self) -> VideoReader:
         return self
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) the stream states for its frames; 1080x1920 where it states none."""
+        context = self._stream.codec_context
+        return (context.height, context.width) if context.height and context.width else (1080, 1920)
 
     def __exit__(self, *exc_info) -> None:
         self._container.close()
 
     def chunks(self, size: int) -> Iterator[np.ndarray]:
-        count, last, as_planes, pending, failure = 0, None, None, [], None
+        for frames, _ in self.timed_chunks(size):
+            yield frames
+
+    def timed_chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """As `chunks`, each chunk with its frames' start times in seconds (float64, presentation order). Once
+        the first chunk is given, ``display_matrix`` holds the frames' display matrix (None: shown as stored);
+        once the last is, ``end`` is where the video's content ends (the last frame's start plus its duration)."""
+        count, last, as_planes, pending, starts, failure = 0, None, None, [], [], None
         try:
             try:
                 for frame in self._container.decode(self._stream):
                     if as_planes is None:
                         as_planes = frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0
+                        self.display_matrix = display_matrix(frame)
                     if last is not None and frame.pts is not None and last.pts is not None:
                         _check_no_gap(self.name, self._stream, _seconds(last, self._stream),
                                       float(frame.pts * frame.time_base), count)
                     pending.append(frame)
+                    starts.append(_start(frame, count, self.fps))
                     count, last = count + 1, frame
                     if len(pending) == size:
-                        yield _to_rgb(pending, as_planes)
-                        pending = []
+                        yield _to_rgb(pending, as_planes), np.array(starts)
+                        pending, starts = [], []
             except av.FFmpegError as exc:
                 failure = exc
-            _check_ending(self.name, self._container, self._stream, count, _seconds(last, self._stream) if count
-                          else 0.0, failure, "decoding failed")
+            self.end = _seconds(last, self._stream) if count else 0.0
+            _check_ending(self.name, self._container, self._stream, count, self.end, failure, "decoding failed")
             if pending:
-                yield _to_rgb(pending, as_planes)
+                yield _to_rgb(pending, as_planes), np.array(starts)
         except (av.FFmpegError, IndexError, ValueError) as exc:
             raise _cannot_decode(self.name, exc) from None
+
+
+def _start(item, index: int, fps: float) -> float:
+    """A frame's or packet's start in seconds; where it has no timestamp, its place at the stated rate."""
+    if item.pts is None or item.time_base is None:
+        return index / fps if fps else 0.0
+    return float(item.pts * item.time_base)
 
 
 # A stretch without frames longer than both of these is damage, not a variable frame rate's slow moment.
@@ -265,6 +330,8 @@ class VideoProbe:
     fps: float  # 0.0 where the container states none
     width: int
     height: int
+    starts: tuple[float, ...] = ()  # each frame's start in seconds, in presentation order (the packets' times)
+    end: float = 0.0  # where the content ends: the latest a packet reaches
 
 
 def probe_video(source: str | Path | bytes) -> VideoProbe:
@@ -278,7 +345,8 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
                 raise VideoDecodeError(f"{name}: cannot decode video (no decoder for its video stream's codec)")
             # Packets come in decoding order; with B-frames the last one is not the last shown, so the
             # readable end is the latest any packet reaches.
-            count, end, failure = 0, 0.0, None
+            count, end, failure, starts = 0, 0.0, None, []
+            fps = _frames_per_second(stream)
             try:
                 for packet in container.demux(stream):
                     if packet.is_corrupt:  # a demuxer's mark for a packet it could read only in part
@@ -288,14 +356,30 @@ def probe_video(source: str | Path | bytes) -> VideoProbe:
                     if packet.size:
                         if count and packet.pts is not None:  # decoding order: compared with the furthest yet
                             _check_no_gap(name, stream, end, float(packet.pts * packet.time_base), count)
+                        starts.append(_start(packet, count, fps))
                         count, end = count + 1, max(end, _seconds(packet, stream))
             except av.FFmpegError as exc:
                 failure = exc
             _check_ending(name, container, stream, count, end, failure, "its container breaks off")
-            return VideoProbe(stream.codec_context.name, count, _frames_per_second(stream),
-                              stream.codec_context.width, stream.codec_context.height)
+            return VideoProbe(stream.codec_context.name, count, fps, stream.codec_context.width,
+                              stream.codec_context.height, tuple(sorted(starts)), end)
     except (av.FFmpegError, IndexError, ValueError) as exc:
         raise _cannot_decode(name, exc) from None
+
+
+def read_display_matrix(source: str | Path | bytes) -> tuple[int, ...] | None:
+    """The display matrix of a video's frames, from its first decoded frame (None: shown as stored): for decoders
+    that hand frames on without it (DALI's)."""
+    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        name, container, stream = _open(source)
+        with container:
+            stream.thread_count = 1  # frame threads would hold the first frame back for as many packets
+            for frame in container.decode(stream):
+                return display_matrix(frame)
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        raise _cannot_decode(name, exc) from None
+    raise VideoDecodeError(f"{name}: video has no frames")
 
 
 def _frames_per_second(stream) -> float:
@@ -331,6 +415,24 @@ def _check_ending(name: str, container, stream, count: int, end_seconds: float, 
     _check_complete(name, container, stream, count, end_seconds)
 
 
+def _declared_seconds(container, stream) -> float | None:
+    """How long the container says the video stream lasts: its own duration (Matroska's DURATION tag), else the
+    container's, less what other streams may add: a camera's audio track ends on its own sample frames, tens of
+    milliseconds after the last picture."""
+    tag = stream.metadata.get("DURATION", "")
+    hours, _, rest = tag.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    if hours.isdigit() and minutes.isdigit() and seconds.replace(".", "", 1).isdigit():
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration is None or container.duration <= 0:
+        return None
+    return container.duration / av.time_base - (_OTHER_STREAMS_SLACK_S if len(container.streams) > 1 else 0.0)
+
+
+# How much longer than the video a container's other streams (audio) may make its stated duration.
+_OTHER_STREAMS_SLACK_S = 0.1
+
+
 def _check_complete(name: str, container, stream, count: int, end_seconds: float) -> None:
     """Compare what could be read (``count`` frames, the last ending at ``end_seconds``) with what the
     container declares: AVI and MP4 headers count the frames; Matroska and WebM state a duration (live
@@ -341,10 +443,10 @@ def _check_complete(name: str, container, stream, count: int, end_seconds: float
             raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "
                                       f"{stream.frames} frames, only {count} could be read")
         return
-    if container.duration is None or container.duration <= 0:
+    declared = _declared_seconds(container, stream)
+    if declared is None:
         return
     start = container.start_time / av.time_base if container.start_time is not None else 0.0
-    declared = container.duration / av.time_base
     readable = end_seconds - start
     if readable < declared - _frame_period(stream) / 2:
         raise TruncatedVideoError(f"{name}: the video is truncated or incomplete: its container declares "

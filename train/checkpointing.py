@@ -80,11 +80,12 @@ def save_training_checkpoint(path: Path, model: SLRModel, config: ExperimentConf
 
 
 def dataset_input(config: ExperimentConfig, dataset: PreparedDataset) -> InputSpec:
-    """The input contract of a model trained on ``config``'s dataset (its training videos' size and rate)."""
+    """The input contract of a model trained on ``config``'s dataset: its training videos' size and rate, and how
+    they were made from their source videos (the dataset's framing.json)."""
     frames = dataset_frames(dataset)
     if frames is None:
         raise ValueError(f"{config.data.root}: no prepared training videos to take the frame size from")
-    return input_spec_for(config.model.temporal.kernels, config.data.crop_size, *frames)
+    return input_spec_for(config.model.temporal.kernels, config.data.crop_size, *frames, dataset.source_framing())
 
 
 def dataset_frames(dataset: str | Path | PreparedDataset) -> tuple[int, int, float] | None:

@@ -14,8 +14,16 @@ import numpy as np
 from PIL import Image
 
 from qslr.pipelines.atomic_output import atomic_directory, write_text_atomic
-from qslr.pipelines.prepared import VideoRecord, build_vocab, video_relpath, write_records, write_vocab
+from qslr.pipelines.prepared import (
+    VideoRecord,
+    build_vocab,
+    video_relpath,
+    write_records,
+    write_source_framing,
+    write_vocab,
+)
 from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.stm import StmEntry, write_stm
 from qslr.pipelines.synthetic import phoenix_raw
 from qslr.pipelines.synthetic.choreography import choreograph
@@ -111,6 +119,8 @@ def _run(jobs: list[_Job], workers: int, show_progress: bool) -> list[int]:
 
 def _write_annotations(plan: CorpusPlan, root: Path, frames_of: dict[str, int], raw_root: Path | None) -> None:
     spec = plan.spec
+    # Rendered at the frame size: the frames are the source pictures themselves.
+    write_source_framing(root, SourceFraming.of_size(spec.size, spec.size))
     write_vocab(root / "vocab.json", build_vocab(u.glosses.split() for u in plan.utterances))
     for split in spec.split_sizes():
         utterances = plan.split(split)

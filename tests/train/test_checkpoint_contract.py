@@ -41,7 +41,7 @@ def same_weights(a: dict, b: dict) -> bool:
 
 def test_a_checkpoint_states_the_network_once_in_its_config(checkpoint):
     data = load_file(checkpoint)
-    assert data["version"] == VERSION == 3
+    assert data["version"] == VERSION == 4
     assert set(data) == {"format", "version", "num_classes", "model_state_dict", "vocab", "input", "config",
                          "training"}
     # The model sections are the config's, held nowhere else (version 2 also had a "model_sections" entry).
