@@ -19,7 +19,9 @@ def lstm(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias
          bias_hh: torch.Tensor) -> torch.Tensor:
     """One forward-only LSTM layer, (B, T, input) -> (B, T, hidden), from a zero state, in its weights' type."""
     # A compiler's autocast pass may hand over a half-precision input; the recurrence keeps its own type.
-    return _lstm(x.to(weight_hh.dtype), [weight_ih, weight_hh, bias_ih, bias_hh])
+    # Contiguous, as the fake below says: torch.export 2.5 traced the reshape of its output as a view, which the
+    # real, strided output of some shapes refuses ("view size is not compatible").
+    return _lstm(x.to(weight_hh.dtype), [weight_ih, weight_hh, bias_ih, bias_hh]).contiguous()
 
 
 @lstm.register_fake
