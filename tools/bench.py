@@ -24,7 +24,7 @@ BENCHMARKS = {
     "train": LazyCommand("qslr.tools.bench_train:bench_train",
         "Per-process training throughput of the `synthetic` preset (OVERRIDES..."),
     "gpu-check": LazyCommand("qslr.tools.gpu_check:gpu_check",
-        "Prove every GPU path on this machine; writes one JSON report and..."),
+        "Prove every GPU path this machine can run; writes one JSON report and..."),
 }
 
 
