@@ -102,3 +102,38 @@ def test_the_installed_wheel_runs_the_pipeline_from_another_folder(installed, tm
     refused = subprocess.run([str(installed / "qslr"), "train", "--config", "nosuch"], cwd=tmp_path, env=environment,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "phoenix2014-vac" in refused.stderr and "synthetic" in refused.stderr
+
+
+def test_qslr_installs_beside_the_pytorch_already_there_as_documented(installed):
+    """docs/nvidia_versions.md, "A machine that already has PyTorch": the wheel without its dependencies (the
+    fixture's install), then the page's list, which must be the package's own dependencies less torch and
+    torchvision. Here, where all of them are present, the list installs nothing, and PyTorch stays the one there."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def named(requirements):
+        return {(canonicalize_name(r.name), str(r.specifier)) for r in map(Requirement, requirements)}
+
+    page = (REPO / "docs" / "nvidia_versions.md").read_text().split("## A machine that already has PyTorch")[1]
+    package, dependencies = page.split("```bash")[1].split("```")[0].strip().split("\npip install ")
+    assert package.startswith("pip install --no-deps qslr-")
+    documented = dependencies.split("'")[1::2]
+    python = str(installed / "python")
+
+    def ask(code: str) -> str:
+        return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+    declared = [line for line in ask("import importlib.metadata as m; print(*m.requires('qslr'), sep='\\n')")
+                .splitlines() if "extra ==" not in line]
+    pytorch = ("torch", "torchvision")
+    assert {name for name, _ in named(declared)} >= set(pytorch)
+    assert named(documented) == {(name, spec) for name, spec in named(declared) if name not in pytorch}
+    assert len(documented) == len(declared) - 2 >= 8
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-index", *documented],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Successfully installed" not in done.stdout
+    own = sorted(path.name for path in Path(ask("import sysconfig; print(sysconfig.get_paths()['purelib'])")).iterdir())
+    assert not [name for name in own if name.startswith(("torch", "nvidia"))], own
+    # The PyTorch that was there before.
+    assert ask("import torch; print(torch.__file__)").startswith(sysconfig.get_paths()["purelib"])
