@@ -105,8 +105,10 @@ def load_file(path: str | Path, trust: bool = False) -> dict[str, Any]:
 
 def save_file(path: str | Path, data: dict[str, Any]) -> None:
     """torch.save that never leaves half a checkpoint behind a crash."""
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Written through a Python file, so that a full disk is an OSError naming it (ENOSPC): given a path,
+        # torch.save's own writer reports one as "unexpected pos N vs M".
+        torch.save(data, handle)
 
 
 @dataclass

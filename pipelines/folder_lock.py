@@ -19,6 +19,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from qslr.pipelines.process_lifetime import alive
+
 HELD_LOCKS = "QSLR_HELD_LOCKS"
 
 
@@ -43,19 +45,9 @@ def _held_by_launcher(path: Path) -> bool:
     """The lock is held for this process by the launcher named in ``QSLR_HELD_LOCKS``."""
     for entry in filter(None, os.environ.get(HELD_LOCKS, "").split(os.pathsep)):
         named, _, pid = entry.rpartition("@")
-        if named == str(path) and pid.isdigit() and _holder(path)[0] == int(pid) and _alive(int(pid)):
+        if named == str(path) and pid.isdigit() and _holder(path)[0] == int(pid) and alive(int(pid)):
             return True
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return True
 
 
 @contextlib.contextmanager

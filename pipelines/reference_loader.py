@@ -5,7 +5,9 @@ It is the portable fallback where DALI is not installed and the baseline of ever
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import os
 from collections.abc import Iterator
 
 import torch
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from qslr.pipelines.batch import Batch, collate
 from qslr.pipelines.clip_source import ClipSource
 from qslr.pipelines.epoch_plan import SINGLE_PROCESS, EpochReader, Sharding
+from qslr.pipelines.process_lifetime import end_with
 
 WORKER_TIMEOUT_S = 600  # a stuck worker becomes an error instead of a hang
 
@@ -25,6 +28,13 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])  # this module imports torch and the clip source
     return context
+
+
+def _end_with_loader(owner: int, worker_id: int) -> None:
+    """A worker's start: it ends with the process that owns its loader. Its parent is the fork server, not that
+    process, and the fork server lives as long as any of its children, so nothing else would end it when the
+    owner is killed."""
+    end_with(owner)
 
 
 class _Clips(Dataset):
@@ -77,6 +87,7 @@ class ReferenceLoader(EpochReader):
                                   prefetch_factor=2 if num_workers else None,
                                   persistent_workers=num_workers > 0 and reuse_workers,
                                   multiprocessing_context=_worker_context() if num_workers else None,
+                                  worker_init_fn=functools.partial(_end_with_loader, os.getpid()),
                                   # Its own generator: a DataLoader otherwise draws its workers' seeds from the
                                   # global stream at every epoch start, so training's dropout would depend on
                                   # where a run was resumed. Clips do not depend on it (their plans are seeded).

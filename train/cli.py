@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +12,7 @@ import click
 
 from qslr.pipelines.folder_lock import FolderInUseError
 from qslr.pipelines.gloss_normalisation import NORMALISERS
+from qslr.train.checkpoint_files import CheckpointWriteError
 from qslr.train.config import ConfigError, available_presets, load_config
 from qslr.train.scoring.sclite import ScliteNotFoundError
 from qslr.train.scoring.score import SCORERS, compare_branches, score
@@ -29,7 +28,7 @@ def _run_training(preset: str, overrides: tuple[str, ...], resume: str | None) -
     started = time.perf_counter()
     try:
         outcome = run(config, resume)
-    except FolderInUseError as exc:
+    except (FolderInUseError, CheckpointWriteError) as exc:
         raise click.ClickException(str(exc)) from None
     if outcome.interrupted:
         click.echo(f"interrupted: resumable checkpoint in {outcome.work_dir / 'checkpoints' / 'last.pt'} "
@@ -65,23 +64,28 @@ def train_entry(preset: str, resume: str | None, overrides: tuple[str, ...]) -> 
 @click.command("train", context_settings={"ignore_unknown_options": True})
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes on this machine (one per GPU; on a CPU, gloo ranks).")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Times torchrun restarts the processes after one fails; they continue from the newest "
+                   "checkpoint (see train.checkpoint_every_steps).")
 @_with_train_options
-def train(nproc: int, preset: str, resume: str | None, overrides: tuple[str, ...]) -> None:
-    """Train PRESET with dotted key=value OVERRIDES; --nproc > 1 launches torchrun (DDP)."""
-    if nproc <= 1:
+def train(nproc: int, max_restarts: int, preset: str, resume: str | None, overrides: tuple[str, ...]) -> None:
+    """Train PRESET with dotted key=value OVERRIDES; --nproc > 1 launches torchrun (DDP), as --max-restarts does."""
+    if nproc <= 1 and not max_restarts:
         _run_training(preset, overrides, resume)
         return
     from qslr.pipelines.folder_lock import folder_lock, launcher_environment
+    from qslr.train.elastic import launch
 
     try:
         work_dir = load_config(preset, overrides).train.work_dir
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "qslr.train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
-    # Held here, so that a second run stops with one line instead of a failed rank inside torchrun's report.
+    arguments = ["--standalone", f"--nproc-per-node={max(nproc, 1)}", f"--max-restarts={max_restarts}",
+                 "-m", "qslr.train", "--config", preset, *(["--resume", resume] if resume else []), *overrides]
+    # Held here, by torchrun's agent (this process) for the whole job and its restarts, so that a second run stops
+    # with one line instead of a failed rank inside torchrun's report.
     with folder_lock(work_dir, "work_dir") as lock:
-        status = subprocess.call(command, env=launcher_environment(lock))
+        status = launch(arguments, launcher_environment(lock))
     raise SystemExit(status)
 
 

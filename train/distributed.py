@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from qslr.pipelines.epoch_plan import Sharding
+from qslr.pipelines.process_lifetime import end_with
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,17 @@ class DistEnv:
     @property
     def sharding(self) -> Sharding:
         return Sharding(self.rank, self.world_size)
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def end_with_agent() -> None:
+    """Under torchrun, make this rank end with its agent, its parent: a launcher or a machine's agent that is
+    killed leaves no rank training on without it (torchrun stops the ranks of a live agent itself)."""
+    if under_torchrun():
+        end_with(os.getppid())
 
 
 def setup(device: str = "auto") -> DistEnv:

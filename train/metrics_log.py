@@ -72,6 +72,10 @@ class MetricsLog:
     def step_loss(self, global_step: int, loss: float) -> None:
         self._writer.add_scalar(STEP_LOSS_TAG, loss, global_step)
 
+    def flush(self) -> None:
+        """Write what TensorBoard has queued (a checkpoint's steps must be on disk before a failure could follow)."""
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
 

@@ -10,7 +10,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,13 @@ from qslr.pipelines.atomic_output import copy_atomic
 from qslr.pipelines.folder_lock import folder_lock
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.progress import progress_bar
+from qslr.train.checkpoint_files import (
+    LAST,
+    CheckpointWriteError,
+    checkpoint_folder,
+    drop_step_checkpoints_after,
+    keep_as_step_checkpoint,
+)
 from qslr.train.checkpointing import (
     dataset_input,
     gather_rng_states,
@@ -35,7 +42,16 @@ from qslr.train.checkpointing import (
 )
 from qslr.train.config import ExperimentConfig
 from qslr.train.data import make_loader
-from qslr.train.distributed import DistEnv, all_agree, convert_sync_batchnorm, setup, teardown, wait_for_evaluation
+from qslr.train.distributed import (
+    DistEnv,
+    all_agree,
+    convert_sync_batchnorm,
+    end_with_agent,
+    setup,
+    teardown,
+    wait_for_evaluation,
+)
+from qslr.train.elastic import resume_point, run_id, warn_if_restarts_would_fail
 from qslr.train.evaluation import amp_active, autocast, evaluate
 from qslr.train.loss_reach import parameters_without_loss
 from qslr.train.metrics_log import MetricsLog
@@ -69,6 +85,9 @@ class StopRequested:
 
 @dataclass
 class EpochStats:
+    """The epoch's figures so far on this rank; checkpoints carry them, so that an epoch resumed inside logs the
+    row an uninterrupted one would (its losses and counts; times are each attempt's own)."""
+
     losses: list[float] = field(default_factory=list)
     terms: dict[str, list[float]] = field(default_factory=dict)  # each loss term's values, unweighted
     skipped: int = 0
@@ -124,7 +143,9 @@ class Trainer:
         self.loader = make_loader(config, config.data.train_split, train=True, device=str(env.device),
                                   sharding=env.sharding, vocab=self.vocab)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.epoch_stats = EpochStats()
         self.best_wer: float | None = None
+        self.checkpoints = checkpoint_folder(self.work_dir)
         seed_everything(config.train.seed + 1000 * env.rank)  # per-rank dropout and sampling streams
         self.metrics: MetricsLog | None = None  # opened by run(), once a resume has set the step
 
@@ -145,20 +166,41 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    def save(self, name: str) -> None:
+    def save(self) -> None:
+        """Write checkpoints/last.pt, the resumable state (collective). A write that fails stops every rank with
+        CheckpointWriteError; the previous last.pt is left as it was."""
         states = gather_rng_states(self.env)  # collective
-        if not self.env.is_main:
-            return
-        training = {"epoch": self.epoch, "batch": self.batch_in_epoch, "global_step": self.global_step,
-                    "best_dev_wer": self.best_wer, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "rng": states, "world_size": self.env.world_size}
-        path = self.work_dir / "checkpoints" / name
-        save_training_checkpoint(path, self.model, self.config, self.vocab, self.input_spec, training)
-        log.info("saved %s (epoch %d, batch %d, step %d)", path, self.epoch, self.batch_in_epoch, self.global_step)
+        failure = None
+        if self.env.is_main:
+            training = {"epoch": self.epoch, "batch": self.batch_in_epoch, "global_step": self.global_step,
+                        "best_dev_wer": self.best_wer, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                        "rng": states, "world_size": self.env.world_size, "epoch_stats": asdict(self.epoch_stats),
+                        "run": run_id()}
+            path = self.checkpoints / LAST
+            try:
+                save_training_checkpoint(path, self.model, self.config, self.vocab, self.input_spec, training)
+                log.info("saved %s (epoch %d, batch %d, step %d)", path, self.epoch, self.batch_in_epoch,
+                         self.global_step)
+            except OSError as exc:  # what the disk refused: anything else is a fault of the program
+                failure = CheckpointWriteError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}); the "
+                                               f"run stops, and the checkpoint written before stays")
+            if self.metrics:
+                # What TensorBoard has queued of the steps up to here: after a restart from this checkpoint these
+                # steps are not run again.
+                self.metrics.flush()
+        if not all_agree(failure is None, self.env):
+            raise failure or CheckpointWriteError("the main rank could not write a checkpoint: stopping")
 
-    def resume(self, path: str | Path) -> None:
-        data = load_training_checkpoint(path)
+    def _save_step_checkpoint(self) -> None:
+        self.save()
+        if self.env.is_main:
+            kept = keep_as_step_checkpoint(self.checkpoints, self.global_step)
+            log.info("kept the checkpoint of step %d as %s", self.global_step, kept.name)
+
+    def resume(self, path: str | Path, data: dict | None = None) -> None:
+        """Continue from the checkpoint at ``path`` (``data``: what was already read of it)."""
+        data = data if data is not None else load_training_checkpoint(path)
         if data.get("vocab") != self.vocab:
             raise ValueError(f"{path}: was trained with another vocabulary than {self.config.data.root}")
         self.model.load_state_dict(data["model_state_dict"])
@@ -168,6 +210,8 @@ class Trainer:
         self.scaler.load_state_dict(training["scaler"])
         self.epoch, self.batch_in_epoch = training["epoch"], training["batch"]
         self.global_step, self.best_wer = training["global_step"], training["best_dev_wer"]
+        if "epoch_stats" in training:  # written before they were carried: the epoch's row covers the rest only
+            self.epoch_stats = EpochStats(**{**training["epoch_stats"], "interrupted": False})
         states = training["rng"]
         written_by = training.get("world_size", len(states))
         if written_by == self.env.world_size:
@@ -182,7 +226,8 @@ class Trainer:
             log.warning("%s was written by %d rank(s), this run has %d: continuing epoch %d from sample %d "
                         "(batch %d here); RNG streams start afresh", path, written_by, self.env.world_size,
                         self.epoch, done, self.batch_in_epoch)
-        log.info("resuming from %s at epoch %d, batch %d", path, self.epoch, self.batch_in_epoch)
+        log.info("resuming from %s at epoch %d, batch %d (step %d)", path, self.epoch, self.batch_in_epoch,
+                 self.global_step)
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -225,7 +270,7 @@ class Trainer:
         self.loader.set_epoch(self.epoch, self.batch_in_epoch)
         self.model.train()
         total = len(self.loader)
-        stats = EpochStats()
+        stats = self.epoch_stats
         with self._progress() as progress:
             task = progress.add_task("train", total=total, completed=self.batch_in_epoch, epoch=self.epoch,
                                      loss=float("nan"))
@@ -234,6 +279,7 @@ class Trainer:
                 ready = time.perf_counter()
                 closes_step = (self.batch_in_epoch + 1) % accumulation == 0 or self.batch_in_epoch + 1 == total
                 loss, terms, finite = self._step(batch, accumulate=not closes_step)
+                stepped = finite and closes_step
                 if not finite:
                     stats.skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
@@ -249,12 +295,20 @@ class Trainer:
                 done = time.perf_counter()
                 stats.wait, stats.compute, mark = stats.wait + ready - mark, stats.compute + done - ready, done
                 progress.update(task, advance=1, loss=float(np.mean(stats.losses[-20:])) if stats.losses else math.nan)
+                if stepped and self._step_checkpoint_due(total):
+                    self._save_step_checkpoint()
                 if not all_agree(not stop.requested, self.env):
                     stats.interrupted = True
                     break
                 if self._out_of_steps():
                     break
         return stats
+
+    def _step_checkpoint_due(self, batches: int) -> bool:
+        """Every checkpoint_every_steps steps, but where the epoch's end or the run's (max_steps) saves anyway."""
+        every = self.config.train.checkpoint_every_steps
+        return bool(every) and self.global_step % every == 0 and self.batch_in_epoch < batches and \
+            not self._out_of_steps()
 
     def _log_step(self, loss: float) -> None:
         if self.env.is_main and self.global_step % self.config.train.log_interval == 0:
@@ -281,7 +335,7 @@ class Trainer:
             started = time.perf_counter()
             stats = self._train_epoch(stop)
             if stats.interrupted:
-                self.save("last.pt")
+                self.save()
                 return TrainOutcome(self.epoch, self.global_step, self.best_wer, last_wer, True, self.work_dir,
                                     history)
             if self.batch_in_epoch < len(self.loader):
@@ -292,7 +346,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             finished = self.epoch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.batch_in_epoch, self.epoch_stats = self.epoch + 1, 0, EpochStats()
             evaluate_now = (finished + 1) % cfg.eval_interval == 0 or self.epoch >= cfg.epochs or self._out_of_steps()
             wer = self._close_run(finished, started, stats, history, complete=True, evaluate_now=evaluate_now,
                                   lr=lr)
@@ -335,13 +389,13 @@ class Trainer:
         improved = dev_wer is not None and (self.best_wer is None or dev_wer < self.best_wer)
         if improved:
             self.best_wer = dev_wer
-        self.save("last.pt")
+        self.save()
         if self.env.is_main:
-            last = self.work_dir / "checkpoints" / "last.pt"
+            last = self.checkpoints / LAST
             if improved:
-                copy_atomic(last, self.work_dir / "checkpoints" / "best.pt")
+                copy_atomic(last, self.checkpoints / "best.pt")
             if complete and epoch % self.config.train.save_interval == 0:
-                copy_atomic(last, self.work_dir / "checkpoints" / f"epoch{epoch}.pt")
+                copy_atomic(last, self.checkpoints / f"epoch{epoch}.pt")
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -358,6 +412,7 @@ def train(config: ExperimentConfig, resume: str | None = None) -> TrainOutcome:
     """Entry point of one rank (``python -m train`` under torchrun, or a plain process). Rank 0 holds the
     work_dir's lock for the run, taken before it joins the process group, so a second run into the same folder
     stops there and torchrun stops its other ranks."""
+    end_with_agent()
     if int(os.environ.get("RANK", "0")) != 0:
         return _train_rank(config, resume)
     with folder_lock(config.train.work_dir, "work_dir"):
@@ -370,12 +425,13 @@ def _train_rank(config: ExperimentConfig, resume: str | None) -> TrainOutcome:
         if env.is_main:
             Path(config.train.work_dir).mkdir(parents=True, exist_ok=True)
             (Path(config.train.work_dir) / "config.yaml").write_text(config.to_yaml())
+        warn_if_restarts_would_fail(env)
         trainer = Trainer(config, env)
-        if resume == "auto":
-            candidate = Path(config.train.work_dir) / "checkpoints" / "last.pt"
-            resume = str(candidate) if candidate.is_file() else None
-        if resume:
-            trainer.resume(resume)
+        start = resume_point(trainer.checkpoints, resume, env)
+        if start:
+            trainer.resume(*start)
+        if env.is_main:
+            drop_step_checkpoints_after(trainer.checkpoints, trainer.global_step)
         with StopRequested() as stop:
             outcome = trainer.run(stop)
         log.info("rank %d finished at step %d with weights digest %s", env.rank, outcome.global_step,
