@@ -1,4 +1,5 @@
-"""Static checks of an exported graph against onnx-tensorrt's published support table; no TensorRT needed."""
+"""Static checks of an exported graph against onnx-tensorrt's published support table, and of a QDQ graph against
+TensorRT's quantisation rules and its placement of Q/DQ pairs at residual additions; no TensorRT needed."""
 
 from __future__ import annotations
 
@@ -65,7 +66,42 @@ def tensorrt_problems(path: str | Path) -> list[str]:
                 problems += _io_problems(kind, value, table)
     # The parser casts DOUBLE network inputs down to FP32 too; they are reported above as inputs.
     problems += _graph_problems(graph, {}, io.inputs, opsets, io, table)
+    if any(node.op_type == "QuantizeLinear" for node in graph.node):
+        problems += residual_placement_problems(graph)
     return problems
+
+
+def residual_placement_problems(graph: onnx.GraphProto) -> list[str]:
+    """TensorRT's placement at a residual addition of a QDQ graph (an Add of two activations, one of them a
+    convolution's output, straight or through a pair): the convolution branch goes in with no pair between it and
+    the Add, the other operand through a DequantizeLinear. Then TensorRT fuses convolution, addition and the ReLU
+    after them into one INT8 kernel; a pair on the convolution branch keeps them apart."""
+    made_by = {output: node for node in graph.node for output in node.output}
+    problems = []
+    for node in graph.node:
+        if node.op_type != "Add" or len(node.input) != 2 or not all(name in made_by for name in node.input):
+            continue
+        straight = [made_by[name].op_type == "Conv" for name in node.input]
+        through_pair = [_quantised_source(made_by, name) == "Conv" for name in node.input]
+        if not any(straight) and not any(through_pair):
+            continue
+        label = f"node {node.name or node.output[0]!r} (Add)"
+        if not any(straight):
+            problems.append(f"{label}: both operands are dequantised; TensorRT fuses a residual addition into the "
+                            f"convolution of its branch only when no Q/DQ pair lies between them (quantise the skip "
+                            f"operand alone)")
+        elif all(straight) or made_by[node.input[straight.index(False)]].op_type != "DequantizeLinear":
+            problems.append(f"{label}: its skip operand is not dequantised; TensorRT's residual fusion takes the "
+                            f"operand beside the convolution branch quantised")
+    return problems
+
+
+def _quantised_source(made_by: dict[str, onnx.NodeProto], name: str) -> str | None:
+    """The op type that made the tensor a DequantizeLinear <- QuantizeLinear pair gives ``name`` from."""
+    dequantise = made_by[name]
+    quantise = made_by.get(dequantise.input[0]) if dequantise.op_type == "DequantizeLinear" else None
+    source = made_by.get(quantise.input[0]) if quantise is not None and quantise.op_type == "QuantizeLinear" else None
+    return source.op_type if source is not None else None
 
 
 class _Network(NamedTuple):

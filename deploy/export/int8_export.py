@@ -2,13 +2,15 @@
 a CPU and for TensorRT's explicit quantisation on a GPU.
 
 What is quantised is the frame encoder's and the temporal CNN's arithmetic: every convolution's input and weights,
-the inputs of the residual additions, pooling, and the Flatten after the small CNN's last ReLU. A convolution's or an
-addition's output is not quantised itself: it is quantised after the ReLU that follows, where the next quantised
-operator reads it. That is the placement TensorRT's guide asks for (it then fuses Conv + ReLU and Conv + Add +
-ReLU into INT8 kernels), and the one in which onnxruntime, given the graph as `qdq_layout` gives it, runs the
-whole frame encoder in INT8. Weights are int8, symmetric, one scale per output channel; activations int8,
-symmetric, one scale per tensor; every zero point is 0, which is what TensorRT requires of a QDQ graph. The
-BiLSTM, the classifiers, the length arithmetic and the input's uint8 -> float Cast stay float32.
+the skip operand of each residual addition, pooling, and the Flatten after the small CNN's last ReLU. A
+convolution's or an addition's output is not quantised itself: it is quantised after the ReLU that follows, where
+the next quantised operator reads it, and a residual addition reads its convolution branch unquantised. That is
+the placement TensorRT's guide asks for: it then fuses Conv + ReLU, and Conv + Add + ReLU, into INT8 kernels
+(`qdq_layout.place_for_tensorrt`). onnxruntime, given the graph as `qdq_layout` gives it (the convolution branch's
+pair put back in memory at the scale calibrated for it, kept in the file's metadata), runs the whole frame encoder
+in INT8. Weights are int8, symmetric, one scale per output channel; activations int8, symmetric, one scale per
+tensor; every zero point is 0, which is what TensorRT requires of a QDQ graph. The BiLSTM, the classifiers, the
+length arithmetic and the input's uint8 -> float Cast stay float32.
 
 Activation scales come from calibration: the float32 graph runs on clips of the training split, and a
 calibration method (MinMax, Entropy or Percentile, onnxruntime's) turns the ranges it saw into scales. The method
@@ -31,7 +33,8 @@ import onnx
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
-from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, onnx_session, read_metadata
+from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, onnx_session, read_metadata
+from qslr.deploy.export.qdq_layout import ONNXRUNTIME_SCALES, place_for_tensorrt
 from qslr.deploy.served import Checkpoint, served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits, pad_to_minimum
 from qslr.deploy.served_video import DecodedClip, clip_decoder
@@ -43,7 +46,8 @@ log = logging.getLogger(__name__)
 _POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 QUANTISED_OPS = ("Conv", *_POOLS, "Add", "Flatten")  # Add and Flatten: only some, see `quantised_nodes`
 # Quantised where the ReLU after them is (the next quantised operator's input), not at their own output; a Flatten
-# only reshapes, and what reads it (the small CNN's Linear) is float.
+# only reshapes, and what reads it (the small CNN's Linear) is float. (A residual addition's operands are
+# quantised by the addition, the convolution branch's pair then taken off again: `place_for_tensorrt`.)
 UNQUANTISED_OUTPUTS = ("Conv", "Add", "Flatten")
 # What a residual addition's operands are made by; the classifier's bias Add and the length arithmetic differ.
 _ACTIVATION_MAKERS = frozenset({"Conv", "Relu", "Add", *_POOLS})
@@ -141,9 +145,10 @@ def quantise_graph(fp32_graph: str | Path, out: str | Path, clips: Sequence[Cali
         staged = Path(work) / "int8.onnx"
         quantise_convolutions(fp32_graph, staged, _ClipReader(clips), method)
         quantised = onnx.load(str(staged))
+        layout = {key: value for key, value in graph_metadata(quantised).items() if key == ONNXRUNTIME_SCALES}
         del quantised.metadata_props[:]
         metadata.update({"qslr_precision": "int8", "qslr_int8_calibration": method,
-                         "qslr_int8_calibration_clips": json.dumps([clip.name for clip in clips])})
+                         "qslr_int8_calibration_clips": json.dumps([clip.name for clip in clips]), **layout})
         for key, value in metadata.items():
             quantised.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(quantised, full_check=True)
@@ -165,8 +170,9 @@ def quantised_nodes(graph: onnx.GraphProto) -> list[str]:
 def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, method: str = DEFAULT_METHOD) -> None:
     """onnxruntime's static quantisation of ``fp32_graph``'s `quantised_nodes` as TensorRT takes them (int8
     weights per output channel, int8 activations per tensor, zero points 0, float biases, no quantisation at a
-    convolution's or addition's own output), calibrated on what ``reader`` feeds: an onnxruntime
-    CalibrationDataReader with a length and ``set_range``, read one run at a time."""
+    convolution's or addition's own output, nor between a convolution and its residual addition), calibrated on
+    what ``reader`` feeds: an onnxruntime CalibrationDataReader with a length and ``set_range``, read one run at a
+    time."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -189,6 +195,9 @@ def quantise_convolutions(fp32_graph: str | Path, out: str | Path, reader, metho
                                        "ForceQuantizeNoInputCheck": True,
                                        "OpTypesToExcludeOutputQuantization": list(UNQUANTISED_OUTPUTS),
                                        "CalibStridedMinMax": 1})
+    quantised = onnx.load(str(out))
+    place_for_tensorrt(quantised)
+    onnx.save(quantised, str(out))
 
 
 class _PreprocessingAdvice(logging.Filter):

@@ -210,3 +210,44 @@ def test_check_command_exits_non_zero_on_problems(tmp_path):
     result = CliRunner().invoke(cli, ["export", "check", str(good)])
     assert result.exit_code == 0, result.output
     assert '"tensorrt": "11.0"' in result.output
+
+
+def residual_block(tmp_path, skip_quantised: bool, branch_quantised: bool, name: str):
+    """A residual block's end as a QDQ graph: a convolution branch (int8 weights) and a skip operand meeting at an
+    Add, then a ReLU; each operand through a Q/DQ pair or not."""
+    zero, scale = numpy_helper.from_array(np.int8(0), "zero"), numpy_helper.from_array(np.float32(0.05), "scale")
+    weight = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.int8), "w_int8")
+    weight_scale = numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale")
+    weight_zero = numpy_helper.from_array(np.zeros(4, np.int8), "w_zero")
+
+    def pair(x, y):
+        return [helper.make_node("QuantizeLinear", [x, "scale", "zero"], [f"{y}_q"], name=f"{y}_quantise"),
+                helper.make_node("DequantizeLinear", [f"{y}_q", "scale", "zero"], [y], name=f"{y}_dequantise")]
+
+    nodes = [helper.make_node("Relu", ["x"], ["block_in"], name="relu_in"),
+             *pair("block_in", "conv_in"),
+             helper.make_node("DequantizeLinear", ["w_int8", "w_scale", "w_zero"], ["w"], name="weights", axis=0),
+             helper.make_node("Conv", ["conv_in", "w"], ["branch"], name="conv"),
+             *(pair("branch", "branch_dq") if branch_quantised else []),
+             *(pair("block_in", "skip_dq") if skip_quantised else [])]
+    nodes += [helper.make_node("Add", ["branch_dq" if branch_quantised else "branch",
+                                       "skip_dq" if skip_quantised else "block_in"], ["sum"], name="residual"),
+              helper.make_node("Relu", ["sum"], ["y"], name="relu_out")]
+    return save(tmp_path, nodes, [tensor("x", FLOAT, [1, 4, 8, 8])], [tensor("y", FLOAT, [1, 4, 8, 8])],
+                [zero, scale, weight, weight_scale, weight_zero], name=name)
+
+
+@pytest.mark.parametrize(("skip_quantised", "branch_quantised", "problem"), [
+    (True, False, None),  # TensorRT's placement: Conv + Add + ReLU fuse into one INT8 kernel
+    (True, True, "both operands are dequantised"),  # what onnxruntime's quantiser writes
+    (False, False, "its skip operand is not dequantised"),
+])
+def test_a_residual_addition_reads_its_convolution_branch_straight_and_its_skip_dequantised(
+        tmp_path, skip_quantised, branch_quantised, problem):
+    path = residual_block(tmp_path, skip_quantised, branch_quantised, "block.onnx")
+    problems = tensorrt_problems(path)
+    if problem is None:
+        assert problems == []
+    else:
+        assert problems == [p for p in problems if p.startswith("node 'residual' (Add): ")] and len(problems) == 1
+        assert problem in problems[0]

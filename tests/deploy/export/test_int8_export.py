@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 from served_settings import CALIBRATION_CLIPS
@@ -26,8 +27,12 @@ from qslr.deploy.export.int8_export import (
 )
 from qslr.deploy.export.onnx_export import onnx_session, read_metadata
 from qslr.deploy.serving.client import CslrClient
+from qslr.model.checkpoints import input_spec_for
+from qslr.model.network import build_model
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.tools.cli import cli
+from qslr.train.checkpointing import model_sections, save_training_checkpoint
+from qslr.train.config import load_config
 
 # Measured over held-out clips: this session's small model keeps every greedy label, its probabilities within
 # 2e-5; the demo model keeps 99.7 % of them, within 0.075. A mis-scaled layer or a padding leak changes most labels.
@@ -200,6 +205,51 @@ def test_the_int8_repository_answers_as_recognise_onnx_does(int8_graph, variant_
             served = client.recognise_file(video)
             assert served.glosses == [g["gloss"] for g in want]
             assert served.start_s == pytest.approx([g["start"] for g in want], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def resnet_int8_graph(tiny_corpus, tmp_path_factory) -> Path:
+    """The phoenix2014-vac preset's ResNet-18 (random weights, 8 channels after the stem instead of 64: every block
+    and residual addition of the architecture, at a fraction of the cost) at 72x72, through `qslr export onnx
+    --int8`: the session model's small CNN has no residual addition."""
+    config = load_config("phoenix2014-vac", ["model.frame_encoder.weights=null", "model.frame_encoder.options.width=8",
+                                             "data.crop_size=64", "model.temporal.hidden_size=24",
+                                             "model.sequence.hidden_size=24"])
+    vocab = {f"G{i}": i + 1 for i in range(9)}
+    torch.manual_seed(0)
+    model = build_model(len(vocab) + 1, **model_sections(config)).eval()
+    folder = tmp_path_factory.mktemp("resnet-int8")
+    checkpoint = folder / "resnet18.pt"
+    save_training_checkpoint(checkpoint, model, config, vocab, input_spec_for(config.model.temporal.kernels, 64, 72,
+                                                                              72, 25.0), {})
+    out = folder / "model.int8.onnx"
+    result = CliRunner().invoke(cli, ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--int8",
+                                      "--calibration-data", str(tiny_corpus[0]), "--calibration-clips", "2",
+                                      "--no-check"])
+    assert result.exit_code == 0, result.output
+    # onnxruntime, given the graph as every session lowers it, still runs every convolution and ReLU in INT8.
+    assert "onnxruntime runs 22 of 22 convolutions in INT8 (QLinearConv); 0 ReLUs stay float32" in result.output
+    assert "warning" not in result.output
+    return out
+
+
+def test_every_residual_addition_of_a_resnet_export_is_placed_as_tensorrt_fuses_it(resnet_int8_graph):
+    """In the file, each of ResNet-18's 8 residual additions reads its convolution branch straight from the
+    convolution and its skip operand from a DequantizeLinear (in the 3 downsampling blocks the 1x1 shortcut's output
+    is the quantised one): TensorRT then fuses Conv + Add + ReLU into one INT8 kernel."""
+    graph = onnx.load(str(resnet_int8_graph)).graph
+    made_by = _producers(graph)
+    additions = [n for n in graph.node if n.op_type == "Add" and n.name.startswith("/frame_encoder/")]
+    assert len(additions) == 8
+    for add in additions:
+        branch, skip = (made_by[name] for name in add.input)
+        assert branch.op_type == "Conv" and branch.name.endswith("/conv2/Conv"), add.name
+        assert skip.op_type == "DequantizeLinear", add.name
+    quantised_convolutions = [n for n in graph.node if n.op_type == "QuantizeLinear"
+                              and made_by.get(n.input[0]) is not None and made_by[n.input[0]].op_type == "Conv"]
+    assert len(quantised_convolutions) == 3
+    assert all("/downsample/" in made_by[n.input[0]].name for n in quantised_convolutions)
+    assert tensorrt_problems(resnet_int8_graph) == []
 
 
 def test_a_graph_for_another_frame_size_is_refused_by_the_repository(checkpoint, int8_graph, tmp_path):

@@ -1,9 +1,12 @@
-"""The INT8 graph as onnxruntime is given it: on a network with a max-pooled stem and residual blocks, the saved
-QDQ graph (TensorRT's rules kept) runs its ReLUs in float32 in onnxruntime; lowered by `for_onnxruntime` (UINT8 for
-what cannot be negative) every convolution, addition and ReLU of it runs in INT8, with the same outputs."""
+"""The INT8 graph's layout, on a network with a max-pooled stem and residual blocks (one of them downsampling): the
+saved QDQ graph is TensorRT's (each residual addition reads its convolution branch straight, its skip operand
+dequantised) and runs its ReLUs, additions and the convolutions before them in float32 in onnxruntime; lowered by
+`for_onnxruntime` (the convolution branch's pair put back at its calibrated scale, UINT8 for what cannot be negative)
+every convolution, addition and ReLU of it runs in INT8, with the same outputs."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from qslr.deploy.export.export_checks import onnxruntime_fusion
 from qslr.deploy.export.graph_checks import tensorrt_problems
 from qslr.deploy.export.int8_export import quantise_convolutions
 from qslr.deploy.export.onnxruntime_session import onnxruntime_graph
-from qslr.deploy.export.qdq_layout import for_onnxruntime
+from qslr.deploy.export.qdq_layout import ONNXRUNTIME_SCALES, for_onnxruntime
 
 
 class _Block(nn.Module):
@@ -100,8 +103,9 @@ def test_lowered_for_onnxruntime_every_convolution_addition_and_relu_runs_in_int
     assert tensorrt_problems(int8) == []  # the saved graph is TensorRT's
     plain = _plain_fusion(int8, tmp_path)
     # What the lowering is for: as saved, onnxruntime cannot fold a ReLU into an INT8 QuantizeLinear, so a
-    # convolution followed by one runs in float32 with it (FusedConv), and the additions and their ReLUs too.
-    assert plain.count("FusedConv") == 4 and plain.count("QLinearConv") == 3
+    # convolution followed by one runs in float32 with it (FusedConv); a convolution read straight by its residual
+    # addition, as TensorRT wants it, has no QuantizeLinear to fuse with; the additions and their ReLUs stay float.
+    assert plain.count("FusedConv") == 4 and plain.count("Conv") == 4 and plain.count("QLinearConv") == 0
     assert plain.count("Add") == 3 and plain.count("Relu") == 3
     fusion = onnxruntime_fusion(int8, tmp_path)
     assert (fusion.int8, fusion.total) == (8, 8)
@@ -110,6 +114,30 @@ def test_lowered_for_onnxruntime_every_convolution_addition_and_relu_runs_in_int
     assert fusion.float_relus == 0
     # The pooling of the last block's output too; the float classifier reads its DequantizeLinear.
     assert "QLinearGlobalAveragePool" in kinds
+
+
+def test_each_residual_addition_reads_its_convolution_branch_straight(quantised):
+    """TensorRT's placement in the file: the convolution branch (in the downsampling block the longer path, not
+    the 1x1 shortcut) goes into the Add with no pair between them, the skip operand through a DequantizeLinear;
+    the scale calibrated for the branch is kept in the metadata, and nothing unread is left behind."""
+    _, int8 = quantised
+    model = onnx.load(str(int8))
+    graph = model.graph
+    made_by = {output: node for node in graph.node for output in node.output}
+    additions = [node for node in graph.node if node.op_type == "Add"]
+    assert len(additions) == 3
+    branches = []
+    for add in additions:
+        branch, skip = (made_by[name] for name in add.input)
+        assert branch.op_type == "Conv" and skip.op_type == "DequantizeLinear", add.name
+        branches.append(branch.output[0])
+    shortcut = made_by[made_by[made_by[additions[1].input[1]].input[0]].input[0]]
+    assert shortcut.op_type == "Conv" and shortcut.name.startswith("/4/downsample"), shortcut.name
+    assert [made_by[i].name for i in additions[1].input[:1]] == ["/4/conv2/Conv"]
+    scales = json.loads({p.key: p.value for p in model.metadata_props}[ONNXRUNTIME_SCALES])
+    assert sorted(scales) == sorted(branches) and all(scale > 0 for scale in scales.values())
+    read = {name for node in graph.node for name in node.input}
+    assert all(t.name in read for t in graph.initializer)
 
 
 def _quantisers(model: onnx.ModelProto) -> dict[str, tuple[int, float, str]]:
@@ -125,13 +153,16 @@ def test_the_lowering_stores_only_non_negative_tensors_unsigned_at_their_scale(q
     _, int8 = quantised
     model = onnx.load(str(int8))
     before = _quantisers(model)
+    scales = json.loads({p.key: p.value for p in model.metadata_props}[ONNXRUNTIME_SCALES])
     lowering = for_onnxruntime(model)
     onnx.checker.check_model(model, full_check=True)
     after = _quantisers(model)
-    assert after.keys() == before.keys()
+    restored = after.keys() - before.keys()
+    assert lowering.restored == len(restored) == 3 and before.keys() <= after.keys()
     assert lowering.unsigned + lowering.signed == len(after)
     for name, (zero_type, scale, maker) in after.items():
-        assert scale == before[name][1], name  # the grid is unchanged
+        # The grid is unchanged; the restored pairs' is the one calibrated for each convolution branch.
+        assert scale == (before[name][1] if name in before else np.float32(scales[maker_output(model, name)])), name
         non_negative = maker in ("Relu", "MaxPool", "GlobalAveragePool", "Flatten")
         assert zero_type == (onnx.TensorProto.UINT8 if non_negative else onnx.TensorProto.INT8), (name, maker)
     # The image (signed), and the additions' operands (made by each block's second convolution and by the
@@ -139,6 +170,11 @@ def test_the_lowering_stores_only_non_negative_tensors_unsigned_at_their_scale(q
     assert lowering.signed == 1 + 3 + 1
     readers = {i for n in model.graph.node for i in n.input}
     assert all(t.name in readers for t in model.graph.initializer)  # no replaced zero point is left behind
+
+
+def maker_output(model: onnx.ModelProto, quantiser: str) -> str:
+    """The tensor the QuantizeLinear named ``quantiser`` quantises."""
+    return next(node.input[0] for node in model.graph.node if node.name == quantiser)
 
 
 def test_the_lowered_graph_computes_what_the_saved_one_does(quantised):
