@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from qslr.tools.gpu_proof import FAILED, NOT_PROVEN, PROVEN, NotProven, Once, Part, Requirement, prove
 
 PRESENT = Requirement("never said", lambda: True)
@@ -88,3 +90,14 @@ def test_a_shared_step_that_cannot_run_here_leaves_each_part_not_proven():
     needed = Once("the corpus", unable)
     outcomes = prove([part("a", needed), part("b", needed)], budget_s=60)
     assert [(o.status, o.reason) for o in outcomes] == [(NOT_PROVEN, "one GPU: no NCCL collective")] * 2
+
+
+def test_a_dali_gpu_decoder_that_hands_its_uploads_to_pyav_proves_nothing(tiny_corpus):
+    """Here NVDEC cannot start (no GPU): the decoder falls back to PyAV, which the part must not take for NVDEC
+    agreeing with PyAV."""
+    from types import SimpleNamespace
+
+    from qslr.tools.gpu_decoding_checks import dali_decoder
+
+    with pytest.raises(NotProven, match="handed uploads to PyAV"):
+        dali_decoder(SimpleNamespace(corpus=lambda: tiny_corpus[0]))
