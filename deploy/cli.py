@@ -34,6 +34,24 @@ def _with_shapes(function):
     return function
 
 
+# An engine's profile: by default as above, its batch lowered to what TensorRT holds (`fitting_profile`).
+_ENGINE_SHAPES = [
+    click.option("--min", "minimum", default=None, help=f"Smallest BATCHxFRAMES of the profile [default: "
+                                                        f"{_DEFAULT_PROFILE[0]}]."),
+    click.option("--opt", "optimum", default=None, help=f"BATCHxFRAMES TensorRT tunes for [default: "
+                                                        f"{_DEFAULT_PROFILE[1]}, clamped to the default --max]."),
+    click.option("--max", "maximum", default=None,
+                 help=f"Largest BATCHxFRAMES [default: {_DEFAULT_PROFILE[2]}, the batch lowered to the largest whose "
+                      f"tensors TensorRT can hold]; a profile with a tensor over 2^31-1 elements is refused."),
+]
+
+
+def _with_engine_shapes(function):
+    for option in reversed(_ENGINE_SHAPES):
+        function = option(function)
+    return function
+
+
 @click.group("export")
 def export() -> None:
     """Export a checkpoint to ONNX, TensorRT or torch-tensorrt."""
@@ -134,11 +152,11 @@ def _engine_precision(fp16: bool | None, int8: bool) -> str | None:
                    "one) [default: the graph's].")
 @click.option("--int8", is_flag=True,
               help="An INT8 engine: the graph must be the QDQ one of `qslr export onnx --int8`.")
-@_with_shapes
+@_with_engine_shapes
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reuse and update TensorRT's kernel timing cache (faster rebuilds).")
-def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8: bool, minimum: str, optimum: str,
-                            maximum: str, timing_cache: Path | None) -> None:
+def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8: bool, minimum: str | None,
+                            optimum: str | None, maximum: str | None, timing_cache: Path | None) -> None:
     """Build a TensorRT engine with an optimisation profile over (batch, frames), then check it."""
     from qslr.deploy.export.graph_files import exported_frame_size, reading_graph
     from qslr.deploy.export.onnx_export import read_metadata
@@ -147,6 +165,7 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8:
         TensorRTUnavailableError,
         build_engine,
         engine_parity,
+        fitting_profile,
         read_engine_record,
     )
     from qslr.deploy.served import example_inputs
@@ -154,7 +173,12 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8:
     try:
         with reading_graph(onnx_path):
             height, width = exported_frame_size(read_metadata(onnx_path), onnx_path)
-        shapes = ShapeRange.parse(minimum, optimum, maximum)
+        fitted = fitting_profile(onnx_path, height, width) if maximum is None else ShapeRange.covering(ServedLimits())
+        if maximum is None and fitted.max_batch < ServedLimits.max_batch:
+            click.echo(f"profile up to {fitted.shapes()[2]}: at {_DEFAULT_PROFILE[2]} a tensor of {onnx_path.name} "
+                       f"would hold more elements than TensorRT holds in one", err=True)
+        shapes = ShapeRange.parse(*(given or default for given, default in zip((minimum, optimum, maximum),
+                                                                                   fitted.shapes(), strict=True)))
         # None: the graph's own precision; a flag must agree with it.
         build_engine(onnx_path, out, shapes, height, width, _engine_precision(fp16, int8),
                      timing_cache)
@@ -165,7 +189,7 @@ def export_tensorrt_command(onnx_path: Path, out: Path, fp16: bool | None, int8:
     record = read_engine_record(out)
     click.echo(f"wrote {out}: TensorRT vs onnxruntime max |difference| {worst:.2e} ({record.precision.upper()}); "
                f"{(record.device_memory_bytes or 0) / 2**30:.2f} GiB of device memory per execution context at "
-               f"{maximum}")
+               f"{shapes.shapes()[2]}")
 
 
 @export.command("torch-trt")
@@ -232,7 +256,8 @@ def triton() -> None:
 @click.option("--visual-threads", type=int, default=2, show_default=True, help="onnxruntime threads per instance.")
 @click.option("--visual-max-batch-size", "visual_max_batch", type=int, default=None,
               help="The visual model's own batch limit (a TensorRT engine's profile must reach it), below the served "
-                   "one where a context at the served batch does not fit the GPU [default: --max-batch-size].")
+                   "one where a context at the served batch does not fit the GPU [default: --max-batch-size, or "
+                   "the --engine's profile batch where smaller].")
 @click.option("--visual-max-padding", type=float, default=0.1, show_default=True,
               help="onnxruntime visual model: a batched call groups clips of similar lengths, padding at most this "
                    "share of their frames.")

@@ -1,14 +1,18 @@
 """TensorRT engines from the exported ONNX: optimisation profiles over (batch, time), a timing cache,
-the graph's own precision (FP16 or FP32), and a parity check against onnxruntime after the build.
+the graph's own precision (FP32, FP16 or INT8) in a strongly typed network, and a parity check against
+onnxruntime after the build.
 
 TensorRT cannot be installed on the CPU machines this project's CI runs on; everything here that needs
-it says so clearly, and the profile arithmetic is plain Python that is tested everywhere.
+it says so clearly, and the profile arithmetic, the tensor sizes at a profile's largest shapes and the choice of
+network typing are plain Python that is tested everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,6 +112,10 @@ class EngineRecord:
     # What one execution context needs at the profile's largest shapes (TensorRT's own figure); every
     # KIND_GPU instance of the served model holds one. None in records written before it was kept.
     device_memory_bytes: int | None = None
+    # Whether the network was strongly typed (every layer in the graph's own types), and the builder flags that
+    # were set (TF32 among them where TensorRT allows it by default). None in records written before they were kept.
+    strongly_typed: bool | None = None
+    builder_flags: list[str] | None = None
 
 
 def engine_record_path(plan: str | Path) -> Path:
@@ -169,9 +177,9 @@ def graph_precision_for(onnx_path: Path, expected: str | None) -> str:
     """The precision the graph states (`qslr export onnx --fp16`, `--int8` or neither), refused if it is not
     ``expected``.
 
-    TensorRT 11 builds strongly typed networks only: every layer runs in the type the graph gives it, and
-    no builder flag lowers a float32 graph. An FP16 engine therefore needs the FP16 graph, whose program
-    keeps the BiLSTM and the length arithmetic out of half precision; a converter run over the float32
+    QSLR builds strongly typed networks only (`strongly_typed_creation`): every layer runs in the type the graph
+    gives it, and no builder flag lowers a float32 graph. An FP16 engine therefore needs the FP16 graph, whose
+    program keeps the BiLSTM and the length arithmetic out of half precision; a converter run over the float32
     graph would guess instead, and it guesses wrong (mislabelled Casts, an FP16 LSTM).
     """
     from qslr.deploy.export.onnx_export import graph_precision, read_metadata
@@ -183,11 +191,48 @@ def graph_precision_for(onnx_path: Path, expected: str | None) -> str:
     return precision
 
 
+def strongly_typed_creation(creation_flags: Collection[str], version: str) -> str:
+    """The network creation flag a build asks for, by name, given the names of TensorRT's
+    NetworkDefinitionCreationFlag members (``creation_flags``) in ``version``.
+
+    Strongly typed wherever the API has it (TensorRT 10.0 on; in 11 every network is, and the flag is kept and
+    ignored): each layer then runs in the type the graph gives it, the graph's precision being stated by the
+    program (`ServedModel`). No precision builder flag goes with it (TensorRT 10 refuses FP16 or INT8 with a strongly
+    typed network; 11 has none): an INT8 graph's QuantizeLinear/DequantizeLinear pairs are its INT8 layers. A
+    weakly typed build is refused: with the FP16 flag and no precision constraints TensorRT 10 may run the
+    float32 BiLSTM in FP16, and an INT8 build would need the INT8 flag too.
+    """
+    if "STRONGLY_TYPED" not in creation_flags:
+        raise ValueError(f"TensorRT {version} cannot build strongly typed networks (NetworkDefinitionCreationFlag."
+                         f"STRONGLY_TYPED, TensorRT 10.0 and later): QSLR builds each layer in its graph's type, "
+                         f"with TensorRT {TENSORRT_VERSION} ({TRITON_CONTAINER})")
+    return "STRONGLY_TYPED"
+
+
+def fitting_profile(onnx_path: str | Path, height: int, width: int, limits: ServedLimits | None = None) -> ShapeRange:
+    """The profile `covering` ``limits`` (the default served ones), its batch lowered to the largest at which every
+    tensor of the graph stays within what TensorRT holds at the served maximum of frames (`tensor_sizes`)."""
+    import onnx
+
+    from qslr.deploy.export.tensor_sizes import largest_batch
+
+    limits = limits or ServedLimits()
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    batch = largest_batch(graph, limits.max_frames, height, width, limits.max_batch)
+    # Not even one clip fitting is left to the build's own check, which says so.
+    return ShapeRange.covering(dataclasses.replace(limits, max_batch=max(batch, 1)))
+
+
 def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
                  precision: str | None = None, timing_cache: str | Path | None = None,
                  workspace_gib: float = 4.0) -> Path:
-    """An engine in the graph's own precision (``precision``, if given, must be it)."""
+    """An engine in the graph's own precision (``precision``, if given, must be it), from a strongly typed
+    network; refused before TensorRT is needed where the profile's largest shapes hold a tensor TensorRT cannot
+    (`tensor_sizes.check_profile_size`)."""
+    from qslr.deploy.export.tensor_sizes import check_profile_size
+
     precision = graph_precision_for(Path(onnx_path), precision)
+    check_profile_size(onnx_path, shapes.max_batch, shapes.max_time, height, width)
     trt = require_tensorrt()
     if not same_release(trt.__version__, TENSORRT_VERSION):
         log.warning("TensorRT %s is building %s, but QSLR serves with TensorRT %s (%s): `qslr triton build` "
@@ -195,20 +240,14 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     onnx_path, out = Path(onnx_path), Path(out)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    weakly_typed = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 10; 11 removed the precision flags
-    network = builder.create_network(0)
+    creation = strongly_typed_creation(trt.NetworkDefinitionCreationFlag.__members__, trt.__version__)
+    network = builder.create_network(1 << int(getattr(trt.NetworkDefinitionCreationFlag, creation)))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if precision == "fp16" and weakly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)  # lets TensorRT 10 keep the graph's FP16 layers in FP16
-    if precision == "int8" and weakly_typed:
-        # TensorRT 10 runs a weakly typed network's QuantizeLinear/DequantizeLinear pairs in INT8 only with the
-        # flag; 11 takes them from the graph's types.
-        config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     for name, (low, mid, high) in profile_shapes(shapes, height, width).items():
         profile.set_shape(name, low, mid, high)
@@ -225,7 +264,12 @@ def build_engine(onnx_path: str | Path, out: str | Path, shapes: ShapeRange, hei
     memory = int(getattr(engine, "device_memory_size_v2", 0) or engine.device_memory_size)
     log.info("%s: one execution context needs %.2f GiB of device memory at %s", out, memory / 2**30,
              shapes.shapes()[2])
-    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, precision, onnx_path.name, memory))
+    flags = sorted(name for name, flag in trt.BuilderFlag.__members__.items() if config.get_flag(flag))
+    # TensorRT 11 makes every network strongly typed and ignores the flag, so it need not read back as set there.
+    strongly_typed = network.get_flag(getattr(trt.NetworkDefinitionCreationFlag, creation)) or \
+        int(trt.__version__.split(".")[0]) >= 11
+    write_engine_record(out, EngineRecord(trt.__version__, shapes, height, width, precision, onnx_path.name, memory,
+                                          bool(strongly_typed), flags))
     write_bytes_atomic(out, bytes(serialized))
     if cache_path:
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))

@@ -22,7 +22,7 @@ from qslr.deploy import tensor_names as names
 from qslr.deploy.decoder_choices import DALI, GPU_SUFFIX, PYAV
 from qslr.deploy.export.nvidia_stack import TENSORRT_VERSION, TRITON_CONTAINER
 from qslr.deploy.export.onnx_export import ExportInfo, export_onnx, graph_metadata, graph_precision, read_metadata
-from qslr.deploy.export.tensorrt_engine import check_engine
+from qslr.deploy.export.tensorrt_engine import check_engine, read_engine_record
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
@@ -61,7 +61,9 @@ class RepositorySettings:
     preprocess_threads: int = 2
     decoder_instances: int = 1
     # The visual model's own batch limit, below the served one where one engine context at the served batch
-    # would not fit the GPU (docs/serving_gpu.md); None: the served maximum. The ensembles take the smaller.
+    # would not fit the GPU (docs/serving_gpu.md); None: the served maximum, or a TensorRT engine's profile batch
+    # where that is smaller (`qslr export tensorrt` lowers it to what TensorRT can hold). The ensembles take the
+    # smaller.
     visual_max_batch: int | None = None
     beam_size: int | None = None  # None: the checkpoint's decode settings (0 for greedy), as `qslr eval run` uses
     max_beam_size: int = MAX_BEAM_SIZE
@@ -169,6 +171,8 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
     # Refused before the export: an engine this repository's Triton could not load, or that could not run
     # every clip the limits admit.
     visual_batch = settings.visual_max_batch or settings.limits.max_batch
+    if settings.visual_max_batch is None and engine is not None:
+        visual_batch = min(visual_batch, read_engine_record(engine).profile.max_batch)
     if not 1 <= visual_batch <= settings.limits.max_batch:
         raise ValueError(f"the visual model's batch limit must be 1..{settings.limits.max_batch} (the served "
                          f"maximum), got {visual_batch}")
