@@ -146,20 +146,23 @@ def torch_tensorrt_program(workspace: Workspace) -> dict:
 
     import qslr.model.unpacked_bilstm  # noqa: F401 - registers qslr::lstm, which the saved program calls
     from qslr.deploy.export.tensorrt_engine import ShapeRange
-    from qslr.deploy.export.torch_trt import compile_torch_trt
+    from qslr.deploy.export.torch_trt import compile_served, save_compiled
 
     shapes = ShapeRange.parse(*PROFILE)
     placement = tensorrt_placement(workspace, shapes)
-    saved = compile_torch_trt(workspace.checkpoint(), workspace.root / "model.ep", shapes, FRAME_SIZE, FRAME_SIZE,
-                              fp16=True)
+    eager = on("cuda", served(workspace, "fp32", "cuda"))
+    compiled = compile_served(workspace.checkpoint(), shapes, FRAME_SIZE, FRAME_SIZE, fp16=True)
+    before = judged("torch-tensorrt's fp16 module as compiled, against eager float32 on CUDA",
+                    worst(eager, on("cuda", compiled.module)), FP16_TOLERANCE)
+    saved = save_compiled(compiled, shapes, workspace.root / "model.ep")
     loaded = torch_tensorrt.load(str(saved))
     engines = sum(node.op == "call_function" and "execute_engine" in str(node.target) for node in loaded.graph.nodes)
     if engines != len(placement["operators_per_engine"]):
         raise AssertionError(f"the saved program calls {engines} TensorRT engine(s), its partitioning made "
                              f"{len(placement['operators_per_engine'])}")
-    apart = worst(on("cuda", served(workspace, "fp32", "cuda")), on("cuda", loaded.module()))
-    return {**judged("torch-tensorrt's fp16 program, saved and loaded, against eager float32 on CUDA", apart,
-                     FP16_TOLERANCE), **placement, "engines_in_saved_program": engines}
+    after = judged("torch-tensorrt's fp16 program, saved and loaded, against eager float32 on CUDA",
+                   worst(eager, on("cuda", loaded.module())), FP16_TOLERANCE)
+    return {"compiled": before, "saved_and_loaded": after, **placement, "engines_in_saved_program": engines}
 
 
 def tensorrt_placement(workspace: Workspace, shapes) -> dict:

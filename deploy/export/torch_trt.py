@@ -8,6 +8,7 @@ saved program therefore needs `model.unpacked_bilstm` imported before `torch.exp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,8 +20,18 @@ from qslr.deploy.served import served_from_checkpoint
 from qslr.pipelines.atomic_output import atomic_path
 
 
-def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
-                      fp16: bool = True) -> Path:
+@dataclass(frozen=True)
+class CompiledProgram:
+    """torch-tensorrt's compilation of the served model (``module``, run in this process as it is) and the model it
+    was compiled from (``served``), whose example inputs its saved form is traced with."""
+
+    module: torch.nn.Module
+    served: torch.nn.Module
+
+
+def compile_served(checkpoint: str | Path, shapes: ShapeRange, height: int, width: int, fp16: bool = True
+                   ) -> CompiledProgram:
+    """The served model of ``checkpoint`` compiled by torch-tensorrt for the profile ``shapes``."""
     try:
         import torch_tensorrt
     except ImportError as exc:
@@ -39,9 +50,21 @@ def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRang
     # type the program gives it. The program states its precision (ServedModel): no autocast pass is asked for.
     # Its rule-based autocast would cast every node's value, SymInt sizes and integer indices included, and
     # matches excluded operators by name, not by the OpOverload this module would pass.
-    compiled = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs)
+    return CompiledProgram(torch_tensorrt.dynamo.compile(program, arg_inputs=inputs), served)
+
+
+def save_compiled(compiled: CompiledProgram, shapes: ShapeRange, out: str | Path) -> Path:
+    """Save a compiled program (written whole under a temporary name, then renamed)."""
+    import torch_tensorrt
+
     out = Path(out)
     with atomic_path(out) as tmp:
-        torch_tensorrt.save(compiled, str(tmp), arg_inputs=list(export_example(served, shapes)),
+        torch_tensorrt.save(compiled.module, str(tmp), arg_inputs=list(export_example(compiled.served, shapes)),
                             dynamic_shapes=dynamic_shapes(shapes))
     return out
+
+
+def compile_torch_trt(checkpoint: str | Path, out: str | Path, shapes: ShapeRange, height: int, width: int,
+                      fp16: bool = True) -> Path:
+    """`qslr export torch-trt`: compile, then save."""
+    return save_compiled(compile_served(checkpoint, shapes, height, width, fp16), shapes, out)
