@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -30,10 +31,12 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _end_with_loader(owner: int, worker_id: int) -> None:
-    """A worker's start: it ends with the process that owns its loader. Its parent is the fork server, not that
-    process, and the fork server lives as long as any of its children, so nothing else would end it when the
-    owner is killed."""
+def _start_worker(owner: int, worker_id: int) -> None:
+    """A worker follows the process that owns its loader. It ends with it: its parent is the fork server, not
+    that process, and the fork server lives as long as any of its children, so nothing else would end it when the
+    owner is killed. And a SIGTERM is the owner's to act on: torchrun sends it to a rank's whole process group,
+    workers included, and a worker gone before the rank's next step would fail the checkpoint it stops to write."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     end_with(owner)
 
 
@@ -87,7 +90,7 @@ class ReferenceLoader(EpochReader):
                                   prefetch_factor=2 if num_workers else None,
                                   persistent_workers=num_workers > 0 and reuse_workers,
                                   multiprocessing_context=_worker_context() if num_workers else None,
-                                  worker_init_fn=functools.partial(_end_with_loader, os.getpid()),
+                                  worker_init_fn=functools.partial(_start_worker, os.getpid()),
                                   # Its own generator: a DataLoader otherwise draws its workers' seeds from the
                                   # global stream at every epoch start, so training's dropout would depend on
                                   # where a run was resumed. Clips do not depend on it (their plans are seeded).

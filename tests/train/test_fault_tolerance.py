@@ -162,29 +162,40 @@ def wait_for_children(pid: int, count: int, seconds: float = 60) -> list[int]:
 
 
 LOADER_OWNER = """
-import sys, time
+import signal, sys, time
 from qslr.train.config import load_config
 from qslr.train.data import make_loader
+signal.signal(signal.SIGTERM, lambda signum, frame: print("SIGTERM", flush=True))  # a rank stops at its next step
 config = load_config("synthetic", sys.argv[1:])
-loader = make_loader(config, "train", train=True)
-next(iter(loader))
+batches = iter(make_loader(config, "train", train=True))
+next(batches)
 print("read a batch", flush=True)
+sys.stdin.readline()
+next(batches)
+print("read another", flush=True)
 time.sleep(600)
 """
 
 
-def test_the_reference_loaders_processes_end_with_the_process_that_reads_it_when_that_is_killed(tiny_corpus,
-                                                                                             tmp_path):
+def test_the_reference_loaders_processes_leave_a_sigterm_to_their_owner_and_end_when_it_is_killed(tiny_corpus,
+                                                                                               tmp_path):
     """The issue's report, without torchrun: SIGKILL of the process left its loader's fork server and workers
-    running. Here they are gone within seconds."""
+    running; here they are gone within seconds. Before that, a SIGTERM to its whole process group (torchrun's stop)
+    leaves the workers to the owner, which reads on to its next step."""
     config = [f"data.root={tiny_corpus[0]}", f"train.work_dir={tmp_path}", *SMALL_MODEL, "data.loader=reference",
               "data.num_workers=2"]
-    owner = subprocess.Popen([sys.executable, "-c", LOADER_OWNER, *config], stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen([sys.executable, "-c", LOADER_OWNER, *config], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert owner.stdout.readline().strip() == "read a batch"
         started = processes_of(owner.pid)
         # The owner, its resource tracker, the fork server and the two workers it forked.
         assert len(started) >= 5, started
+        os.killpg(owner.pid, signal.SIGTERM)
+        assert owner.stdout.readline().strip() == "SIGTERM"
+        owner.stdin.write("\n")
+        owner.stdin.flush()
+        assert owner.stdout.readline().strip() == "read another"
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(timeout=10)
         assert none_left(started)
