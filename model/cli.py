@@ -10,7 +10,7 @@ import click
 
 @click.group("model")
 def model() -> None:
-    """Inspect QSLR checkpoints and convert the original VAC and CorrNet code's."""
+    """Inspect QSLR checkpoints and convert the original VAC, CorrNet and CorrNet+ code's."""
 
 
 @model.command("import-vac")
@@ -20,9 +20,11 @@ def model() -> None:
               help="vocab.json of the prepared dataset, or the original gloss_dict.npy.")
 @click.option("--trust", is_flag=True, help="Allow arbitrary pickled objects in CHECKPOINT (only for files you trust).")
 def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: bool) -> None:
-    """Convert a checkpoint of the original VAC code (baseline, VAC or SMKD), or of CorrNet, to a QSLR checkpoint."""
+    """Convert a checkpoint of the original VAC code (baseline, VAC or SMKD), or of CorrNet or CorrNet+, to a QSLR
+    checkpoint."""
     # Imported here: PyTorch takes seconds to import, and `qslr model --help` needs none of it.
     from qslr.model.checkpoints import CheckpointError, save_checkpoint
+    from qslr.model.temporal_poolings import LIFT
     from qslr.model.vac_import import import_vac
     from qslr.pipelines.prepared import DatasetFormatError, read_any_vocab
 
@@ -36,8 +38,12 @@ def import_vac_command(checkpoint: Path, out: Path, vocab: Path | None, trust: b
                                    f"{network.num_classes} classes")
     save_checkpoint(out, network, {"model": sections}, glosses)
     kind = "SMKD (shared weight-normalised classifier)" if sections["classifier"]["shared"] else "baseline/VAC"
-    if sections["frame_encoder"]["arch"].startswith("corrnet"):
-        kind = f"CorrNet (correlations after stages {sections['frame_encoder']['options']['stages']}), {kind}"
+    encoder = sections["frame_encoder"]
+    if encoder["arch"].startswith("corrnet"):
+        name = "CorrNet+" if encoder["arch"] == "corrnet_plus_resnet18" else "CorrNet"
+        kind = f"{name} (correlations after stages {encoder['options']['stages']}), {kind}"
+    if sections["temporal"].get("pooling") == LIFT:
+        kind += ", lifting pools"
     click.echo(f"wrote {out}: {kind}, {network.num_classes} classes, "
                f"{sum(p.numel() for p in network.parameters()) / 1e6:.1f} M parameters")
 

@@ -11,10 +11,10 @@ correlation module adds, weighted by a learned ``alpha``:
 So a frame's features depend on its neighbours: each module reaches 4 frames on each side through its (9, 3, 3)
 convolutions and one more through the affinities.
 
-Batch independence. A clip's frames are those before its length; what lies after them in a padded batch never
-reaches its output. As when the original runs one clip alone: the frame after a clip's last is the last itself
-(the original repeats the edge frame), and the temporal convolutions read zeros beyond either end (their zero
-padding). In training, BatchNorm sees only the clips' own frames, as elsewhere in QSLR.
+Batch independence (`qslr.model.clip_resnet`). A clip's frames are those before its length; what lies after them in
+a padded batch never reaches its output. As when the original runs one clip alone: the frame after a clip's last is
+the last itself (the original repeats the edge frame), and the temporal convolutions read zeros beyond either end
+(their zero padding). In training, BatchNorm sees only the clips' own frames, as elsewhere in QSLR.
 
 The module and parameter names are the original's (``corr1``, ``down_conv``, ``spatial_aggregation1``, ``alpha``,
 ...), so its checkpoints load by name (`qslr.model.vac_import`).
@@ -22,32 +22,52 @@ The module and parameter names are the original's (``corr1``, ``down_conv``, ``s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 
 import torch
 from torch import nn
 
+from qslr.model.clip_resnet import REDUCTION, ClipMasks, ClipResNet
 from qslr.model.frame_encoders import IMAGENET_WIDTH, resnet_encoder
 
-STAGES = (2, 3, 4)  # the ResNet stages a correlation module may follow
 DEFAULT_STAGES = (2, 3, 4)
 
 
-class Correlation(nn.Module):
-    """One correlation module on (B, C, T, H, W) features of clips of ``lengths`` frames."""
+class IdentificationGate(nn.Module):
+    """CorrNet's identification branch, which CorrNet+ keeps: a 1x1 reduction to a sixteenth of the channels, three
+    depthwise (9, 3, 3) convolutions with spatial dilations 1, 2 and 3 weighted by learned weights, a 1x1 expansion
+    and a sigmoid centred on 0, a gate on (B, C, T, H, W) features of clips. Subclasses add the correlations it
+    gates, beside these parameters as in the original's modules."""
 
     def __init__(self, channels: int):
         super().__init__()
-        reduced = channels // 16
+        reduced = channels // REDUCTION
         self.down_conv = nn.Conv3d(channels, reduced, kernel_size=1, bias=False)
-        self.down_conv2 = nn.Conv3d(channels, channels, kernel_size=1, bias=False)
         self.spatial_aggregation1, self.spatial_aggregation2, self.spatial_aggregation3 = (
             nn.Conv3d(reduced, reduced, kernel_size=(9, 3, 3), padding=(4, d, d), dilation=(1, d, d), groups=reduced)
             for d in (1, 2, 3))
         self.weights = nn.Parameter(torch.ones(3) / 3)
-        self.weights2 = nn.Parameter(torch.ones(2) / 2)
         self.conv_back = nn.Conv3d(reduced, channels, kernel_size=1, bias=False)
+
+    def gate(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``valid`` (B, 1, T, 1, 1): the clips' own frames."""
+        # Zeros past each clip's end, as the temporal convolutions' own padding gives a clip alone; the 1x1
+        # reduction has no bias, so zeroing after it is the same as before and touches 16x fewer values.
+        reduced = self.down_conv(x) * valid
+        aggregated = (self.spatial_aggregation1(reduced) * self.weights[0]
+                      + self.spatial_aggregation2(reduced) * self.weights[1]
+                      + self.spatial_aggregation3(reduced) * self.weights[2])
+        return torch.sigmoid(self.conv_back(aggregated)) - 0.5
+
+
+class Correlation(IdentificationGate):
+    """One correlation module on (B, C, T, H, W) features of clips of ``lengths`` frames."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.down_conv2 = nn.Conv3d(channels, channels, kernel_size=1, bias=False)
+        self.weights2 = nn.Parameter(torch.ones(2) / 2)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """``valid`` (B, 1, T, 1, 1): the clips' own frames; ``last`` (B, 1, T, 1, 1): each clip's last frame."""
@@ -57,13 +77,7 @@ class Correlation(nn.Module):
         following = torch.where(last, projected, torch.cat([projected[:, :, 1:], projected[:, :, -1:]], 2))
         preceding = torch.cat([projected[:, :, :1], projected[:, :, :-1]], 2)
         features = (_attend(x, following) * self.weights2[0] + _attend(x, preceding) * self.weights2[1])
-        # Zeros past each clip's end, as the temporal convolutions' own padding gives a clip alone; the 1x1
-        # reduction has no bias, so zeroing after it is the same as before and touches 16x fewer values.
-        reduced = self.down_conv(x) * valid
-        aggregated = (self.spatial_aggregation1(reduced) * self.weights[0]
-                      + self.spatial_aggregation2(reduced) * self.weights[1]
-                      + self.spatial_aggregation3(reduced) * self.weights[2])
-        return features * (torch.sigmoid(self.conv_back(aggregated)) - 0.5)
+        return features * self.gate(x, valid)
 
 
 def _attend(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -78,70 +92,23 @@ def _attend(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return attended.reshape(x.shape[0], -1, *attended.shape[1:]).permute(0, 4, 1, 2, 3)
 
 
-class CorrNetEncoder(nn.Module):
-    """(N, 3, H, W) frames of clips laid out clip by clip (B clips of T frames, N = B*T) and the clips' lengths
-    -> (N, out_dim) features (512 for ResNet-18); the features of frames past a clip's length are not its own and
-    are left as they come.
-    """
-
-    clip_aware = True  # SLRModel and the served model hand it the clips' lengths
+class CorrNetEncoder(ClipResNet):
+    """CorrNet on a ResNet trunk (`ClipResNet`): a correlation module after each of ``stages``."""
 
     def __init__(self, trunk: nn.Module, stages: Sequence[int] = DEFAULT_STAGES):
-        super().__init__()
-        if not stages or any(s not in STAGES for s in stages) or list(stages) != sorted(set(stages)):
-            raise ValueError(f"correlation stages {list(stages)!r}: give increasing stages among 2, 3 and 4")
-        self.trunk = trunk
-        self.stages = tuple(stages)
-        # A stage's channels are its last block's (128, 256 and 512 in ResNet-18; fewer in a narrowed one).
-        channels = {stage: getattr(trunk, f"layer{stage}")[-1].conv2.out_channels for stage in STAGES}
-        self.out_dim = channels[4]
+        super().__init__(trunk, stages)
         for stage in self.stages:
-            if channels[stage] < 16:
-                raise ValueError(f"correlation after stage {stage}: {channels[stage]} channels, fewer than the 16 "
-                                 f"its identification branch divides them by")
             # The original's names: corr1 follows layer2, corr2 layer3, corr3 layer4.
-            self.add_module(f"corr{stage - 1}", Correlation(channels[stage]))
+            self.add_module(f"corr{stage - 1}", Correlation(self.channels[stage]))
         for module in self.modules():
             if isinstance(module, nn.Conv3d):  # the original initialises its convolutions so
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         # Zero at the start: the correlations begin as no change to the ImageNet features.
         self.alpha = nn.Parameter(torch.zeros(len(self.stages)))
 
-    def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:  # one clip of every frame given
-            lengths = torch.full((1,), frames.shape[0], dtype=torch.long, device=frames.device)
-        batch = lengths.shape[0]
-        # Shapes by reshape with -1, not by dividing sizes: an exported graph keeps batch and time dynamic.
-        time = frames.reshape(batch, -1, *frames.shape[1:]).shape[1]
-        steps = torch.arange(time, device=frames.device)[None, :]
-        lengths = lengths.to(frames.device)[:, None]
-        valid_frames = (steps < lengths).reshape(-1)
-        valid = (steps < lengths)[:, None, :, None, None].to(frames.dtype)
-        last = (steps == lengths - 1)[:, None, :, None, None]
-        trunk = self.trunk
-        x = self._per_frame(self._stem, frames, valid_frames)
-        for stage, layer in zip((2, 3, 4), (trunk.layer2, trunk.layer3, trunk.layer4), strict=True):
-            x = self._per_frame(layer, x, valid_frames)
-            if stage in self.stages:
-                clips = x.reshape(batch, -1, *x.shape[1:]).transpose(1, 2)  # (B, C, T, H, W)
-                change = getattr(self, f"corr{stage - 1}")(clips, valid, last)
-                x = x + change.transpose(1, 2).flatten(0, 1) * self.alpha[self.stages.index(stage)]
-        return torch.flatten(trunk.avgpool(x), 1)
-
-    def _stem(self, frames: torch.Tensor) -> torch.Tensor:
-        trunk = self.trunk
-        return trunk.layer1(trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(frames)))))
-
-    def _per_frame(self, layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                   valid_frames: torch.Tensor) -> torch.Tensor:
-        """``layer`` on each frame. In training only on the clips' own frames, so that BatchNorm's batch
-        statistics never see padding; in evaluation (running statistics) on all, keeping the shapes static."""
-        if not self.training:
-            return layer(x)
-        out = layer(x[valid_frames])
-        full = out.new_zeros(x.shape[0], *out.shape[1:])
-        full[valid_frames] = out
-        return full
+    def after_stage(self, stage: int, clips: torch.Tensor, masks: ClipMasks) -> torch.Tensor:
+        change = getattr(self, f"corr{stage - 1}")(clips, masks.valid, masks.last)
+        return clips + change * self.alpha[self.stages.index(stage)]
 
 
 def corrnet_encoder(*, weights: str | Enum | None = None, stages: Sequence[int] = DEFAULT_STAGES,

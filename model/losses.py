@@ -1,4 +1,5 @@
-"""VAC's losses: SeqCTC, ConvCTC (visual enhancement) and Dist (visual alignment), weighted by the config."""
+"""VAC's losses: SeqCTC, ConvCTC (visual enhancement) and Dist (visual alignment), and CorrNet+'s lifting terms Cu
+and Cp where the network has lifting pools, weighted by the config."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qslr.model.loss_terms import CONV_CTC, DIST, LIFTING, SEQ_CTC, TERMS
 from qslr.model.network import ModelOutput
 from qslr.pipelines.prepared import BLANK_ID as BLANK
-
-TERMS = ("SeqCTC", "ConvCTC", "Dist")
 
 
 def ctc_per_sample(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -65,12 +65,18 @@ class VACLoss(nn.Module):
         """``targets`` are the batch's gloss ids concatenated (1-D), as CTC takes them."""
         terms: dict[str, torch.Tensor] = {}
         per_sample = torch.zeros(len(output.lengths), device=output.sequence_logits.device)
-        for name, logits in (("SeqCTC", output.sequence_logits), ("ConvCTC", output.conv_logits)):
+        for name, logits in ((SEQ_CTC, output.sequence_logits), (CONV_CTC, output.conv_logits)):
             if name in self.weights:
                 losses = ctc_per_sample(logits, output.lengths, targets, target_lengths)
                 per_sample = per_sample + losses
                 terms[name] = losses.mean()
-        if "Dist" in self.weights:
-            terms["Dist"] = distillation(output.conv_logits, output.sequence_logits, self.temperature)
+        if DIST in self.weights:
+            terms[DIST] = distillation(output.conv_logits, output.sequence_logits, self.temperature)
+        for name in LIFTING:
+            if name in self.weights:
+                if name not in output.lifting:
+                    raise ValueError(f"loss term {name} comes from CorrNet+'s lifting pools and this network has "
+                                     f"none: set model.temporal.pooling to lift, or the weight of {name} to 0")
+                terms[name] = output.lifting[name]
         total = sum(self.weights[name] * value for name, value in terms.items())
         return LossResult(total, terms, per_sample)

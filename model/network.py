@@ -1,8 +1,9 @@
-"""The VAC/SMKD network: frame encoder -> TemporalConv -> BiLSTM, with a classifier on each branch."""
+"""The VAC/SMKD network (and CorrNet's, CorrNet+'s): frame encoder -> TemporalConv -> BiLSTM, with a classifier on
+each branch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,6 +21,8 @@ class ModelOutput:
     conv_logits: torch.Tensor  # (B, T', V) the visual branch's classifier
     sequence_logits: torch.Tensor  # (B, T', V) the BiLSTM branch's classifier: the recognition output
     lengths: torch.Tensor  # (B,) int64 valid steps T'_i
+    # Loss terms the network computes itself, by name: CorrNet+'s lifting pools' Cu and Cp (model/lifting_pool.py).
+    lifting: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SLRModel(nn.Module):
@@ -56,10 +59,11 @@ class SLRModel(nn.Module):
 
     def forward_features(self, framewise: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
         """From frame features (B, T, D), e.g. ones saved by ``qslr features``."""
-        visual, out_lengths = self.temporal(framewise.transpose(1, 2), lengths)
+        visual, out_lengths, lifting = self.temporal(framewise.transpose(1, 2), lengths)
         visual = visual.transpose(1, 2)
         contextual = self.sequence(visual, out_lengths)
-        return ModelOutput(framewise, visual, self.conv_classifier(visual), self.classifier(contextual), out_lengths)
+        return ModelOutput(framewise, visual, self.conv_classifier(visual), self.classifier(contextual), out_lengths,
+                           lifting)
 
 
 def build_model(num_classes: int, frame_encoder: dict, temporal: dict, sequence: dict, classifier: dict) -> SLRModel:

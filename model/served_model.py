@@ -6,8 +6,9 @@ the first frame, the last frame repeated up to a multiple of the temporal stride
 
 The precision is stated here, not guessed by a converter or a compiler's autocast pass: at ``fp16`` the frame
 encoder, the temporal convolution and the classifier hold and compute half-precision tensors, while the
-BiLSTM keeps its float32 weights and recurrence (as in training), the length and index arithmetic stays
-integer, and the log-probabilities leave in float32. Every graph exported from it (ONNX, torch.export) says
+BiLSTM keeps its float32 weights and recurrence (as in training), CorrNet+'s lifting pools take their instance
+normalisation's statistics in float32, the length and index arithmetic stays integer, and the log-probabilities leave
+in float32. Every graph exported from it (ONNX, torch.export) says
 so in its own types.
 """
 
@@ -19,7 +20,6 @@ from torch import nn
 
 from qslr.model.classifier import NormLinear
 from qslr.model.network import SLRModel
-from qslr.model.temporal_conv import output_lengths
 from qslr.model.unpacked_bilstm import bilstm_unpacked
 from qslr.pipelines.augmentation import PIXEL_OFFSET, PIXEL_SCALE
 from qslr.pipelines.temporal_padding import padding_for, stride
@@ -44,6 +44,10 @@ class ServedModel(nn.Module):
         # The parts that run in the served precision; model.sequence (the BiLSTM) is not among them.
         for part in (model.frame_encoder, model.temporal, model.classifier):
             part.to(self.compute_dtype)
+        layers = model.temporal.temporal_conv
+        for index, layer in enumerate(layers):
+            if isinstance(layer, nn.MaxPool1d):
+                layers[index] = _MaxPoolOverTime(layer)
         self.crop_size = crop_size
         self.pixel_offset, self.pixel_scale = pixel_offset, pixel_scale
         # Given for an export: constant crop offsets keep the graph's shapes static.
@@ -77,17 +81,9 @@ class ServedModel(nn.Module):
         return log_probs, steps
 
     def temporal_features(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trained TemporalConv, its max-poolings run as 2-D ones over (1, time): the same values, but
-        torch.export fixes the time axis of a 1-D max-pooling (not of a 2-D one), and TensorRT pools in 2-D."""
-        for layer in self.model.temporal.temporal_conv:
-            if isinstance(layer, nn.MaxPool1d):
-                kernel, stride, padding, dilation = (_single(v) for v in (layer.kernel_size, layer.stride,
-                                                                         layer.padding, layer.dilation))
-                features = F.max_pool2d(features.unsqueeze(2), (1, kernel), (1, stride), (0, padding), (1, dilation),
-                                        layer.ceil_mode).squeeze(2)
-            else:
-                features = layer(features)
-        return features, output_lengths(lengths, self.model.temporal.kernels)
+        """The trained TemporalConv (its max-poolings run over (1, time), `_MaxPoolOverTime`)."""
+        visual, steps, _ = self.model.temporal(features, lengths)
+        return visual, steps
 
     def padded_images(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, 3) uint8 -> (B * padded T, 3, crop, crop) in [-1, 1]: each clip centre-cropped and
@@ -109,6 +105,21 @@ class ServedModel(nn.Module):
         # A reshape to the constant crop size keeps the frame encoder's spatial shapes static in the graph.
         clips = torch.index_select(clips.reshape(-1, self.crop_size, self.crop_size, 3), 0, flat)
         return (clips.permute(0, 3, 1, 2) - self.pixel_offset) / self.pixel_scale
+
+
+class _MaxPoolOverTime(nn.Module):
+    """A MaxPool1d run as a 2-D one over (1, time): the same values, but torch.export fixes the time axis of a 1-D
+    max-pooling (not of a 2-D one), and TensorRT pools in 2-D."""
+
+    def __init__(self, pool: nn.MaxPool1d):
+        super().__init__()
+        self.kernel, self.stride, self.padding, self.dilation = (
+            _single(v) for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation))
+        self.ceil_mode = pool.ceil_mode
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(features.unsqueeze(2), (1, self.kernel), (1, self.stride), (0, self.padding),
+                            (1, self.dilation), self.ceil_mode).squeeze(2)
 
 
 def _fixed_linear(classifier: NormLinear) -> nn.Linear:

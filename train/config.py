@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 
 from qslr.model import decoding_defaults
+from qslr.model.loss_terms import TERMS as LOSS_TERMS
+from qslr.model.temporal_poolings import MAX, POOLINGS
 from qslr.pipelines.loader_choices import LOADERS
 from qslr.pipelines.package_data import package_folder
 
 CONFIG_DIR = package_folder("qslr.configs")
-LOSS_TERMS = ("SeqCTC", "ConvCTC", "Dist")
 
 
 class ConfigError(ValueError):
@@ -74,6 +75,7 @@ class FrameEncoderConfig:
 class TemporalConvConfig:
     kernels: list[str] = field(default_factory=lambda: ["K5", "P2", "K5", "P2"])
     hidden_size: int = _at_least(1024, 1)
+    pooling: str = _choice(MAX, *POOLINGS)  # of each P: VAC's max-pooling, or CorrNet+'s lifting pool
 
 
 @dataclass
@@ -130,9 +132,6 @@ class TrainConfig:
     grad_clip: float | None = None
     eval_interval: int = _at_least(1, 1)
     save_interval: int = _at_least(5, 1)
-    # A resumable checkpoint every this many optimiser steps as well (checkpoints/step{N}.pt, the newest few kept),
-    # so that a failure loses at most this many steps; null: at epoch ends only. docs/training.md has the cost.
-    checkpoint_every_steps: int | None = _at_least(None, 1)
     log_interval: int = _at_least(50, 1)
 
 

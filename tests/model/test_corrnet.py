@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from original_forms import ResNet3d, clips, randomised
 from torch import nn
 
 from qslr.model import vac_import
@@ -47,78 +48,29 @@ class _ReferenceCorrelation(nn.Module):
         return features * (torch.sigmoid(self.conv_back(aggregated)) - 0.5)
 
 
-class _Block3d(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv3d(cin, cout, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False)
-        self.bn1 = nn.BatchNorm3d(cout)
-        self.conv2 = nn.Conv3d(cout, cout, (1, 3, 3), 1, (0, 1, 1), bias=False)
-        self.bn2 = nn.BatchNorm3d(cout)
-        self.downsample = (nn.Sequential(nn.Conv3d(cin, cout, 1, (1, stride, stride), bias=False),
-                                         nn.BatchNorm3d(cout)) if stride > 1 else None)
-
-    def forward(self, x):
-        skip = x if self.downsample is None else self.downsample(x)
-        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + skip)
-
-
-class _ReferenceResNet3d(nn.Module):
+class _ReferenceResNet3d(ResNet3d):
     """The original's ResNet-18 layout (``conv2d.*`` in its checkpoints) with correlations after ``stages``."""
 
     def __init__(self, stages=(2, 3, 4)):
         super().__init__()
         self.stages = stages
-        self.conv1 = nn.Conv3d(3, 64, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
-        self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
-        widths = (64, 128, 256, 512)
-        previous = 64
-        for i, width in enumerate(widths, start=1):
-            stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(_Block3d(previous, width, stride), _Block3d(width, width, 1)))
-            previous = width
         for stage in stages:
-            setattr(self, f"corr{stage - 1}", _ReferenceCorrelation(widths[stage - 1]))
+            setattr(self, f"corr{stage - 1}", _ReferenceCorrelation(self.widths[stage - 1]))
         self.alpha = nn.Parameter(torch.rand(len(stages)))
 
-    def forward(self, clip):  # (1, 3, T, H, W) -> (T, 512)
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(clip))))
-        x = self.layer1(x)
-        for stage in (2, 3, 4):
-            x = getattr(self, f"layer{stage}")(x)
-            if stage in self.stages:
-                x = x + getattr(self, f"corr{stage - 1}")(x) * self.alpha[self.stages.index(stage)]
-        return x.mean((3, 4))[0].t()
+    def after_stage(self, stage, x):
+        if stage not in self.stages:
+            return x
+        return x + getattr(self, f"corr{stage - 1}")(x) * self.alpha[self.stages.index(stage)]
 
 
-def _randomised(module: nn.Module) -> nn.Module:
-    """Random weights and BatchNorm statistics, so that no parameter goes unchecked, at scales that keep the
-    activations near 1 through the network (so that 1e-4 is a strict bound, not float32 noise on large values)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            if tensor.ndim > 1:  # convolution and linear weights: variance-preserving
-                tensor.copy_(torch.randn_like(tensor) * (2.0 / (tensor.numel() / tensor.shape[0])) ** 0.5)
-            elif "running_var" in name:
-                tensor.copy_(torch.rand_like(tensor) + 0.5)
-            elif name.endswith(("bn1.weight", "bn2.weight", "downsample.1.weight")):
-                tensor.copy_(1 + 0.1 * torch.randn_like(tensor))
-            else:  # biases, running means, the correlations' mixing weights and alpha
-                tensor.copy_(torch.rand_like(tensor) * 0.5 + 0.25 if tensor.numel() <= 3 else
-                             0.1 * torch.randn_like(tensor))
-    return module.eval()
+def _reference_features(reference: _ReferenceResNet3d, clip: torch.Tensor) -> torch.Tensor:
+    """(T, 3, H, W) -> the original's (T, 512) features of the clip alone."""
+    return reference(clip.transpose(0, 1)[None])[0].t()
 
 
 def _original_encoder_state(reference: _ReferenceResNet3d) -> dict[str, torch.Tensor]:
     return {f"conv2d.{k}": v for k, v in reference.state_dict().items()}
-
-
-def _clips(lengths, size=64):
-    torch.manual_seed(1)
-    time = max(lengths)
-    return torch.randn(len(lengths), time, 3, size, size), torch.tensor(lengths)
 
 
 def _encoder_from_original(reference: _ReferenceResNet3d) -> CorrNetEncoder:
@@ -132,15 +84,15 @@ STAGES = pytest.mark.parametrize("stages", [(2, 3, 4), (3, 4)], ids=["phoenix", 
 
 @STAGES
 def test_a_padded_batch_equals_the_original_form_run_on_each_clip_alone(stages):
-    reference = _randomised(_ReferenceResNet3d(stages))
+    reference = randomised(_ReferenceResNet3d(stages))
     encoder = _encoder_from_original(reference).double()
     reference.double()
-    videos, lengths = _clips([13, 6, 9, 1])
+    videos, lengths = clips([13, 6, 9, 1])
     videos = videos.double()
     with torch.no_grad():
         got = encoder(videos.flatten(0, 1), lengths).reshape(*videos.shape[:2], -1)
         for i, n in enumerate(lengths.tolist()):
-            expected = reference(videos[i, :n].transpose(0, 1)[None])
+            expected = _reference_features(reference, videos[i, :n])
             assert (got[i, :n] - expected).abs().max() < TOLERANCE, i
         # What follows a clip in the batch does not reach it, and its own frames all do: every frame of a clip
         # changes the correlations of the others.
@@ -157,7 +109,7 @@ def test_training_sees_only_the_clips_frames_and_reaches_every_parameter():
     encoder = corrnet_encoder(stages=(2, 3, 4)).train()
     with torch.no_grad():
         encoder.alpha.fill_(0.5)  # at its initial 0 the correlations' own weights get no gradient
-    videos, lengths = _clips([8, 5])
+    videos, lengths = clips([8, 5])
     noisy = videos.clone()
     noisy[1, 5:] = torch.randn_like(noisy[1, 5:]) * 100  # padding: BatchNorm's batch statistics must not see it
     first = encoder(videos.flatten(0, 1), lengths).reshape(2, 8, -1)
@@ -172,11 +124,11 @@ def _original_checkpoint(tmp_path, stages, num_classes=12):
     """A CorrNet checkpoint as the original writes it: its key names and shapes (3D ResNet kernels of temporal size
     1, the correlations and alpha beside them), the network wrapped by DataParallel ("module." before every key),
     SMKD's shared weight-normalised classifier stored (in, out)."""
-    reference = _randomised(_ReferenceResNet3d(stages))
+    reference = randomised(_ReferenceResNet3d(stages))
     sections = {**ORIGINAL_SECTIONS, "classifier": {"weight_norm": True, "shared": True}}
     sections["temporal"] = {**sections["temporal"], "hidden_size": 64}
     sections["sequence"] = {**sections["sequence"], "hidden_size": 64}
-    rest = _randomised(build_model(num_classes, **sections))
+    rest = randomised(build_model(num_classes, **sections))
     state = {to_original_key(k): v for k, v in rest.state_dict().items() if not k.startswith("frame_encoder.")}
     state.update(_original_encoder_state(reference))
     path = tmp_path / "corrnet.pt"
@@ -198,12 +150,12 @@ def test_a_checkpoint_with_the_original_keys_imports_and_equals_the_original_for
                                          "options": {"stages": list(stages)}}
     model.eval().double()
     reference.double()
-    videos, lengths = _clips([24, 17])
+    videos, lengths = clips([24, 17])
     videos = videos.double()
     with torch.no_grad():
         framewise = model.encode_frames(videos, lengths)
         for i, n in enumerate(lengths.tolist()):
-            expected = reference(videos[i, :n].transpose(0, 1)[None])
+            expected = _reference_features(reference, videos[i, :n])
             assert (framewise[i, :n] - expected).abs().max() < TOLERANCE
         assert not framewise[1, 17:].any()
         # The rest of the network is VAC's, loaded as a VAC checkpoint is.

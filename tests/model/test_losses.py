@@ -88,3 +88,17 @@ def test_non_finite_loss_names_the_videos():
 def test_bad_weights(weights, message):
     with pytest.raises(ValueError, match=message):
         VACLoss(weights)
+
+
+def test_the_lifting_terms_are_the_network_s_own_weighted_by_the_config():
+    logits = two_frame_logits()
+    lifting = {"Cu": torch.tensor(300.0), "Cp": torch.tensor(800.0)}
+    out = ModelOutput(torch.zeros(2, 1, 1), torch.zeros(2, 2, 1), logits, logits, torch.tensor([2, 2]), lifting)
+    targets, target_lengths = torch.tensor([1, 1, 2]), torch.tensor([1, 2])
+    ctc = VACLoss({"SeqCTC": 1.0})(out, targets, target_lengths).total.item()
+    result = VACLoss({"SeqCTC": 1.0, "Cu": 5e-4, "Cp": 5e-4})(out, targets, target_lengths)
+    assert result.terms["Cu"].item() == 300.0 and result.terms["Cp"].item() == 800.0
+    assert result.total.item() == pytest.approx(ctc + 5e-4 * 1100, rel=1e-6)
+    # A network without lifting pools has no such terms: asking for them is an error, not a silent zero.
+    with pytest.raises(ValueError, match="loss term Cu comes from CorrNet\\+'s lifting pools"):
+        VACLoss({"SeqCTC": 1.0, "Cu": 5e-4})(output(logits, logits, [2, 2]), targets, target_lengths)

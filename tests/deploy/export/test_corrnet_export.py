@@ -1,7 +1,7 @@
-"""CorrNet's served graph: exported, checked against PyTorch on mixed-length batches, accepted by TensorRT's ONNX
-rules, batch-independent in onnxruntime (a clip's log-probabilities in a padded batch are those of the clip alone),
-and answering alike in `qslr recognise` (PyTorch and onnxruntime) and from Triton; with correlations that matter
-(alpha and the modules' weights not at their neutral start)."""
+"""CorrNet's and CorrNet+'s served graphs: exported, checked against PyTorch on mixed-length batches, accepted by
+TensorRT's ONNX rules, batch-independent in onnxruntime (a clip's log-probabilities in a padded batch are those of the
+clip alone), and answering alike in `qslr recognise` (PyTorch and onnxruntime) and from Triton; with correlations
+that matter (the gates and the modules' weights, and CorrNet+'s lifting pools, not at their neutral start)."""
 
 from __future__ import annotations
 
@@ -21,28 +21,37 @@ from qslr.deploy.served import example_inputs
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.model.checkpoints import input_spec_for
+from qslr.model.lifting_pool import LiftingPool
 from qslr.model.network import build_model
 from qslr.tools.cli import cli
 from qslr.train.checkpointing import model_sections, save_training_checkpoint
 from qslr.train.config import load_config
 
 FRAME = 72
+# Each encoder on the synthetic preset, with what its presets add: CorrNet+ comes with its lifting pools.
+ENCODERS = {"corrnet": ["model.frame_encoder.arch=corrnet_resnet18"],
+            "corrnet_plus": ["model.frame_encoder.arch=corrnet_plus_resnet18", "model.temporal.pooling=lift"]}
 
 
-@pytest.fixture(scope="module")
-def corrnet_checkpoint(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=list(ENCODERS))
+def corrnet_checkpoint(request, tmp_path_factory) -> Path:
     # The BiLSTM as the CorrNet presets have it (no residual connection): the synthetic preset's is residual.
-    config = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18", "model.sequence.residual=false"])
+    config = load_config("synthetic", [*ENCODERS[request.param], "model.sequence.residual=false"])
     vocab = {f"G{i}": i + 1 for i in range(9)}
     torch.manual_seed(0)
     model = build_model(len(vocab) + 1, **model_sections(config)).eval()
     with torch.no_grad():  # correlations that change the features: at alpha 0 they would be a no-op
-        model.frame_encoder.alpha.fill_(0.7)
         for name, parameter in model.frame_encoder.named_parameters():
-            if name.startswith("corr") and name.endswith(("weights", "weights2")):
+            if name.endswith("alpha"):
+                parameter.fill_(0.7)
+            elif name.startswith("corr") and name.endswith(("weights", "weights2")):
                 parameter.uniform_(0.5, 1.0)
+        for pool in (m for m in model.temporal.modules() if isinstance(m, LiftingPool)):
+            for parameter in pool.parameters():  # the convolutions the original starts at 0
+                if not parameter.any():
+                    parameter.normal_(0.0, 0.1)
     spec = input_spec_for(config.model.temporal.kernels, config.data.crop_size, FRAME, FRAME, 25.0)
-    path = tmp_path_factory.mktemp("corrnet") / "corrnet.pt"
+    path = tmp_path_factory.mktemp(request.param) / f"{request.param}.pt"
     save_training_checkpoint(path, model, config, vocab, spec, {})
     return path
 
