@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.export import Dim, ExportedProgram
 
@@ -55,6 +57,24 @@ def shortest_time(served: ServedModel) -> int:
     while output_lengths(torch.tensor([padded_length(frames, kernels)]), kernels) < 2:
         frames += 1
     return frames
+
+
+def largest_tensor(program: ExportedProgram, batch: int, frames: int) -> tuple[str, tuple[int, ...]]:
+    """(node, shape) of the largest tensor ``program`` computes for ``batch`` clips of ``frames`` frames: its
+    operators run on fake tensors, which carry shapes and no values (no memory, well under a second)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    module = program.module()
+    height, width = program.example_inputs[0][0].shape[2:4]
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        inputs = (torch.empty(batch, frames, height, width, 3, dtype=torch.uint8),
+                  torch.full((batch,), frames, dtype=torch.int64))
+    FakeTensorProp(module, mode).propagate(*inputs)
+    sized = [(node.name, tuple(node.meta["val"].shape)) for node in module.graph.nodes
+             if isinstance(node.meta.get("val"), torch.Tensor)]
+    return max(sized, key=lambda item: math.prod(item[1]))
 
 
 def _dim(name: str, low: int, high: int) -> Dim | None:

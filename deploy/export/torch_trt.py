@@ -8,6 +8,7 @@ saved program therefore needs `model.unpacked_bilstm` imported before `torch.exp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,38 @@ class CompiledProgram:
     served: torch.nn.Module
 
 
+def check_program_size(checkpoint: str | Path, shapes: ShapeRange, height: int, width: int) -> None:
+    """Refuse, in one line naming the tensor and the largest batch that fits, a profile under which the served
+    program holds a tensor TensorRT cannot (`tensor_sizes`, which `qslr export tensorrt` applies to a graph)."""
+    from qslr.deploy.export.tensor_sizes import TENSORRT_ELEMENT_LIMIT, TensorTooLargeError
+    from qslr.deploy.export.torch_export import largest_tensor
+
+    served, _ = served_from_checkpoint(checkpoint, frame_size=(height, width))
+    program = export_program(served, shapes)
+
+    def fits(batch: int) -> bool:
+        return math.prod(largest_tensor(program, batch, shapes.max_time)[1]) <= TENSORRT_ELEMENT_LIMIT
+
+    if fits(shapes.max_batch):
+        return
+    name, shape = largest_tensor(program, shapes.max_batch, shapes.max_time)
+    low, high = 0, shapes.max_batch - 1  # tensors grow with the batch: halve the range
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    advice = (f"the largest batch that fits at {shapes.max_time} frames is {low} (--max {low}x{shapes.max_time})"
+              if low else f"not even one clip of {shapes.max_time} frames fits: lower the frames (--max)")
+    raise TensorTooLargeError(
+        f"{checkpoint}: at {shapes.max_batch}x{shapes.max_time} the served program's tensor {name!r} "
+        f"({'x'.join(map(str, shape))}) holds {math.prod(shape):,} elements, more than TensorRT holds in one tensor "
+        f"({TENSORRT_ELEMENT_LIMIT:,}); {advice}")
+
+
 def compile_served(checkpoint: str | Path, shapes: ShapeRange, height: int, width: int, fp16: bool = True
                    ) -> CompiledProgram:
-    """The served model of ``checkpoint`` compiled by torch-tensorrt for the profile ``shapes``."""
+    """The served model of ``checkpoint`` compiled by torch-tensorrt for the profile ``shapes`` (refused first,
+    where TensorRT would be needed for nothing, when a tensor would be too large for it)."""
+    check_program_size(checkpoint, shapes, height, width)
     try:
         import torch_tensorrt
     except ImportError as exc:

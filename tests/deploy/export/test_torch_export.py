@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 import torch
 
+from qslr.deploy.export.tensor_sizes import TENSORRT_ELEMENT_LIMIT, TensorTooLargeError
 from qslr.deploy.export.tensorrt_engine import ShapeRange, TensorRTUnavailableError
-from qslr.deploy.export.torch_export import export_program, shortest_time
+from qslr.deploy.export.torch_export import export_program, largest_tensor, shortest_time
 from qslr.deploy.export.torch_trt import compile_torch_trt
 from qslr.deploy.served import example_inputs, served_from_checkpoint
 
@@ -93,3 +97,19 @@ def test_the_fp16_program_states_its_precision(checkpoint):
     assert torch.equal(got_lengths, expected_lengths)
     for row, steps in enumerate(expected_lengths.tolist()):
         torch.testing.assert_close(got[row, :steps], expected[row, :steps], atol=5e-3, rtol=0)
+
+
+def test_a_profile_with_a_tensor_over_tensorrts_limit_is_refused_before_torch_tensorrt_is_needed(checkpoint,
+                                                                                                 tmp_path):
+    # 16 clips of 20,000 frames of 72x72: the uint8 frames alone are 5.0e9 values.
+    shapes = ShapeRange(min_batch=1, opt_batch=2, max_batch=16, min_time=5, opt_time=64, max_time=20_000)
+    with pytest.raises(TensorTooLargeError, match=r"at 16x20000 the served program's tensor .* more than TensorRT "
+                                                  r"holds in one tensor \(2,147,483,647\); the largest batch") as error:
+        compile_torch_trt(checkpoint, tmp_path / "m.ep", shapes, 72, 72)
+    assert not (tmp_path / "m.ep").exists()
+    fits = int(re.search(r"the largest batch that fits at 20000 frames is (\d+)", str(error.value))[1])
+    served, _ = served_from_checkpoint(checkpoint, frame_size=(72, 72))
+    program = export_program(served, shapes)
+    assert math.prod(largest_tensor(program, fits, 20_000)[1]) <= TENSORRT_ELEMENT_LIMIT
+    assert math.prod(largest_tensor(program, fits + 1, 20_000)[1]) > TENSORRT_ELEMENT_LIMIT
+    assert math.prod(largest_tensor(program, 1, 20_000)[1]) >= 20_000 * 72 * 72 * 3  # the frames themselves
