@@ -11,6 +11,7 @@ import click
 
 from qslr.deploy.export.int8_choices import CALIBRATION_METHODS, DEFAULT_METHOD
 from qslr.deploy.export.tensorrt_engine import ShapeRange
+from qslr.deploy.frontends.recognise_cli import chosen_framing, with_framing_options
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 
@@ -349,22 +350,25 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
 @click.option("--serve", "repository", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Start a server on REPOSITORY (free local ports) for these videos, and stop it afterwards.")
 @click.option("--json", "as_json", is_flag=True)
+@with_framing_options
 def infer(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, top_k: int | None,
-          repository: Path | None, as_json: bool) -> None:
-    """Recognise VIDEOS through a server; prints the glosses of each with their time spans."""
+          repository: Path | None, as_json: bool, framing: str | None, region: str | None) -> None:
+    """Recognise VIDEOS through a server; prints the glosses of each with their time spans and what was done to
+    bring it to the model (rotation, frame rate, crop)."""
+    options = chosen_framing(framing, region)
     if repository is None:
-        _recognise(videos, url, grpc, beam_size, top_k, as_json)
+        _recognise(videos, url, grpc, beam_size, top_k, as_json, options)
         return
     from qslr.deploy.serving.server import Ports, TritonServer, free_port
     from qslr.deploy.serving.supervision import exit_on_signals
 
     with exit_on_signals(), TritonServer(repository.resolve(), Ports(free_port(), free_port(), free_port())) as server:
         click.echo(f"tritonserver ready on {server.http_url}", err=True)
-        _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, top_k, as_json)
+        _recognise(videos, server.grpc_url if grpc else server.http_url, grpc, beam_size, top_k, as_json, options)
 
 
 def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | None, top_k: int | None,
-               as_json: bool) -> None:
+               as_json: bool, framing) -> None:
     from qslr.deploy.frontends.recognise_cli import as_json as json_record
     from qslr.deploy.frontends.recognise_cli import as_text
     from qslr.deploy.serving.client import CslrClient, RecognitionError
@@ -374,7 +378,7 @@ def _recognise(videos: tuple[Path, ...], url: str, grpc: bool, beam_size: int | 
     try:
         for video in videos:
             try:
-                result = client.recognise_file(video, beam_size, top_k=top_k)
+                result = client.recognise_file(video, beam_size, top_k=top_k, framing=framing)
             except (RecognitionError, OSError) as exc:
                 failures += 1
                 click.echo(f"{video}: error: {exc}", err=True)

@@ -1,16 +1,18 @@
-"""Uploaded videos -> the frames the served model takes: decoded, checked against the served limits, resized.
+"""Uploaded videos -> the frames the served model takes: decoded, framed as the model's training frames were
+(pipelines/framing.py: upright, on its frame rate, cropped to its aspect, resized), checked against the limits.
 
 One code path for everything that recognises a video file: the Triton `preprocess` model and local
 recognition (`qslr recognise`) both call a `ClipDecoder`, so a video gets the same frames, and the same
-answer, whichever way it is recognised. A batch of videos goes in; each comes back as a `DecodedClip` or
-as the error that refuses it alone, so one bad upload never fails the others.
+answer, whichever way it is recognised. A batch of videos goes in, each with its request's framing options; each
+comes back as a `DecodedClip`, with a record of what was done to it, or as the error that refuses it alone, so one
+bad upload never fails the others.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from qslr.deploy import tensor_names as names
 from qslr.deploy.decoder_choices import CLIP_DECODERS, DALI, GPU_SUFFIX, PYAV
 from qslr.deploy.decoder_fallbacks import (
     CODEC,
@@ -30,7 +33,11 @@ from qslr.deploy.decoder_fallbacks import (
 )
 from qslr.deploy.served_limits import ClipTooLongError, ServedLimits
 from qslr.pipelines.dali_video import NVDEC_VP9_MIN_SIZE, VideoDecodePipeline, decoded_bytes, decoding_runs
-from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_video, resize_frames
+from qslr.pipelines.frame_placement import placed_frames
+from qslr.pipelines.framing import FrameTarget, FramingError, FramingRecord, frame_decoded, read_framed
+from qslr.pipelines.framing_options import FramingOptions, Region
+from qslr.pipelines.source_framing import SourceFraming
+from qslr.pipelines.video_io import VideoDecodeError, VideoProbe, probe_video, read_display_matrix
 
 Video = bytes | str | Path
 T = TypeVar("T")
@@ -43,7 +50,7 @@ def isolated(video: Video, work: Callable[[], T]) -> T | Exception:
     of FFmpeg's bindings or of DALI) as a one-line VideoDecodeError naming the upload, its traceback logged."""
     try:
         return work()
-    except (VideoDecodeError, ClipTooLongError, OSError) as exc:  # OSError: a local file that cannot be read
+    except (VideoDecodeError, ClipTooLongError, FramingError, OSError) as exc:  # OSError: a local file unread
         return exc
     except Exception as exc:  # noqa: BLE001 - isolation by construction, not by a list of the errors foreseen
         name = "video bytes" if isinstance(video, (bytes, bytearray)) else str(video)
@@ -55,8 +62,45 @@ def isolated(video: Video, work: Callable[[], T]) -> T | Exception:
 
 @dataclass(frozen=True)
 class DecodedClip:
-    frames: np.ndarray  # uint8 (T, H, W, 3) at the model's frame size; T is the video's own frame count
-    fps: float  # the video's frame rate, 0.0 where its container states none
+    frames: np.ndarray  # uint8 (T, H, W, 3) at the model's frame size and rate
+    fps: float  # their rate: the model's, or the video's where the model states none (0.0: neither)
+    framing: FramingRecord  # what was done to the video to make them
+
+
+def framing_options(parameters: Mapping[str, object]) -> FramingOptions:
+    """A request's framing options from its parameters (``framing``: crop or letterbox; ``region``: x,y,width,height
+    of the upright picture); ValueError names what is wrong."""
+    framing, region = parameters.get(names.FRAMING_PARAMETER), parameters.get(names.REGION_PARAMETER)
+    if framing is not None and not isinstance(framing, str):
+        raise ValueError(f"{names.FRAMING_PARAMETER} must be a string, got {framing!r}")
+    if region is not None and not isinstance(region, str):
+        raise ValueError(f"{names.REGION_PARAMETER} must be a string x,y,width,height, got {region!r}")
+    return FramingOptions(framing or None, Region.parse(region) if region else None)
+
+
+def frame_target(height: int, width: int, fps: float | None = None, source: SourceFraming | None = None
+                 ) -> FrameTarget:
+    """What the decoders bring a video to: the model's frame size and rate (None: keep the video's), showing a picture
+    of the training sources' aspect (None: the frame size's, resized)."""
+    return FrameTarget(height, width, fps or None, source or SourceFraming.of_size(width, height))
+
+
+def served_frame_target(parameters: dict[str, str]) -> FrameTarget:
+    """What `preprocess` and `cslr` bring an upload to, as the builder wrote it from the checkpoint: the frame size,
+    the model's frame rate and how its training frames were made (a repository built before these were written
+    keeps each upload's own rate and takes the frame size's aspect)."""
+    height, width = int(parameters["height"]), int(parameters["width"])
+    source = SourceFraming(float(parameters["source_aspect"]), parameters["framing_rule"]) \
+        if "source_aspect" in parameters else None
+    return frame_target(height, width, float(parameters.get("fps", 0.0)), source)
+
+
+def _options(options: Sequence[FramingOptions] | None, count: int) -> Sequence[FramingOptions]:
+    if options is None:
+        return [FramingOptions()] * count
+    if len(options) != count:
+        raise ValueError(f"{count} videos and {len(options)} framing options")
+    return options
 
 
 class PyAVClipDecoder:
@@ -65,31 +109,44 @@ class PyAVClipDecoder:
 
     name = PYAV
 
-    def __init__(self, height: int, width: int, limits: ServedLimits, threads: int = 2):
+    def __init__(self, height: int, width: int, limits: ServedLimits, threads: int = 2, fps: float | None = None,
+                 source: SourceFraming | None = None):
         self.height, self.width, self.limits = height, width, limits
+        self.target = frame_target(height, width, fps, source)
         self.threads = threads
 
-    def decode_one(self, video: Video) -> DecodedClip:
-        frames, fps = read_video(video)
+    def decode_one(self, video: Video, options: FramingOptions | None = None) -> DecodedClip:
+        """Decoded and framed a chunk at a time: a 1080p upload is never held whole at its own size."""
+        frames, record = read_framed(video, self.target, options or FramingOptions())
         self.limits.check_length(len(frames))
-        return DecodedClip(resize_frames(frames, self.height, self.width), fps)
+        return DecodedClip(frames, record.fps, record)
 
-    def _decode_or_error(self, video: Video, probe_first: bool) -> DecodedClip | Exception:
+    def _decode_or_error(self, job: tuple[Video, FramingOptions], probe_first: bool) -> DecodedClip | Exception:
+        video, options = job
+
         def work() -> DecodedClip:
             if probe_first:
-                # Refused before decoding: a long upload would otherwise be decoded whole, at full size.
-                self.limits.check_length(probe_video(video).packets)
-            return self.decode_one(video)
+                # Refused before decoding: a long upload would otherwise be decoded whole.
+                self.limits.check_length(placed(probe_video(video), self.target))
+            return self.decode_one(video, options)
 
         return isolated(video, work)
 
-    def decode(self, videos: Sequence[Video], probed: bool = False) -> list[DecodedClip | Exception]:
-        """``probed``: the caller has already read each container (`probe_video`) and checked its length."""
+    def decode(self, videos: Sequence[Video], options: Sequence[FramingOptions] | None = None,
+               probed: bool = False) -> list[DecodedClip | Exception]:
+        """``options``: each video's request's (default: the model's framing); ``probed``: the caller has already
+        read each container (`probe_video`) and checked its length."""
         work = functools.partial(self._decode_or_error, probe_first=not probed)
+        jobs = list(zip(videos, _options(options, len(videos)), strict=True))
         if len(videos) < 2 or self.threads < 2:
-            return [work(video) for video in videos]
+            return [work(job) for job in jobs]
         with ThreadPoolExecutor(min(self.threads, len(videos))) as pool:
-            return list(pool.map(work, videos))
+            return list(pool.map(work, jobs))
+
+
+def placed(probe: VideoProbe, target: FrameTarget) -> int:
+    """How many frames at the model's rate a probed video gives: what the served limits count."""
+    return placed_frames(probe.starts, probe.end, target.fps) if probe.starts else probe.packets
 
 
 # What DALI's video decoder reads: on the CPU only these (H.264 and the rest need NVDEC); on a GPU, NVDEC's.
@@ -123,10 +180,12 @@ class DaliClipDecoder:
 
     def __init__(self, height: int, width: int, limits: ServedLimits, device: str = "cpu", device_id: int = 0,
                  threads: int = 2, budget_bytes: int = DECODING_BUDGET_BYTES,
-                 report: Callable[[str], None] | None = None):
+                 report: Callable[[str], None] | None = None, fps: float | None = None,
+                 source: SourceFraming | None = None):
         self.height, self.width, self.limits = height, width, limits
+        self.target = frame_target(height, width, fps, source)
         self.gpu, self.budget_bytes = device == "gpu", budget_bytes
-        self.fallback = PyAVClipDecoder(height, width, limits, threads=threads)
+        self.fallback = PyAVClipDecoder(height, width, limits, threads, fps, source)
         self.fallbacks = DecoderFallbacks(DALI + (GPU_SUFFIX if self.gpu else ""), report)
         self.codecs = DALI_GPU_CODECS if self.gpu else DALI_CPU_CODECS
         self.pipeline = self._start(threads, device, device_id)
@@ -141,7 +200,10 @@ class DaliClipDecoder:
             self.fallbacks.record(UNAVAILABLE, 0, _dali_error(exc))
             return None
 
-    def decode(self, videos: Sequence[Video]) -> list[DecodedClip | Exception]:
+    def decode(self, videos: Sequence[Video], options: Sequence[FramingOptions] | None = None
+               ) -> list[DecodedClip | Exception]:
+        """``options``: each video's request's (default: the model's framing)."""
+        options = _options(options, len(videos))
         results: list[DecodedClip | Exception | None] = [None] * len(videos)
         probes: dict[int, VideoProbe] = {}
         for index, video in enumerate(videos):
@@ -161,13 +223,13 @@ class DaliClipDecoder:
         if ours:
             sizes = [decoded_bytes(probes[i].packets, probes[i].height, probes[i].width) for i in ours]
             for run in decoding_runs(sizes, self.budget_bytes, self.pipeline.batch_size):
-                self._decode_run(videos, [ours[k] for k in run], probes, results, to_pyav)
-        self._decode_with_pyav(videos, to_pyav, results)
+                self._decode_run(videos, options, [ours[k] for k in run], probes, results, to_pyav)
+        self._decode_with_pyav(videos, options, to_pyav, results)
         return results
 
     def _probe(self, video: Video) -> VideoProbe:
         probe = probe_video(video)
-        self.limits.check_length(probe.packets)
+        self.limits.check_length(placed(probe, self.target))
         return probe
 
     def _not_ours(self, probe: VideoProbe) -> tuple[str, str] | None:
@@ -185,8 +247,8 @@ class DaliClipDecoder:
                                  f"against {self.budget_bytes / 2**30:.2f} GiB")
         return None
 
-    def _decode_run(self, videos: Sequence[Video], indices: list[int], probes: dict[int, VideoProbe],
-                    results: list, to_pyav: dict[int, tuple[str, str]]) -> None:
+    def _decode_run(self, videos: Sequence[Video], options: Sequence[FramingOptions], indices: list[int],
+                    probes: dict[int, VideoProbe], results: list, to_pyav: dict[int, tuple[str, str]]) -> None:
         """One DALI run: its uploads' frames, resized where DALI put them; its full-size frames are released
         when this returns, before the next run allocates its own."""
         try:
@@ -201,16 +263,22 @@ class DaliClipDecoder:
             # A frame count other than the container's packets means DALI read the stream differently
             # from FFmpeg; PyAV then decides, as it does for every video DALI does not take.
             if len(frames) == probe.packets:
-                results[index] = isolated(videos[index], functools.partial(self._finish, frames, probe))
+                results[index] = isolated(videos[index], functools.partial(self._finish, videos[index], frames, probe,
+                                                                           options[index]))
             else:
                 to_pyav[index] = FRAME_COUNT, f"{len(frames)} frames decoded, {probe.packets} in the container"
 
-    def _finish(self, frames, probe: VideoProbe) -> DecodedClip:
-        self.limits.check_length(len(frames))
-        return DecodedClip(resize_frames(frames, self.height, self.width), probe.fps)
+    def _finish(self, video: Video, frames, probe: VideoProbe, options: FramingOptions) -> DecodedClip:
+        """DALI's frames, as stored, framed as PyAV's are: the display matrix (which DALI does not apply) read from
+        the first frame FFmpeg decodes, the start times from the probe's packets."""
+        name = "video bytes" if isinstance(video, (bytes, bytearray)) else str(video)
+        framed, record = frame_decoded(frames, probe.starts, probe.end, read_display_matrix(video), probe.fps,
+                                       self.target, options, name)
+        self.limits.check_length(len(framed))
+        return DecodedClip(framed, record.fps, record)
 
-    def _decode_with_pyav(self, videos: Sequence[Video], to_pyav: dict[int, tuple[str, str]],
-                          results: list) -> None:
+    def _decode_with_pyav(self, videos: Sequence[Video], options: Sequence[FramingOptions],
+                          to_pyav: dict[int, tuple[str, str]], results: list) -> None:
         details: dict[str, list[str]] = {}
         for reason, detail in to_pyav.values():
             details.setdefault(reason, []).append(detail)
@@ -218,7 +286,7 @@ class DaliClipDecoder:
             self.fallbacks.record(reason, len(said), said[0])
         indices = sorted(to_pyav)
         if indices:
-            decoded = self.fallback.decode([videos[i] for i in indices], probed=True)
+            decoded = self.fallback.decode([videos[i] for i in indices], [options[i] for i in indices], probed=True)
             for index, result in zip(indices, decoded, strict=True):
                 results[index] = result
 
@@ -239,7 +307,8 @@ DECODERS = dict(zip(CLIP_DECODERS, (PyAVClipDecoder, DaliClipDecoder), strict=Tr
 
 
 def clip_decoder(name: str, height: int, width: int, limits: ServedLimits, **options):
-    """``options``: threads for both; device ("cpu" or "gpu"), device_id, budget_bytes and report for DALI."""
+    """``options``: threads, fps and source (the model's rate and training framing) for both; device ("cpu" or
+    "gpu"), device_id, budget_bytes and report for DALI."""
     if name not in DECODERS:
         raise ValueError(f"unknown video decoder {name!r} (known: {', '.join(DECODERS)})")
     return DECODERS[name](height, width, limits, **options)

@@ -15,12 +15,17 @@ GLOSS_END_S = "gloss_end_s"  # FP32 [G]: where it ends
 SCORE = "score"  # FP32 [1]
 ALTERNATIVES = "alternatives"  # BYTES [K]: the best distinct gloss sequences, best first, glosses space-separated
 ALTERNATIVE_SCORES = "alternative_scores"  # FP32 [K]
+FRAMING = "framing"  # BYTES [1]: what was done to an uploaded video (JSON of pipelines/framing.py's FramingRecord)
 
 # The served signature (ServedModel, its ONNX graph, the TensorRT engine, the visual model).
 INPUTS = (FRAMES, LENGTHS)
 OUTPUTS = (LOG_PROBS, OUTPUT_LENGTHS)
 # A recognition, as every model that answers with glosses gives it (ctc_decoder, the ensembles, cslr).
 RECOGNITION = (GLOSSES, GLOSS_STEPS, GLOSS_START_S, GLOSS_END_S, SCORE, ALTERNATIVES, ALTERNATIVE_SCORES)
+# A recognition of an uploaded video (the ensembles and models that take one: cslr, cslr_clip), with its framing.
+VIDEO_RECOGNITION = (*RECOGNITION, FRAMING)
 
 BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy
 TOP_K_PARAMETER = "top_k"  # request parameter: how many alternatives (1 by default)
+FRAMING_PARAMETER = "framing"  # request parameter: crop or letterbox a video of another aspect (default: the model's)
+REGION_PARAMETER = "region"  # request parameter: the signer's region, "x,y,width,height" of the upright picture

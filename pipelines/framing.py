@@ -17,10 +17,12 @@ from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from qslr.pipelines.frame_placement import FramePlacer, PlacementCounts
+from qslr.pipelines.framing_options import FramingOptions, Region
 from qslr.pipelines.orientation import Orientation, UnsupportedOrientationError
-from qslr.pipelines.source_framing import CROP, FRAMINGS, LETTERBOX, SourceFraming
+from qslr.pipelines.source_framing import CROP, LETTERBOX, SourceFraming
 from qslr.pipelines.video_io import VideoReader, resize_frames
 
 # Pixels decoded at a time at the source's size: a 1080p video streams two frames at a time, a 256x256 one 64.
@@ -30,41 +32,6 @@ CHUNK_PIXELS = 64 * 256 * 256
 class FramingError(ValueError):
     """A video that cannot be framed as asked (a region outside its picture, a display matrix that is not a
     quarter turn); the message names the video."""
-
-
-@dataclass(frozen=True)
-class Region:
-    """A rectangle of the upright picture, in pixels: where the signer is."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    @classmethod
-    def parse(cls, text: str) -> Region:
-        parts = [part.strip() for part in str(text).split(",")]
-        if len(parts) != 4 or not all(part.isdigit() for part in parts):
-            raise ValueError(f"a region is x,y,width,height in whole pixels of the upright picture, got {text!r}")
-        region = cls(*map(int, parts))
-        if not region.width or not region.height:
-            raise ValueError(f"a region needs a positive width and height, got {text!r}")
-        return region
-
-    def __str__(self) -> str:
-        return f"{self.x},{self.y},{self.width},{self.height}"
-
-
-@dataclass(frozen=True)
-class FramingOptions:
-    """A request's choice: how to fit another aspect (None: the model's default) and where the signer is."""
-
-    framing: str | None = None
-    region: Region | None = None
-
-    def __post_init__(self) -> None:
-        if self.framing is not None and self.framing not in FRAMINGS:
-            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
 
 
 @dataclass(frozen=True)
@@ -136,7 +103,9 @@ class FramingRecord:
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "summary": self.summary()}
+        """As JSON holds it (pairs and boxes as lists), so that a local answer and a served one compare equal."""
+        fields = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        return {**fields, "summary": self.summary()}
 
 
 def _within(box: tuple[float, float], length: int) -> tuple[int, int]:
@@ -197,10 +166,12 @@ class VideoFramer:
         left, top = (width - inner[1]) // 2, (height - inner[0]) // 2
         return inner, (left, top, width - inner[1] - left, height - inner[0] - top)
 
-    def _spatial(self, frames: np.ndarray) -> np.ndarray:
+    def _spatial(self, frames) -> np.ndarray:
+        """Stored frames (numpy, or a tensor where DALI decoded them) -> the model's, in host memory."""
         box = self.box
         upright = self.orientation.apply(frames)[:, box.y:box.y + box.height, box.x:box.x + box.width]
-        picture = resize_frames(np.ascontiguousarray(upright), *self.content)
+        picture = resize_frames(np.ascontiguousarray(upright) if isinstance(upright, np.ndarray) else upright,
+                                *self.content)
         if not any(self.padding):
             return picture
         left, top = self.padding[:2]
@@ -208,14 +179,17 @@ class VideoFramer:
         framed[:, top:top + self.content[0], left:left + self.content[1]] = picture
         return framed
 
-    def _repeated(self, frames: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
-        taken = counts > 0
-        if not taken.any():
+    def _repeated(self, frames, counts: np.ndarray) -> list[np.ndarray]:
+        taken = np.flatnonzero(counts)
+        if not len(taken):
             return []
-        return [np.repeat(self._spatial(frames[taken]), counts[taken], axis=0)]
+        if len(taken) < len(frames):
+            frames = frames[taken if isinstance(frames, np.ndarray) else torch.as_tensor(taken, device=frames.device)]
+        return [np.repeat(self._spatial(frames), counts[taken], axis=0)]
 
-    def feed(self, frames: np.ndarray, starts: Sequence[float]) -> np.ndarray:
-        """The next decoded frames (n, H, W, 3) as stored, with their start times -> the model frames settled."""
+    def feed(self, frames, starts: Sequence[float]) -> np.ndarray:
+        """The next decoded frames (n, H, W, 3) as stored (numpy, or a tensor where DALI decoded them), with their
+        start times -> the model frames settled, in host memory."""
         if len(frames) != len(starts):
             raise ValueError(f"{self.name}: {len(frames)} frames and {len(starts)} start times")
         if not len(frames):
@@ -226,7 +200,7 @@ class VideoFramer:
             out += self._repeated(self._held[None], counts[:1])
             counts = counts[1:]
         out += self._repeated(frames[:-1], counts)
-        self._held = frames[-1].copy()
+        self._held = frames[-1].copy() if isinstance(frames, np.ndarray) else frames[-1].clone()
         return np.concatenate(out) if out else self._empty()
 
     def finish(self, end: float | None) -> np.ndarray:
@@ -253,11 +227,12 @@ class VideoFramer:
                              (self.target.width, self.target.height))
 
 
-def frame_decoded(frames: np.ndarray, starts: Sequence[float], end: float | None, matrix: Sequence[int] | None,
-                  source_fps: float, target: FrameTarget, options: FramingOptions = FramingOptions(),
+def frame_decoded(frames, starts: Sequence[float], end: float | None, matrix: Sequence[int] | None,
+                  source_fps: float, target: FrameTarget, options: FramingOptions | None = None,
                   name: str = "video") -> tuple[np.ndarray, FramingRecord]:
-    """A whole video decoded elsewhere (DALI), as stored, with its frames' start times and display matrix."""
-    framer = VideoFramer(target, options, matrix, tuple(frames.shape[1:3]), source_fps, name)
+    """A whole video decoded elsewhere (DALI: a tensor, on a GPU too), as stored, with its frames' start times and
+    display matrix."""
+    framer = VideoFramer(target, options or FramingOptions(), matrix, tuple(frames.shape[1:3]), source_fps, name)
     parts = [framer.feed(frames, starts), framer.finish(end)]
     return np.concatenate(parts), framer.record()
 
@@ -289,10 +264,10 @@ class FramedReader:
             self.record = framer.record()
 
 
-def read_framed(source: str | Path | bytes, target: FrameTarget, options: FramingOptions = FramingOptions()
+def read_framed(source: str | Path | bytes, target: FrameTarget, options: FramingOptions | None = None
                 ) -> tuple[np.ndarray, FramingRecord]:
     """A whole video at the target, and what was done to it."""
-    reader = FramedReader(source, target, options)
+    reader = FramedReader(source, target, options or FramingOptions())
     chunks = list(reader.chunks())
     frames = chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.zeros(
         (0, target.height, target.width, 3), np.uint8)

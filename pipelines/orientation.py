@@ -45,8 +45,9 @@ class Orientation:
         if abs(b) < 1e-3 and abs(c) < 1e-3 and abs(a) > 1e-3 and abs(d) > 1e-3:
             return cls(False, d < 0, a < 0)
         degrees = math.degrees(math.atan2(b, a))
-        raise UnsupportedOrientationError(f"{name}: its display matrix turns the picture by {degrees:.0f} degrees; "
-                                          f"only quarter turns and mirrors are shown upright")
+        raise UnsupportedOrientationError(f"{name}: its display matrix ({a:.3g}, {b:.3g}; {c:.3g}, {d:.3g}) turns "
+                                          f"the picture by {degrees:.0f} degrees or skews it; only quarter turns "
+                                          f"and mirrors are shown upright")
 
     @property
     def upright(self) -> bool:
@@ -72,17 +73,17 @@ class Orientation:
         """(height, width) of the upright picture of a stored (height, width) one."""
         return (width, height) if self.transpose else (height, width)
 
-    def apply(self, frames: np.ndarray) -> np.ndarray:
-        """Stored frames (T, H, W, 3) -> upright ones; a view where nothing moves, copied otherwise."""
+    def apply(self, frames):
+        """Stored frames (T, H, W, 3), a numpy array or a PyTorch tensor (where DALI decoded them, on a GPU too)
+        -> upright ones; the same array where nothing moves, a copy otherwise."""
         if self.upright:
             return frames
-        if self.transpose:
-            frames = frames.transpose(0, 2, 1, 3)
-        if self.flip_rows:
-            frames = frames[:, ::-1]
-        if self.flip_columns:
-            frames = frames[:, :, ::-1]
-        return np.ascontiguousarray(frames)
+        flips = [axis for axis, flip in ((1, self.flip_rows), (2, self.flip_columns)) if flip]
+        if not isinstance(frames, np.ndarray):
+            frames = frames.permute(0, 2, 1, 3) if self.transpose else frames
+            return frames.flip(flips).contiguous() if flips else frames.contiguous()
+        frames = frames.transpose(0, 2, 1, 3) if self.transpose else frames
+        return np.ascontiguousarray(np.flip(frames, flips) if flips else frames)
 
 
 def display_matrix(frame) -> tuple[int, ...] | None:

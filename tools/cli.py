@@ -18,7 +18,7 @@ from qslr.tools.lazy_group import LazyCommand, LazyGroup
 # Imported only when used, so that `qslr --help` answers at once.
 COMMANDS = {
     "data": LazyCommand("qslr.pipelines.cli:data",
-        "Prepare datasets (synthetic, Phoenix-2014, Phoenix-2014-T, CSL-Daily)..."),
+        "Prepare datasets (synthetic, Phoenix-2014, Phoenix-2014-T, CSL-Daily,..."),
     "train": LazyCommand("qslr.train.cli:train",
         "Train PRESET with dotted key=value OVERRIDES; --nproc > 1 launches..."),
     "eval": LazyCommand("qslr.train.cli:eval_",

@@ -1,16 +1,19 @@
 """Local recognition, without a server: a checkpoint (PyTorch) or an exported graph (onnxruntime) and the
 served decoder, on video files.
 
-Every step is the server's own: the video is decoded and resized by the `preprocess` model's clip decoder
-(any container and codec FFmpeg reads), padded to the served minimum, run through the served signature
+Every step is the server's own: the video is decoded and framed as the `preprocess` model's clip decoder does
+(any container and codec FFmpeg reads; shown upright, placed on the model's frame rate, cropped to its training
+aspect or letterboxed, resized), padded to the served minimum, run through the served signature
 (`ServedModel`, or the graph exported from it), and decoded by the `ctc_decoder` model's `ServedDecoder`
 with the same defaults; so a video gets the answer a repository built from the same checkpoint gives.
-What the model needs (frame size and rate, vocabulary, decoding defaults) comes from the checkpoint's
-input section and config, or from the metadata `qslr export onnx` writes into the graph.
+What the model needs (frame size and rate, how its training frames were made, vocabulary, decoding defaults)
+comes from the checkpoint's input section and config, or from the metadata `qslr export onnx` writes into the
+graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -23,9 +26,13 @@ import torch
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served import ModelLoadError, frame_size, served_from_checkpoint
 from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.served_video import frame_target
 from qslr.deploy.serving.buffered import BufferedOutput, VisualRunner, WindowPlan, video_log_probs
 from qslr.deploy.serving.recognition import Recognition
 from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
+from qslr.model.checkpoints import InputSpec
+from qslr.pipelines.framing import FrameTarget, FramingOptions, FramingRecord
+from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.temporal_padding import stride
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,12 @@ class LocalModel:
     width: int
     decoder: DecoderSettings
     windows: WindowPlan  # how a video longer than one window is recognised
+    framing: SourceFraming  # how the training frames were made from their source videos
+
+    @property
+    def target(self) -> FrameTarget:
+        """What every video is brought to: the frame size, the model's rate, the training aspect."""
+        return frame_target(self.height, self.width, self.decoder.fps, self.framing)
 
 
 def _decoder_settings(config: Mapping, kernels, fps: float | None) -> DecoderSettings:
@@ -66,7 +79,7 @@ def load_checkpoint_model(path: str | Path, height: int | None = None, width: in
         return log_probs.numpy(), steps.numpy()
 
     return LocalModel(path, run, extra["vocab"], *size, _decoder_settings(extra["config"], spec.kernels, spec.fps),
-                      _window_plan(extra["config"], spec.kernels))
+                      _window_plan(extra["config"], spec.kernels), spec.source_framing(*size))
 
 
 def load_onnx_model(path: str | Path, height: int | None = None, width: int | None = None,
@@ -99,8 +112,10 @@ def load_onnx_model(path: str | Path, height: int | None = None, width: int | No
         log_probs, steps = session.run(list(names.OUTPUTS), dict(zip(names.INPUTS, (frames, lengths), strict=True)))[:2]
         return log_probs, steps
 
+    # Graphs exported before the input section carried how the frames were made take the frame size's aspect.
+    source = InputSpec.from_dict(spec).source_framing(*size) if spec else SourceFraming.of_size(size[1], size[0])
     return LocalModel(path, run, json.loads(metadata["qslr_vocab"]), *size,
-                      _decoder_settings(config, kernels, spec.get("fps")), _window_plan(config, kernels))
+                      _decoder_settings(config, kernels, spec.get("fps")), _window_plan(config, kernels), source)
 
 
 class LocalRecogniser:
@@ -128,15 +143,17 @@ class LocalRecogniser:
         parameters = {names.BEAM_SIZE_PARAMETER: beam_size, names.TOP_K_PARAMETER: top_k}
         return self.decoder.options({key: value for key, value in parameters.items() if value is not None})
 
-    def outputs(self, video: str | Path) -> tuple[BufferedOutput, float]:
-        """The video's log-probabilities, whole or joined from windows, and its frame rate (0.0: none stated)."""
-        output, fps = video_log_probs(video, self.model.height, self.model.width, self.limits, self.windows,
-                                      self.model.run, self.window_batch, self.model.decoder.fps)
-        log.debug("%s: %d frames at %.3g fps, %d windows, %d output steps", video, output.frames, fps,
-                  output.windows, output.steps)
-        return output, fps
+    def outputs(self, video: str | Path, framing: FramingOptions | None = None
+                ) -> tuple[BufferedOutput, FramingRecord]:
+        """The video's log-probabilities, whole or joined from windows, and what was done to its frames."""
+        output, record = video_log_probs(video, self.model.target, self.limits, self.windows, self.model.run,
+                                         self.window_batch, framing)
+        log.debug("%s: %s; %d windows, %d output steps", video, record.summary(), output.windows, output.steps)
+        return output, record
 
-    def recognise(self, video: str | Path, options: DecodeOptions) -> Recognition:
+    def recognise(self, video: str | Path, options: DecodeOptions, framing: FramingOptions | None = None
+                  ) -> Recognition:
         """One video file; a video that cannot be recognised raises the decoder's error (a ValueError)."""
-        output, fps = self.outputs(video)
-        return self.decoder.recognise(output.log_probs, output.steps, output.frames, fps, options)
+        output, record = self.outputs(video, framing)
+        result = self.decoder.recognise(output.log_probs, output.steps, output.frames, record.fps, options)
+        return dataclasses.replace(result, framing=record.to_dict())

@@ -1,8 +1,9 @@
 """`qslr recognise`: recognise video files locally and print, or write, what each says.
 
-Text by default (each gloss with its span in seconds), JSON Lines with --json, a NIST CTM file with
---ctm, and with --ref a video's plain word error rate against a reference and the alignment (jiwer's
-Levenshtein alignment, not the project's sclite scorer: this is a quick look at one video).
+Text by default (each gloss with its span in seconds, and what was done to bring the video to the model:
+rotation, frame rate, crop), JSON Lines with --json, a NIST CTM file with --ctm, and with --ref a video's plain
+word error rate against a reference and the alignment (jiwer's Levenshtein alignment, not the project's sclite
+scorer: this is a quick look at one video).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import click
 
 from qslr.deploy.served_limits import ServedLimits
+from qslr.pipelines.framing_options import FramingOptions, Region
+from qslr.pipelines.source_framing import FRAMINGS
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def as_json(video: Path, result, reference: ReferenceCheck | None) -> dict:
               "glosses": [{"gloss": gloss, "start": _seconds(start), "end": _seconds(end), "step": step}
                           for (gloss, start, end), step in zip(result.spans, result.steps, strict=True)],
               "score": result.score,
-              "alternatives": [{"glosses": a.glosses, "score": a.score} for a in result.alternatives]}
+              "alternatives": [{"glosses": a.glosses, "score": a.score} for a in result.alternatives],
+              "framing": result.framing}
     if reference is not None:
         record["reference"] = {key: getattr(reference, key) for key in ("glosses", "wer", "hits", "substitutions",
                                                                          "deletions", "insertions")}
@@ -77,6 +81,8 @@ def as_text(video: Path, result, reference: ReferenceCheck | None) -> str:
 
     lines = [f"{video}: {' '.join(result.glosses) or '(no glosses)'}  (score {result.score:.3f})"]
     lines += [f"  {span(start, end)} s  {gloss}" for gloss, start, end in result.spans]
+    if result.framing:
+        lines.append(f"  framing: {result.framing['summary']}")
     if len(result.alternatives) > 1:
         lines.append("  alternatives:")
         lines += [f"    {a.score:9.3f}  {' '.join(a.glosses) or '(no glosses)'}" for a in result.alternatives]
@@ -97,6 +103,30 @@ def ctm_lines(utterance: str, result) -> list[str]:
 
         return step_lines(utterance, result.glosses, result.steps)
     return [f"{utterance} 1 {start:.3f} {end - start:.3f} {gloss}" for gloss, start, end in result.spans]
+
+
+_FRAMING_OPTIONS = [
+    click.option("--framing", type=click.Choice(FRAMINGS), default=None,
+                 help="A video of another aspect than the model's training pictures is centre-cropped to it (crop) "
+                      "or fitted whole with black bars (letterbox) [default: as its training frames were made]."),
+    click.option("--region", default=None, metavar="X,Y,W,H",
+                 help="Where the signer is, in pixels of the upright picture: cropped first (widened to the training "
+                      "aspect as far as the picture allows)."),
+]
+
+
+def with_framing_options(function):
+    """--framing and --region, for every command that recognises a video file (recognise, infer)."""
+    for option in reversed(_FRAMING_OPTIONS):
+        function = option(function)
+    return function
+
+
+def chosen_framing(framing: str | None, region: str | None) -> FramingOptions:
+    try:
+        return FramingOptions(framing, Region.parse(region) if region else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--region") from None
 
 
 @click.command("recognise")
@@ -121,10 +151,16 @@ def ctm_lines(utterance: str, result) -> list[str]:
               help="Frames of context on each side of a window's kept middle [default: the model's].")
 @click.option("--max-duration", type=float, default=ServedLimits.max_seconds, show_default=True,
               help="Longest video recognised, in seconds.")
+@with_framing_options
 def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | None, beam_size: int | None,
               top_k: int | None, height: int | None, width: int | None, json_lines: bool, ctm: Path | None,
-              references: tuple[str, ...], window: int | None, context: int | None, max_duration: float) -> None:
-    """Recognise VIDEOS locally (no server): the glosses of each, with their time spans."""
+              references: tuple[str, ...], window: int | None, context: int | None, max_duration: float,
+              framing: str | None, region: str | None) -> None:
+    """Recognise VIDEOS locally (no server): the glosses of each, with their time spans.
+
+    Each video is shown upright (its display matrix), placed on the model's frame rate by its timestamps and
+    cropped to the aspect of the model's training pictures before it is resized; spans are in the video's own
+    seconds from its first frame."""
     if (checkpoint is None) == (onnx is None):
         raise click.UsageError("give a model: --checkpoint or --onnx (one of them)")
     if references and len(references) != len(videos):
@@ -134,6 +170,7 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     if ctm is not None and len(set(utterances)) != len(utterances):
         raise click.UsageError("--ctm names each video by its file name without extension: these repeat")
     expected = [read_reference(value) for value in references] or [None] * len(videos)
+    framing_options = chosen_framing(framing, region)
 
     from qslr.deploy.frontends.recognise import LocalRecogniser, ModelLoadError, load_checkpoint_model, load_onnx_model
     from qslr.deploy.serving.buffered import WindowPlan
@@ -154,7 +191,7 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     failures, lines = 0, []
     for video, utterance, reference in zip(videos, utterances, expected, strict=True):
         try:
-            result = recogniser.recognise(video, options)
+            result = recogniser.recognise(video, options, framing_options)
         except (ValueError, OSError) as exc:  # a refused video, or a file that cannot be read: this video alone
             failures += 1
             message = " ".join(str(exc).split())  # one line, whatever FFmpeg said

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.served_video import placed
 from qslr.deploy.serving.ragged_batch import pad_clips
-from qslr.pipelines.video_io import VideoProbe, VideoReader, probe_video, resize_frames
+from qslr.pipelines.framing import FramedReader, FrameTarget, FramingOptions, FramingRecord
+from qslr.pipelines.video_io import VideoProbe, probe_video
 from qslr.train.config import DecodeConfig
-
-# Frames decoded and resized at a time: a long video streams into its windows this many frames at once.
-CHUNK_FRAMES = 64
 
 # uint8 frames (B, T, H, W, 3) and their counts (B,) -> log-probabilities (B, T', V) and valid steps (B,)
 VisualRunner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -168,16 +167,21 @@ def run_buffered(chunks: Iterable[np.ndarray], plan: WindowPlan, run: VisualRunn
     return BufferedOutput(log_probs, len(log_probs), total, len(windows))
 
 
-def video_log_probs(video: bytes | str | Path, height: int, width: int, limits: ServedLimits, plan: WindowPlan,
-                    run: VisualRunner, window_batch: int, model_fps: float = 0.0,
-                    probe: VideoProbe | None = None) -> tuple[BufferedOutput, float]:
-    """An uploaded or local video's log-probabilities, whole or in windows, and its frame rate (0.0: none stated).
+def video_log_probs(video: bytes | str | Path, target: FrameTarget, limits: ServedLimits, plan: WindowPlan,
+                    run: VisualRunner, window_batch: int, options: FramingOptions | None = None,
+                    probe: VideoProbe | None = None) -> tuple[BufferedOutput, FramingRecord]:
+    """An uploaded or local video's log-probabilities, whole or in windows, and what was done to its frames (whose
+    rate, ``record.fps``, places the glosses in it).
 
     The container is read without decoding first (unless ``probe`` is that reading), so that a truncated video,
-    or one longer than ``limits.max_seconds`` (timed at ``model_fps`` when it states no rate), is refused before
-    any work. The frames are then decoded and resized a chunk at a time into the windows."""
+    or one longer than ``limits.max_seconds`` (timed at the model's rate, or the video's where the model states
+    none), is refused before any work. The frames are then decoded and framed (pipelines/framing.py) a chunk at a
+    time into the windows."""
     probe = probe or probe_video(video)
-    limits.check_duration(probe.packets, probe.fps or model_fps)
-    with VideoReader(video) as reader:
-        chunks = (resize_frames(chunk, height, width) for chunk in reader.chunks(CHUNK_FRAMES))
-        return run_buffered(chunks, plan, run, window_batch, limits.min_frames), reader.fps
+    if target.fps:
+        limits.check_duration(placed(probe, target), target.fps)
+    else:
+        limits.check_duration(probe.packets, probe.fps)
+    reader = FramedReader(video, target, options or FramingOptions())
+    output = run_buffered(reader.chunks(), plan, run, window_batch, limits.min_frames)
+    return output, reader.record

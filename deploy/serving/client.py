@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from qslr.deploy import model_names as models
 from qslr.deploy import tensor_names as names
 from qslr.deploy.served_limits import pad_to_minimum
 from qslr.deploy.serving.recognition import Alternative, Recognition
+from qslr.pipelines.framing_options import FramingOptions
 
 __all__ = ["CslrClient", "Recognition", "RecognitionError"]
 
@@ -52,10 +54,16 @@ class CslrClient:
         self.client = self.module.InferenceServerClient(url, **kwargs)
         self._parameters: dict[tuple[str, str], int] = {}
 
-    def _request(self, model: str, inputs, beam_size: int | None, top_k: int | None) -> Recognition:
-        outputs = [self.module.InferRequestedOutput(n) for n in names.RECOGNITION]
+    def _request(self, model: str, inputs, beam_size: int | None, top_k: int | None,
+                 framing: FramingOptions | None = None) -> Recognition:
+        """``framing``: for an uploaded video (whose answer then says what was done to it); None for frames."""
+        tensors = names.RECOGNITION if framing is None else names.VIDEO_RECOGNITION
+        outputs = [self.module.InferRequestedOutput(n) for n in tensors]
+        region = str(framing.region) if framing is not None and framing.region is not None else None
         parameters = {key: value for key, value in ((names.BEAM_SIZE_PARAMETER, beam_size),
-                                                     (names.TOP_K_PARAMETER, top_k)) if value is not None}
+                                                     (names.TOP_K_PARAMETER, top_k),
+                                                     (names.FRAMING_PARAMETER, framing and framing.framing),
+                                                     (names.REGION_PARAMETER, region)) if value is not None}
         try:
             result = self.client.infer(model, inputs, outputs=outputs, parameters=parameters or None)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types per protocol
@@ -66,18 +74,21 @@ class CslrClient:
         return Recognition(_strings(result.as_numpy(names.GLOSSES)),
                            result.as_numpy(names.GLOSS_STEPS).reshape(-1).tolist(),
                            _floats(result.as_numpy(names.SCORE))[0], _floats(result.as_numpy(names.GLOSS_START_S)),
-                           _floats(result.as_numpy(names.GLOSS_END_S)), alternatives)
+                           _floats(result.as_numpy(names.GLOSS_END_S)), alternatives,
+                           json.loads(_strings(result.as_numpy(names.FRAMING))[0]) if framing is not None else None)
 
-    def recognise_bytes(self, data: bytes, beam_size: int | None = None, top_k: int | None = None) -> Recognition:
-        """``beam_size`` (0: greedy) and ``top_k`` (alternatives) for this request; None: the server's."""
+    def recognise_bytes(self, data: bytes, beam_size: int | None = None, top_k: int | None = None,
+                        framing: FramingOptions | None = None) -> Recognition:
+        """``beam_size`` (0: greedy) and ``top_k`` (alternatives) for this request; None: the server's. ``framing``:
+        crop or letterbox, and the signer's region (default: the model's framing, the whole picture)."""
         array = np.frombuffer(data, dtype=np.uint8)[None]
         tensor = self.module.InferInput(names.VIDEO, list(array.shape), "UINT8")
         tensor.set_data_from_numpy(array)
-        return self._request(self.model, [tensor], beam_size, top_k)
+        return self._request(self.model, [tensor], beam_size, top_k, framing or FramingOptions())
 
-    def recognise_file(self, path: str | Path, beam_size: int | None = None, top_k: int | None = None
-                       ) -> Recognition:
-        return self.recognise_bytes(Path(path).read_bytes(), beam_size, top_k)
+    def recognise_file(self, path: str | Path, beam_size: int | None = None, top_k: int | None = None,
+                       framing: FramingOptions | None = None) -> Recognition:
+        return self.recognise_bytes(Path(path).read_bytes(), beam_size, top_k, framing)
 
     def served_parameter(self, model: str, key: str, default: int) -> int:
         """An integer parameter of a served model's config (``default`` where it states none), asked once."""

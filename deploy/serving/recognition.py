@@ -19,6 +19,9 @@ class Recognition:
     start_s: list[float]  # each gloss's span in the video, in seconds (NaN where no frame rate is known)
     end_s: list[float]
     alternatives: list[Alternative]  # the best distinct labellings, best first; the first is this answer
+    # What was done to the video to bring it to the model (pipelines/framing.py's FramingRecord.to_dict()); None
+    # for frames sent as they are.
+    framing: dict | None = None
 
     @property
     def spans(self) -> list[tuple[str, float, float]]:

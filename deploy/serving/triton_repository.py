@@ -28,8 +28,10 @@ from qslr.deploy.serving.buffered import WindowPlan
 from qslr.deploy.serving.repository_checks import config_problems, read_config
 from qslr.deploy.serving.repository_choices import VIDEO_DECODERS, VISUAL_BACKENDS
 from qslr.deploy.serving.served_decoding import MAX_BEAM_SIZE, MAX_TOP_K, DecoderSettings, ServedDecoder
+from qslr.model.checkpoints import InputSpec
 from qslr.pipelines.atomic_output import atomic_directory
 from qslr.pipelines.package_data import package_folder
+from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.temporal_padding import stride
 from qslr.train.checkpointing import load_trained
 
@@ -38,7 +40,7 @@ SOURCES = package_folder("qslr.triton_repo")
 _RECOGNITION_TYPES = {names.GLOSSES: "TYPE_STRING dims: [ -1 ]", names.GLOSS_STEPS: "TYPE_INT64 dims: [ -1 ]",
                       names.GLOSS_START_S: "TYPE_FP32 dims: [ -1 ]", names.GLOSS_END_S: "TYPE_FP32 dims: [ -1 ]",
                       names.SCORE: "TYPE_FP32 dims: [ 1 ]", names.ALTERNATIVES: "TYPE_STRING dims: [ -1 ]",
-                      names.ALTERNATIVE_SCORES: "TYPE_FP32 dims: [ -1 ]"}
+                      names.ALTERNATIVE_SCORES: "TYPE_FP32 dims: [ -1 ]", names.FRAMING: "TYPE_STRING dims: [ 1 ]"}
 
 
 class RepositoryCheckError(ValueError):
@@ -102,6 +104,14 @@ def _decoding(settings: RepositorySettings, metadata: dict[str, str], frames_per
     return asdict(decoding)
 
 
+def _framing(metadata: dict[str, str], height: int, width: int) -> dict[str, object]:
+    """How the checkpoint's training frames were made, for the models that frame uploads (`preprocess`, `cslr`);
+    a graph exported before the input section said so takes the frame size's aspect."""
+    spec = json.loads(metadata.get("qslr_input", "{}"))
+    source = InputSpec.from_dict(spec).source_framing(height, width) if spec else SourceFraming.of_size(width, height)
+    return {"source_aspect": repr(source.aspect), "framing_rule": source.rule}
+
+
 def _windows(settings: RepositorySettings, metadata: dict[str, str], frames_per_step: int, visual_batch: int
              ) -> dict[str, object]:
     decode = json.loads(metadata["qslr_config"]).get("decode", {})
@@ -143,10 +153,14 @@ def _names(model: str) -> dict[str, str]:
     calls, and the tensors of a recognition (its outputs, and an ensemble's map of them from ctc_decoder)."""
     return {"model_name": model, "preprocess_model": models.PREPROCESS, "visual_model": models.VISUAL,
             "ctc_decoder_model": models.CTC_DECODER,
-            "recognition_outputs": ",\n".join(f'  {{ name: "{name}" data_type: {_RECOGNITION_TYPES[name]} }}'
-                                              for name in names.RECOGNITION),
+            "recognition_outputs": _outputs(names.RECOGNITION),
+            "video_recognition_outputs": _outputs(names.VIDEO_RECOGNITION),
             "recognition_output_map": "\n".join(f'      output_map {{ key: "{name}" value: "{name}" }}'
                                                 for name in names.RECOGNITION)}
+
+
+def _outputs(tensors: tuple[str, ...]) -> str:
+    return ",\n".join(f'  {{ name: "{name}" data_type: {_RECOGNITION_TYPES[name]} }}' for name in tensors)
 
 
 def render(template: Path, values: dict[str, object]) -> str:
@@ -201,6 +215,7 @@ def build_repository(checkpoint: str | Path, out: str | Path, settings: Reposito
                   "max_frames": limits.max_frames,
                   # frames_per_step: what a client needs to put the glosses' output steps back on the video.
                   **_decoding(settings, metadata, stride(info.kernels), Path(checkpoint)),
+                  **_framing(metadata, info.height, info.width),
                   **_windows(settings, metadata, stride(info.kernels), visual_batch)}
         for name in models.MODELS:
             folder = root / name

@@ -17,6 +17,7 @@ from qslr.deploy.served_video import DaliClipDecoder, DecodedClip, clip_decoder
 from qslr.deploy.serving.triton_repository import resolve_video_decoder
 from qslr.pipelines import video_io
 from qslr.pipelines.dali_video import VideoDecodePipeline, decoded_bytes
+from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.video_io import TruncatedVideoError, VideoDecodeError, encode_video, read_video, write_vp9
 
 pytest.importorskip("nvidia.dali", reason="the DALI decoder needs nvidia-dali")
@@ -185,7 +186,9 @@ def test_the_cpu_decoder_gives_the_frames_of_one_run_and_one_resize_in_any_runs_
     whole_batch = VideoDecodePipeline(len(uploads)).decode([np.frombuffer(u, np.uint8) for u in uploads])
     expected = [_resized_at_once(frames.numpy(), height, width) for frames in whole_batch]
     sizes = [_decoded_bytes(upload) for upload in uploads]
-    dali = DaliClipDecoder(height, width, ServedLimits(max_frames=400), budget_bytes=2 * max(sizes))
+    # A model whose square source pictures were resized whole to its frame size (Phoenix's rule): no crop.
+    dali = DaliClipDecoder(height, width, ServedLimits(max_frames=400), budget_bytes=2 * max(sizes),
+                           source=SourceFraming(1.0))
     runs = []
     monkeypatch.setattr(dali.pipeline, "decode", lambda encoded, run=dali.pipeline.decode: runs.append(encoded) or
                         run(encoded))

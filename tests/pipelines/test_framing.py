@@ -14,13 +14,12 @@ from qslr.pipelines.framing import (
     FramedReader,
     FrameTarget,
     FramingError,
-    FramingOptions,
-    Region,
     VideoFramer,
     crop_box,
     frame_decoded,
     read_framed,
 )
+from qslr.pipelines.framing_options import FramingOptions, Region
 from qslr.pipelines.orientation import Orientation, UnsupportedOrientationError
 from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.video_io import (
@@ -80,7 +79,7 @@ def test_orientations_are_the_eight_quarter_turns_and_mirrors():
     assert len(pictures) == 8
     assert Orientation.from_display_matrix(None).upright
     assert Orientation.from_display_matrix((0,) * 9).upright
-    with pytest.raises(UnsupportedOrientationError, match="turns the picture by 45 degrees"):
+    with pytest.raises(UnsupportedOrientationError, match=r"tilted.mp4: .* turns the picture by 45 degrees or skews"):
         turn = round(65536 * 0.7071)
         Orientation.from_display_matrix((turn, turn, 0, -turn, turn, 0, 0, 0, 1 << 30), "tilted.mp4")
 
@@ -195,3 +194,16 @@ def test_streamed_framing_equals_whole_and_holds_little(monkeypatch):
                                   TARGET)
     assert np.array_equal(np.concatenate(chunks), whole) and record == reader.record
     assert read_framed(data, TARGET)[0].shape == (25, 24, 24, 3)
+
+
+def test_frames_decoded_by_dali_are_framed_where_they_lie_as_numpy_ones_are():
+    """DALI hands its frames on as tensors (in GPU memory with NVDEC): turned, cut and placed the same."""
+    torch = pytest.importorskip("torch")
+    video = _video(40, 64, 12)
+    turned = (0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)  # 90 degrees clockwise
+    starts = [k / 30 for k in range(12)]
+    options = FramingOptions(LETTERBOX, Region(0, 8, 40, 40))
+    as_numpy = frame_decoded(video, starts, 0.4, turned, 30.0, TARGET, options)
+    as_tensor = frame_decoded(torch.from_numpy(video), starts, 0.4, turned, 30.0, TARGET, options)
+    assert np.array_equal(as_numpy[0], as_tensor[0]) and as_numpy[1] == as_tensor[1]
+    assert as_numpy[1].rotation == 270 and as_numpy[1].frames_out == 10

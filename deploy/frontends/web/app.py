@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from qslr.deploy.frontends.web.timeline import read_timing
 from qslr.deploy.serving.client import Recognition, RecognitionError
 from qslr.deploy.serving.triton_parameters import without_ensemble_prefix
+from qslr.pipelines.framing_options import FramingOptions, Region
 from qslr.pipelines.package_data import package_folder
 
 STATIC = package_folder("qslr.deploy.frontends.web") / "static"
@@ -40,7 +41,8 @@ _DRAIN_FACTOR = 4  # how much of a refused upload is read to deliver the refusal
 
 
 class Recogniser(Protocol):
-    def recognise_bytes(self, data: bytes, beam_size: int | None = None) -> Recognition: ...
+    def recognise_bytes(self, data: bytes, beam_size: int | None = None, top_k: int | None = None,
+                        framing: FramingOptions | None = None) -> Recognition: ...
 
 
 @dataclass(frozen=True)
@@ -127,17 +129,25 @@ def _beam_size(text: str | None) -> int | None:
         raise _Refused(400, f"beam_size must be an integer, got {text!r}") from None
 
 
+def _framing(framing: str | None, region: str | None) -> FramingOptions:
+    """The page's framing choice (crop, letterbox, or empty: the model's) and signer region ("x,y,w,h" or empty)."""
+    try:
+        return FramingOptions(framing or None, Region.parse(region) if region else None)
+    except ValueError as exc:
+        raise _Refused(400, str(exc)) from None
+
+
 def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits()) -> Starlette:
     """The page and its endpoint. ``recogniser`` makes a client (a CslrClient): each worker thread makes its own,
     as tritonclient's HTTP client must stay on the thread that made it."""
     local = threading.local()
 
-    def recognise(data: bytes, beam_size: int | None) -> dict:
+    def recognise(data: bytes, beam_size: int | None, framing: FramingOptions) -> dict:
         if not hasattr(local, "client"):
             local.client = recogniser()
         started = time.perf_counter()
         try:
-            result = local.client.recognise_bytes(data, beam_size)
+            result = local.client.recognise_bytes(data, beam_size, framing=framing)
         except RecognitionError as exc:
             if _unreachable(exc):
                 raise _Refused(502, f"the recognition server cannot be reached: {readable(str(exc))}") from None
@@ -157,7 +167,8 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
                              "end": round(min(max(start, end), timing.duration), 3)}
                             for gloss, (start, end) in zip(result.glosses, spans, strict=True)],
                 "score": result.score, "latency_ms": round(latency * 1000, 1), "beam_size": beam_size,
-                "frames": timing.frames, "fps": round(timing.fps, 3), "duration": round(timing.duration, 3)}
+                "frames": timing.frames, "fps": round(timing.fps, 3), "duration": round(timing.duration, 3),
+                "framing": result.framing}
 
     async def page(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -175,7 +186,8 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
             if problem:
                 raise _Refused(415, problem)
             beam_size = _beam_size(request.query_params.get("beam_size"))
-            return JSONResponse(await run_in_threadpool(recognise, data, beam_size))
+            framing = _framing(request.query_params.get("framing"), request.query_params.get("region"))
+            return JSONResponse(await run_in_threadpool(recognise, data, beam_size, framing))
         except _Refused as refusal:
             return JSONResponse({"error": str(refusal)}, status_code=refusal.status)
 

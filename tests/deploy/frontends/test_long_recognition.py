@@ -37,8 +37,8 @@ def joined(tiny_corpus, tmp_path_factory) -> JoinedVideo:
 def test_a_long_video_s_output_is_its_windows_run_alone_and_stitched(checkpoint, joined):
     reference, path = joined
     model = load_checkpoint_model(checkpoint)
-    output, fps = LocalRecogniser(model, windows=PLAN, window_batch=3).outputs(path)
-    assert fps == 25.0 and output.frames == reference.frames > 2 * PLAN.window
+    output, framing = LocalRecogniser(model, windows=PLAN, window_batch=3).outputs(path)
+    assert framing.fps == 25.0 and framing.unchanged and output.frames == reference.frames > 2 * PLAN.window
     windows = PLAN.windows(reference.frames)
     assert output.windows == len(windows)
 

@@ -47,6 +47,7 @@ const READABLE_PX_PER_S = 150;
 const MIN_TICK_GAP_PX = 80;
 
 function clearResult() {
+  $("framing-done").textContent = "";
   track.replaceChildren();
   $("axis").replaceChildren();
   $("timeline").hidden = true;
@@ -68,12 +69,15 @@ async function recognise() {
     return;
   }
   const beamSize = Number(beam.value);
+  // The server checks the region too; the page's own pattern only keeps a half-typed one from being sent.
+  const query = new URLSearchParams({ beam_size: beamSize, name, framing: $("framing").value,
+    region: $("region").validity.valid ? $("region").value.trim() : "" });
   setStatus(`Recognising ${name}…`);
   document.body.classList.add("busy");
   const started = performance.now();
   let answer;
   try {
-    const response = await fetch(`api/recognise?beam_size=${beamSize}&name=${encodeURIComponent(name)}`, {
+    const response = await fetch(`api/recognise?${query}`, {
       method: "POST", body: blob, headers: { "Content-Type": blob.type || "application/octet-stream" },
     });
     const text = await response.text();
@@ -126,6 +130,8 @@ function show(answer, roundTrip) {
   setStatus(`${glosses.length} gloss${glosses.length === 1 ? "" : "es"} · ${beamText} · ` +
     `latency ${answer.latency_ms.toFixed(0)} ms (page round trip ${roundTrip.toFixed(0)} ms) · ` +
     `${answer.frames} frames, ${seconds(answer.duration)} at ${answer.fps.toFixed(1)} fps`);
+  // What the server did to bring the video to the model: rotation, frame rate, crop.
+  $("framing-done").textContent = answer.framing ? `Framing: ${answer.framing.summary}` : "";
   markPlaying(video.currentTime || 0);
 }
 
@@ -235,6 +241,8 @@ function init() {
     $("beam-value").textContent = beam.value === "0" ? "0 (greedy)" : beam.value;
   });
   beam.addEventListener("change", () => state.upload && recognise());
+  $("framing").addEventListener("change", () => state.upload && recognise());
+  $("region").addEventListener("change", () => state.upload && $("region").validity.valid && recognise());
   video.addEventListener("timeupdate", () => markPlaying(video.currentTime));
   $("zoom").addEventListener("input", () => state.duration && !$("timeline").hidden && layOut());
   window.addEventListener("resize", () => state.duration && !$("timeline").hidden && layOut());
