@@ -12,3 +12,8 @@ BEAM_SIZE = 10  # VAC's
 BEAM_SIZE_TOKEN = 40  # tokens expanded per frame (ctcdecode's cutoff_top_n)
 # The original's rule: a gloss repeated across a blank is one gloss (model/decoding.py says when it is not wanted).
 MERGE_REPEATS = True
+
+# Streaming decoding (model/streaming_decoding.py): a segment of output steps closes at a step this sure of the
+# blank after a step that is not (a pause after a sign), or at this many steps where the signer never pauses.
+COMMIT_BLANK_PROBABILITY = 0.9
+MAX_SEGMENT_STEPS = 64
