@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from qslr.pipelines.framing_options import FramingOptions, Region
-from qslr.pipelines.source_framing import LETTERBOX
 from qslr.pipelines.video_io import StreamExtras, encode_video, read_frames, resize_frames
 
 CLIP_FPS = 25.0  # the rate of the prepared clips the kinds are made from
@@ -37,8 +36,7 @@ class RecordedKind:
     rotation: int = 0  # degrees counter-clockwise the stored frames are turned to be shown (a display matrix)
     codec: str = "h264"  # h264, hevc (10-bit) or vp9
     audio: bool = True
-    framing: str | None = None  # what the user asks for: None (the model's default, a centre crop) or letterbox
-    region: bool = False  # the user gives the signer's region (--region)
+    region: bool = False  # the user gives the signer's region (--region); otherwise the model's framing
 
     def container(self) -> tuple[str, str, str, dict[str, str], str]:
         """(FFmpeg encoder, container, pixel format, options, file suffix)."""
@@ -61,8 +59,9 @@ KINDS = {kind.name: kind for kind in (
     RecordedKind("variable-rate", "a variable frame rate, 20 to 30 fps", variable_rate=True),
     RecordedKind("portrait-half", "portrait 1080x1920, the signer at half its height", canvas=(1080, 1920),
                  fill=0.5),
-    RecordedKind("portrait-full", "portrait 1080x1920, the signer at full height (--framing letterbox)",
-                 canvas=(1080, 1920), framing=LETTERBOX),
+    # A square signer is at most as wide as a portrait picture: 56 % of its height.
+    RecordedKind("portrait-full", "portrait 1080x1920, the signer as wide as the picture", canvas=(1080, 1920),
+                 fill=1080 / 1920),
     RecordedKind("landscape-full", "landscape 1920x1080, the signer at full height", canvas=(1920, 1080)),
     RecordedKind("landscape-half", "landscape 1920x1080, the signer at half height (--region)",
                  canvas=(1920, 1080), fill=0.5, region=True),
@@ -144,5 +143,5 @@ def record(clip_path: Path, kind: RecordedKind, out: Path, scale: float = 1.0, s
                          extras=StreamExtras(kind.rotation, audio=kind.audio))
     width, height = (_even(side * scale) for side in kind.canvas)
     size = (height, width) if kind.rotation in (90, 270) else (width, height)
-    return Recording(out, FramingOptions(kind.framing, region if kind.region else None), count, size)
+    return Recording(out, FramingOptions(region=region if kind.region else None), count, size)
 
