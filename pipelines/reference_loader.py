@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
-import signal
 from collections.abc import Iterator
 
 import torch
@@ -34,9 +33,10 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 def _start_worker(owner: int, worker_id: int) -> None:
     """A worker follows the process that owns its loader. It ends with it: its parent is the fork server, not
     that process, and the fork server lives as long as any of its children, so nothing else would end it when the
-    owner is killed. And a SIGTERM is the owner's to act on: torchrun sends it to a rank's whole process group,
-    workers included, and a worker gone before the rank's next step would fail the checkpoint it stops to write."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    owner is killed. And it leaves the owner's process group: torchrun stops a rank by signalling its whole group,
+    and a worker ended by that before the rank's next step would fail the checkpoint the rank stops to write (a
+    signal to the worker itself, as the loader's own shutdown sends, still ends it)."""
+    os.setpgid(0, 0)
     end_with(owner)
 
 

@@ -162,7 +162,7 @@ def wait_for_children(pid: int, count: int, seconds: float = 60) -> list[int]:
 
 
 LOADER_OWNER = """
-import signal, sys, time
+import signal, sys
 from qslr.train.config import load_config
 from qslr.train.data import make_loader
 signal.signal(signal.SIGTERM, lambda signum, frame: print("SIGTERM", flush=True))  # a rank stops at its next step
@@ -173,15 +173,16 @@ print("read a batch", flush=True)
 sys.stdin.readline()
 next(batches)
 print("read another", flush=True)
-time.sleep(600)
+if sys.stdin.readline().strip() == "exit":
+    sys.exit(0)
 """
 
 
-def test_the_reference_loaders_processes_leave_a_sigterm_to_their_owner_and_end_when_it_is_killed(tiny_corpus,
-                                                                                               tmp_path):
+@pytest.mark.parametrize("end", ["SIGKILL", "exit"])
+def test_the_reference_loaders_processes_leave_a_sigterm_to_their_owner_and_end_with_it(tiny_corpus, tmp_path, end):
     """The issue's report, without torchrun: SIGKILL of the process left its loader's fork server and workers
-    running; here they are gone within seconds. Before that, a SIGTERM to its whole process group (torchrun's stop)
-    leaves the workers to the owner, which reads on to its next step."""
+    running; here they are gone within seconds, as they are when it exits. Before that, a SIGTERM to its whole
+    process group (torchrun's stop) leaves the workers to the owner, which reads on to its next step."""
     config = [f"data.root={tiny_corpus[0]}", f"train.work_dir={tmp_path}", *SMALL_MODEL, "data.loader=reference",
               "data.num_workers=2"]
     owner = subprocess.Popen([sys.executable, "-c", LOADER_OWNER, *config], stdin=subprocess.PIPE,
@@ -196,8 +197,12 @@ def test_the_reference_loaders_processes_leave_a_sigterm_to_their_owner_and_end_
         owner.stdin.write("\n")
         owner.stdin.flush()
         assert owner.stdout.readline().strip() == "read another"
-        os.kill(owner.pid, signal.SIGKILL)
-        owner.wait(timeout=10)
+        if end == "SIGKILL":
+            os.kill(owner.pid, signal.SIGKILL)
+        else:
+            owner.stdin.write("exit\n")
+            owner.stdin.flush()
+        assert owner.wait(timeout=60) == (-signal.SIGKILL if end == "SIGKILL" else 0)
         assert none_left(started)
     finally:
         owner.kill()
