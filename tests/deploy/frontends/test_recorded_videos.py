@@ -145,3 +145,27 @@ def test_a_real_1080p_phone_video(clip, tmp_path):
     result = clip_decoder("pyav", 72, 72, LIMITS, fps=25.0, source=SQUARE).decode([recording.path])[0]
     assert result.framing.upright_size == (1080, 1920) and result.framing.box == (0, 420, 1080, 1080)
     assert _close_to_clip(result.frames, read_frames(short)) < 12
+
+
+@pytest.mark.slow
+def test_the_page_sends_the_framing_and_says_what_was_done(server, recorded):
+    """In Debian's chromium: a region typed into the page reaches the server, and the answer's framing is shown."""
+    from playwright.sync_api import expect, sync_playwright
+    from test_web import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium")
+    recording = recorded["landscape-half"]
+    client = CslrClient(server.http_url)
+    expected = client.recognise_file(recording.path, framing=recording.options)
+    client.close()
+    with serving_in_thread(create_app(lambda: CslrClient(server.http_url))) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#region", str(recording.options.region))
+        page.select_option("#framing", "crop")
+        page.set_input_files("#file", str(recording.path))
+        expect(page.locator("#framing-done")).to_contain_text(expected.framing["summary"], timeout=60_000)
+        assert page.locator("#track .gloss").all_text_contents() == expected.glosses
+        browser.close()
