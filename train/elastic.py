@@ -86,6 +86,7 @@ def launch(arguments: list[str], environment: Mapping[str, str]) -> int:
     from torch.distributed.launcher import api
 
     plain, before = api.LocalElasticAgent, dict(os.environ)
+    # torchrun builds its agent by this name and takes no class of ours: the one place to hand it the recording one.
     api.LocalElasticAgent = _recording_agent(plain)
     os.environ.update({**environment, **UNSHARED_STORE})  # the agent's, and the workers' (they inherit it)
     try:
