@@ -132,6 +132,9 @@ class TrainConfig:
     grad_clip: float | None = None
     eval_interval: int = _at_least(1, 1)
     save_interval: int = _at_least(5, 1)
+    # A resumable checkpoint every this many optimiser steps as well (checkpoints/step{N}.pt, the newest few kept),
+    # so that a failure loses at most this many steps; null: at epoch ends only. docs/training.md has the cost.
+    checkpoint_every_steps: int | None = _at_least(None, 1)
     log_interval: int = _at_least(50, 1)
 
 
