@@ -83,14 +83,14 @@ class FramingRecord:
             turned = f"rotated {self.rotation} degrees counter-clockwise" if self.rotation else ""
             parts.append(" and ".join(filter(None, [turned, "mirrored" if self.mirrored else ""])))
         if self.model_fps is None:
-            parts.append(f"{self.frames_out} frames at the video's {self.source_fps:g} fps (the model states no rate)")
+            parts.append(f"{self.frames_out} frames at the video's {self.source_fps:.4g} fps (the model states no rate)")
         elif self.dropped or self.repeated or self.frames_in != self.frames_out:
             changes = [f"{count} {what}" for count, what in ((self.dropped, "dropped"), (self.repeated, "repeated"))
                        if count]
-            parts.append(f"{self.frames_in} frames at {self.source_fps:g} fps placed on {self.model_fps:g} fps: "
+            parts.append(f"{self.frames_in} frames at {self.source_fps:.4g} fps placed on {self.model_fps:.4g} fps: "
                          f"{self.frames_out} ({', '.join(changes)})")
         else:
-            parts.append(f"{self.frames_out} frames at {self.model_fps:g} fps")
+            parts.append(f"{self.frames_out} frames at {self.model_fps:.4g} fps")
         x, y, box_width, box_height = self.box
         if self.box != (0, 0, width, height):
             where = f"the region {','.join(map(str, self.region))} as " if self.region else ""
