@@ -29,3 +29,5 @@ BEAM_SIZE_PARAMETER = "beam_size"  # request parameter: beam width, 0 for greedy
 TOP_K_PARAMETER = "top_k"  # request parameter: how many alternatives (1 by default)
 FRAMING_PARAMETER = "framing"  # request parameter: crop or letterbox a video of another aspect (default: the model's)
 REGION_PARAMETER = "region"  # request parameter: the signer's region, "x,y,width,height" of the upright picture
+# ctc_decoder request parameter: true for the output of several windows, decoded in segments as a live stream is
+IN_SEGMENTS_PARAMETER = "in_segments"

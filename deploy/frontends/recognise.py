@@ -155,5 +155,6 @@ class LocalRecogniser:
                   ) -> Recognition:
         """One video file; a video that cannot be recognised raises the decoder's error (a ValueError)."""
         output, record = self.outputs(video, framing)
-        result = self.decoder.recognise(output.log_probs, output.steps, output.frames, record.fps, options)
+        result = self.decoder.recognise(output.log_probs, output.steps, output.frames, record.fps, options,
+                                        in_segments=output.windows > 1)
         return dataclasses.replace(result, framing=record.to_dict())

@@ -1,7 +1,8 @@
 """Buffered recognition of long videos, as speech recognisers run CTC models over long audio: the frames are cut
 into windows that overlap by some context on each side, the visual model runs on the windows (as one batch, the
 served signature unchanged), each window keeps only the output steps of its middle part, and the kept steps,
-joined, are decoded once as the whole video's.
+joined, are decoded as the whole video's: in segments, each once (model/streaming_decoding.py), as a live stream
+of the same frames is (deploy/serving/streaming.py).
 
 The served model gives one output step per ``stride`` frames, step j of a clip standing for its frames
 ``stride * j`` to ``stride * j + stride - 1`` (the temporal padding is laid out so). So a window starting at a

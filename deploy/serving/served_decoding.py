@@ -3,6 +3,10 @@
 The Triton `ctc_decoder` model and local recognition (`qslr recognise`) both decode through a
 `ServedDecoder` built from the same `DecoderSettings`, so they answer alike. Its settings are the
 `ctc_decoder` config's parameters, written by the repository builder from the checkpoint.
+
+A clip is decoded whole. The output of a video recognised in windows (deploy/serving/buffered.py) is decoded in
+segments (model/streaming_decoding.py), as a live stream of the same frames is decoded as it comes
+(deploy/serving/streaming.py): so the two give the same answer, and neither decodes more than a segment at once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,18 @@ import numpy as np
 
 from qslr.deploy import tensor_names as names
 from qslr.deploy.serving.recognition import Alternative, Recognition
-from qslr.model.decoding import CTCDecoder
-from qslr.model.decoding_defaults import BACKEND, BEAM_SIZE, BEAM_SIZE_TOKEN, GREEDY, MERGE_REPEATS
+from qslr.model.decoding import CTCDecoder, Hypothesis
+from qslr.model.decoding_defaults import (
+    BACKEND,
+    BEAM_SIZE,
+    BEAM_SIZE_TOKEN,
+    COMMIT_BLANK_PROBABILITY,
+    GREEDY,
+    MAX_SEGMENT_STEPS,
+    MERGE_REPEATS,
+)
 from qslr.model.gloss_spans import frame_rate, gloss_spans
+from qslr.model.streaming_decoding import SegmentRule, StreamingDecoder, decode_in_segments
 
 MAX_BEAM_SIZE = 10  # the widest beam a request may ask for (a decoder per width is built at load)
 MAX_TOP_K = 10  # the most alternatives one request may ask for
@@ -32,6 +45,9 @@ class DecoderSettings:
     fps: float = 0.0  # the model's frame rate, for videos that state none (0: unknown)
     merge_repeats: bool = MERGE_REPEATS  # a gloss repeated across a blank is one gloss (model/decoding.py)
     backend: str = BACKEND  # the beam search's: flashlight, or ctcdecode where installed (model/decoding.py)
+    # How outputs of several windows are cut into segments, each decoded once (model/streaming_decoding.py).
+    commit_blank: float = COMMIT_BLANK_PROBABILITY
+    max_segment_steps: int = MAX_SEGMENT_STEPS
 
     def __post_init__(self) -> None:
         if not 0 <= self.beam_size <= self.max_beam_size:
@@ -39,6 +55,11 @@ class DecoderSettings:
         if self.max_top_k < 1 or self.frames_per_step < 1 or self.beam_size_token < 1:
             raise ValueError(f"decoder settings: max_top_k, frames_per_step and beam_size_token must be at "
                              f"least 1 ({self})")
+        SegmentRule(self.commit_blank, self.max_segment_steps)  # a rule that cannot work is refused at load
+
+    @property
+    def segment_rule(self) -> SegmentRule:
+        return SegmentRule(self.commit_blank, self.max_segment_steps)
 
     @classmethod
     def for_model(cls, decode: Mapping, frames_per_step: int, fps: float | None, beam_size: int | None = None,
@@ -52,15 +73,18 @@ class DecoderSettings:
         # A beam of width w holds at most w labellings.
         return cls(beam_size, max_beam_size, beam_size_token or int(decode.get("beam_size_token", BEAM_SIZE_TOKEN)),
                    min(max_top_k, max_beam_size), frames_per_step, float(fps or 0.0),
-                   bool(decode.get("merge_repeats", MERGE_REPEATS)), str(decode.get("backend", BACKEND)))
+                   bool(decode.get("merge_repeats", MERGE_REPEATS)), str(decode.get("backend", BACKEND)),
+                   float(decode.get("commit_blank", COMMIT_BLANK_PROBABILITY)),
+                   int(decode.get("max_segment_steps", MAX_SEGMENT_STEPS)))
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> DecoderSettings:
         """From the string parameters of the `ctc_decoder` config (a repository built before ``merge_repeats``
-        or ``backend`` existed has neither: it merged, with flashlight)."""
+        or ``backend`` existed has neither: it merged, with flashlight; one built before outputs were decoded in
+        segments takes today's segment rule)."""
         values = {}
         for field in fields(cls):
-            if field.name not in parameters and field.name in ("merge_repeats", "backend"):
+            if field.name not in parameters and field.name in _ADDED_LATER:
                 continue
             raw = parameters[field.name]
             if isinstance(field.default, bool):
@@ -70,6 +94,10 @@ class DecoderSettings:
             else:
                 values[field.name] = type(field.default)(raw)
         return cls(**values)
+
+
+# Settings a repository built before them does not state.
+_ADDED_LATER = ("merge_repeats", "backend", "commit_blank", "max_segment_steps")
 
 
 @dataclass(frozen=True)
@@ -105,13 +133,31 @@ class ServedDecoder:
                              + (" (greedy gives one answer)" if width == 0 else ""))
         return DecodeOptions(width, top_k)
 
+    def _decoder(self, options: DecodeOptions) -> CTCDecoder:
+        return self.greedy if options.beam_size == 0 else self.beams[options.beam_size]
+
+    def streaming(self, options: DecodeOptions) -> StreamingDecoder:
+        """A decoder for output steps that keep coming (a live stream), segment by segment."""
+        return StreamingDecoder(self._decoder(options), self.settings.segment_rule, options.top_k)
+
     def recognise(self, log_probs: np.ndarray, steps: int, frames: int, video_fps: float | None,
-                  options: DecodeOptions) -> Recognition:
-        """One clip: log-probabilities (T', V) of which ``steps`` are valid, from ``frames`` video frames."""
-        decoder = self.greedy if options.beam_size == 0 else self.beams[options.beam_size]
-        (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], options.top_k)
+                  options: DecodeOptions, in_segments: bool = False) -> Recognition:
+        """One clip: log-probabilities (T', V) of which ``steps`` are valid, from ``frames`` video frames;
+        ``in_segments``: the output of several windows, decoded in segments as a live stream of it is."""
+        decoder = self._decoder(options)
+        if in_segments:
+            alternatives = decode_in_segments(decoder, log_probs[:steps], self.settings.segment_rule, options.top_k)
+        else:
+            (alternatives,) = decoder.decode_alternatives(log_probs[None], [steps], options.top_k)
+        return self.recognition(alternatives, frames, video_fps)
+
+    def recognition(self, alternatives: list[Hypothesis], frames: int, video_fps: float | None) -> Recognition:
+        """The answer of the decoded labellings (best first) of ``frames`` video frames, placed in seconds."""
         best = alternatives[0]
-        fps = frame_rate(video_fps, self.settings.fps)
-        spans = gloss_spans(best.steps, best.ends, self.settings.frames_per_step, fps, frames)
+        spans = gloss_spans(best.steps, best.ends, self.settings.frames_per_step, self.fps(video_fps), frames)
         return Recognition(best.glosses, best.steps, best.score, [start for start, _ in spans],
                            [end for _, end in spans], [Alternative(h.glosses, h.score) for h in alternatives])
+
+    def fps(self, video_fps: float | None) -> float:
+        """The rate that places glosses in seconds: the video's, else the model's (0.0: unknown)."""
+        return frame_rate(video_fps, self.settings.fps)

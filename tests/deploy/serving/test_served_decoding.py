@@ -1,5 +1,6 @@
 """The served decoder without Triton: request options checked one by one, settings from a training config
-and back from config parameters, and the frame rate a clip's spans use."""
+and back from config parameters, the frame rate a clip's spans use, and the output of several windows decoded in
+segments as a live stream is."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
 from qslr.model.decoding import CTCDecoder
+from qslr.model.streaming_decoding import SegmentRule, decode_in_segments
 
 VOCAB = {f"G{i}": i for i in range(1, 9)}
 
@@ -101,3 +103,32 @@ def test_a_clip_is_decoded_as_ctc_decoder_decodes_it_with_its_or_the_models_rate
     assert unstated.start_s == pytest.approx([2 * s for s in result.start_s])
     unknown = ServedDecoder(VOCAB, DecoderSettings()).recognise(log_probs, 18, 70, None, DecodeOptions(4))
     assert unknown.glosses and all(math.isnan(v) for v in unknown.start_s + unknown.end_s)
+
+
+def test_the_output_of_several_windows_is_decoded_in_segments_as_a_stream_of_it_is(decoder):
+    """Pauses (the blank nearly sure) between signs: the segmented answer is `decode_in_segments`' own, and a
+    stream of the same steps pushed in two pieces ends with it; only the valid steps are read."""
+    rng = np.random.default_rng(1)
+    labels = [0, 0, 3, 3, 0, 0, 5, 0, 0, 0, 2, 0, 0, 7, 7, 0] * 3
+    logits = rng.normal(0, 1, (len(labels) + 4, len(VOCAB) + 1)).astype(np.float32)
+    logits[np.arange(len(labels)), labels] += 9.0
+    log_probs = torch.from_numpy(logits).log_softmax(-1).numpy()
+    options = DecodeOptions(6, 2)
+    result = decoder.recognise(log_probs, len(labels), 4 * len(labels), 25.0, options, in_segments=True)
+    expected = decode_in_segments(decoder.beams[6], log_probs[:len(labels)], decoder.settings.segment_rule, 2)
+    assert (result.glosses, result.steps, result.score) == (expected[0].glosses, expected[0].steps, expected[0].score)
+    assert result.glosses == ["G3", "G5", "G2", "G7"] * 3 and len(result.alternatives) == 2
+    stream = decoder.streaming(options)
+    stream.push(log_probs[:10])
+    assert [g.gloss for g in stream.final] == ["G3", "G5"]  # committed at the pauses after them
+    stream.push(log_probs[10:len(labels)])
+    assert decoder.recognition(stream.finish(), 4 * len(labels), 25.0) == result
+
+
+def test_a_repository_built_before_segments_takes_today_s_rule_and_a_bad_rule_fails_at_load():
+    parameters = {k: str(v) for k, v in asdict(DecoderSettings(commit_blank=0.95, max_segment_steps=32)).items()}
+    assert DecoderSettings.from_parameters(parameters).segment_rule == SegmentRule(0.95, 32)
+    del parameters["commit_blank"], parameters["max_segment_steps"]
+    assert DecoderSettings.from_parameters(parameters).segment_rule == SegmentRule()
+    with pytest.raises(ValueError, match="must lie in"):
+        DecoderSettings(commit_blank=0.3)

@@ -5,7 +5,8 @@ as it is: the path, and the answer, of a clip. The videos of a batch are sent to
 models batch them as they would batch the clips of an ensemble request. A longer video, up to the served
 duration, is decoded and framed here (as `preprocess` frames a clip, with the request's `framing` and `region`)
 a chunk at a time into overlapping windows (deploy/serving/buffered.py); `visual` runs them a batch of windows at
-a time, and `ctc_decoder` decodes the joined log-probabilities once, so the spans are in the whole video's seconds.
+a time, and `ctc_decoder` decodes the joined log-probabilities in segments (as a live stream of the same frames
+is decoded), so the spans are in the whole video's seconds.
 Each request gets its own answer, with what was done to its video (`framing`), or its own error.
 
 Why scripting, not an ensemble: an ensemble passes one request's tensors from step to step, and a step cannot
@@ -130,7 +131,8 @@ class TritonPythonModel:
                   (names.OUTPUT_LENGTHS, np.array([[output.steps]], dtype=np.int64)),
                   (names.LENGTHS, np.array([[output.frames]], dtype=np.int64)),
                   (names.FPS, np.array([[record.fps]], dtype=np.float32))]
-        (decoded,) = _on_loop(loop, [(models.CTC_DECODER, inputs, list(names.RECOGNITION), _parameters(request))])
+        parameters = {**_parameters(request), names.IN_SEGMENTS_PARAMETER: True}
+        (decoded,) = _on_loop(loop, [(models.CTC_DECODER, inputs, list(names.RECOGNITION), parameters)])
         return decoded, json.dumps(record.to_dict())
 
     def _visual(self, frames: np.ndarray, lengths: np.ndarray, loop):

@@ -1,6 +1,7 @@
 """Triton python model `ctc_decoder`: flashlight-text beam search (or greedy) over a dynamic batch.
 
-Each request may ask for its own beam width and number of alternatives; a bad request gets its own error.
+Each request may ask for its own beam width and number of alternatives; a bad request gets its own error. The
+output of several windows (`cslr`'s) comes with `in_segments` and is decoded in segments, as a live stream is.
 The glosses' spans in seconds use the video's frame rate (the optional `fps` input) or the model's.
 """
 
@@ -34,10 +35,12 @@ class TritonPythonModel:
                 frames = pb_utils.get_input_tensor_by_name(request, names.LENGTHS).as_numpy().reshape(-1)[0]
                 fps = pb_utils.get_input_tensor_by_name(request, names.FPS)  # optional
                 fps = None if fps is None else float(fps.as_numpy().reshape(-1)[0])
-                options = self.decoder.options(json.loads(request.parameters() or "{}"))
+                parameters = json.loads(request.parameters() or "{}")
+                options = self.decoder.options(parameters)
                 # Lengths that do not fit the log-probabilities (a direct request) fail this request alone.
                 result = self.decoder.recognise(log_probs.reshape(-1, log_probs.shape[-1]), int(steps),
-                                                int(frames), fps, options)
+                                                int(frames), fps, options,
+                                                parameters.get(names.IN_SEGMENTS_PARAMETER) is True)
             except Exception as exc:  # noqa: BLE001 - this request fails alone, whatever it raised
                 responses.append(failed_response(pb_utils, models.CTC_DECODER, exc))
                 continue
