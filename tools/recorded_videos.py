@@ -113,17 +113,15 @@ def _pictures(clip: np.ndarray, kind: RecordedKind, times: list[float], scale: f
     left, top = (width - side) // 2, (height - side) // 2
     region = Region(max(0, left), top, min(side, width), side)
     background = _background(clip, width, height, seed)
-    shown: dict[int, np.ndarray] = {}
+    # Every clip frame scaled at once (one resize call a frame cost ten times more): at 1080p, 100 frames of
+    # 1080x1080 are 350 MB.
+    scaled = resize_frames(clip, side, side)[:, :, max(0, -left):max(0, -left) + region.width]
 
     def pictures() -> Iterator[np.ndarray]:
         for time in times:
-            index = min(len(clip) - 1, round(time * CLIP_FPS))
-            if index not in shown:
-                shown.clear()  # one scaled clip frame held at a time
-                shown[index] = resize_frames(clip[index:index + 1], side, side)[0]
             picture = background.copy()
-            scaled = shown[index][:, max(0, -left):max(0, -left) + region.width]
-            picture[top:top + side, region.x:region.x + region.width] = scaled
+            picture[top:top + side, region.x:region.x + region.width] = scaled[min(len(clip) - 1,
+                                                                                  round(time * CLIP_FPS))]
             yield picture
 
     return pictures(), region
