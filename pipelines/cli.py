@@ -53,6 +53,11 @@ def data() -> None:
 @click.option("--noise", type=float, default=_DEFAULTS.noise, show_default=True,
               help="Max camera noise std (0..1 scale).")
 @click.option("--crf", type=int, default=_DEFAULTS.crf, show_default=True, help="VP9 constant quality.")
+@click.option("--streams", type=int, default=_DEFAULTS.streams, show_default=True,
+              help="Also render this many long streams of continuous signing (streams/stream-K.webm and its "
+                   "reference .json): a held-out signer signing their test sentences in a row.")
+@click.option("--stream-sentences", type=int, default=_DEFAULTS.stream_sentences, show_default=True,
+              help="Sentences in each stream (a signer's test sentences in order, again from the first if need be).")
 @click.option("--workers", type=int, default=None, help="Rendering processes [default: all cores].")
 @click.option("--phoenix-raw", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the corpus in the raw RWTH-PHOENIX-Weather 2014 layout (PNG frames, corpus CSV) here.")

@@ -1,6 +1,6 @@
 """Long videos for testing and measuring recognition of videos of several sentences: clips of a prepared dataset's
-split joined into one file, with the reference beside it (the clips' glosses in order, and where each clip
-starts and ends in the joined video).
+split joined into one file, with the reference beside it (the clips' glosses in order, where each clip starts and
+ends in the joined video, and, where the dataset knows them (pipelines/sign_spans.py), each gloss's sign frames).
 
 The clips are decoded and re-encoded one at a time, so a joined video of any length never sits in memory whole.
 The file appears only when complete (written under a temporary name, then renamed), and its reference after it.
@@ -17,6 +17,7 @@ import numpy as np
 
 from qslr.pipelines.atomic_output import write_text_atomic
 from qslr.pipelines.prepared import PreparedDataset, VideoRecord
+from qslr.pipelines.sign_spans import SignSpan, read_sign_spans, span_from_dict
 from qslr.pipelines.video_io import Vp9Settings, encode_video, read_video
 
 # codec -> (container format, FFmpeg encoder, file suffix)
@@ -45,6 +46,8 @@ class JoinedVideo:
     frames: int
     glosses: str  # every part's glosses in order: the reference for the whole video
     parts: tuple[JoinedPart, ...]
+    # Where each gloss is signed in the joined video, in order (empty where the dataset does not say).
+    signs: tuple[SignSpan, ...] = ()
 
     @staticmethod
     def reference_path(video: str | Path) -> Path:
@@ -52,8 +55,13 @@ class JoinedVideo:
 
     @classmethod
     def read(cls, video: str | Path) -> JoinedVideo:
-        data = json.loads(cls.reference_path(video).read_text(encoding="utf-8"))
-        return cls(**{**data, "parts": tuple(JoinedPart(**p) for p in data["parts"])})
+        path = cls.reference_path(video)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        signs = tuple(span_from_dict(sign, str(path)) for sign in data.get("signs", ()))
+        return cls(**{**data, "parts": tuple(JoinedPart(**p) for p in data["parts"]), "signs": signs})
+
+    def write_reference(self, video: str | Path) -> None:
+        write_text_atomic(self.reference_path(video), json.dumps(asdict(self), indent=1) + "\n")
 
 
 def choose_clips(dataset: PreparedDataset, split: str, count: int, first: int = 0) -> list[VideoRecord]:
@@ -76,9 +84,22 @@ def join_clips(dataset: PreparedDataset, records: Sequence[VideoRecord], out: st
     parts: list[JoinedPart] = []
     fps = records[0].fps
     written = _encode(out, codec, fps, _frames_of(dataset, records, parts))
-    joined = JoinedVideo(out.name, codec, fps, written, " ".join(r.glosses for r in records), tuple(parts))
-    write_text_atomic(JoinedVideo.reference_path(out), json.dumps(asdict(joined), indent=1) + "\n")
+    joined = JoinedVideo(out.name, codec, fps, written, " ".join(r.glosses for r in records), tuple(parts),
+                         _joined_signs(dataset, records, parts))
+    joined.write_reference(out)
     return joined
+
+
+def _joined_signs(dataset: PreparedDataset, records: Sequence[VideoRecord], parts: Sequence[JoinedPart]
+                  ) -> tuple[SignSpan, ...]:
+    """The clips' signs, each shifted to where its clip lands; none unless the dataset knows every clip's."""
+    known: dict[str, tuple[SignSpan, ...]] = {}
+    for split in dataset.splits():
+        known.update(read_sign_spans(dataset.root, split) or {})
+    if not all(record.id in known for record in records):
+        return ()
+    return tuple(span.shifted(part.first_frame) for record, part in zip(records, parts, strict=True)
+                 for span in known[record.id])
 
 
 def _frames_of(dataset: PreparedDataset, records: Sequence[VideoRecord], parts: list[JoinedPart]

@@ -15,7 +15,7 @@ from qslr.pipelines.synthetic.signers import SignerLook, make_signers
 from qslr.pipelines.synthetic.spec import SynthSpec
 from qslr.pipelines.synthetic.vocabulary import SignDefinition, make_vocabulary
 
-_VOCAB, _SIGNERS, _SPLIT_SIGNERS, _SENTENCES, _VIDEO = range(5)
+_VOCAB, _SIGNERS, _SPLIT_SIGNERS, _SENTENCES, _VIDEO, _STREAM = range(6)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ def rng_for(spec: SynthSpec, *key: int) -> np.random.Generator:
 def video_rng(spec: SynthSpec, utterance: Utterance, stream: int) -> np.random.Generator:
     """Independent streams per video: 0 motion, 1 placement, 2 camera noise."""
     return rng_for(spec, _VIDEO, SPLITS.index(utterance.split), utterance.index, stream)
+
+
+def stream_rng(spec: SynthSpec, stream_index: int, stream: int) -> np.random.Generator:
+    """As `video_rng`, for the streams of sentences signed in a row (pipelines/synthetic/streams.py)."""
+    return rng_for(spec, _STREAM, stream_index, stream)
 
 
 def _sentence(vocab_size: int, spec: SynthSpec, rng: np.random.Generator) -> list[int]:

@@ -23,13 +23,16 @@ from qslr.pipelines.prepared import (
     write_vocab,
 )
 from qslr.pipelines.progress import progress_bar
+from qslr.pipelines.sign_spans import write_sign_spans
 from qslr.pipelines.source_framing import SourceFraming
 from qslr.pipelines.stm import StmEntry, write_stm
 from qslr.pipelines.synthetic import phoenix_raw
-from qslr.pipelines.synthetic.choreography import choreograph
+from qslr.pipelines.synthetic.choreography import Choreography, choreograph
 from qslr.pipelines.synthetic.corpus import CorpusPlan, Utterance, plan_corpus, video_rng
 from qslr.pipelines.synthetic.render import render_frames
 from qslr.pipelines.synthetic.spec import SynthSpec
+from qslr.pipelines.synthetic.streams import FOLDER as STREAMS_FOLDER
+from qslr.pipelines.synthetic.streams import render_stream, stream_jobs
 from qslr.pipelines.synthetic.vocabulary import max_vocabulary_size
 from qslr.pipelines.video_io import Vp9Settings, write_vp9
 
@@ -46,10 +49,14 @@ class _Job:
     raw_root: Path | None
 
 
+def _choreography(spec: SynthSpec, utterance: Utterance) -> Choreography:
+    return choreograph(list(utterance.signs), utterance.signer.speed, video_rng(spec, utterance, 0))
+
+
 def _frames(spec: SynthSpec, utterance: Utterance, height: int, width: int):
-    choreography = choreograph(list(utterance.signs), utterance.signer.speed, video_rng(spec, utterance, 0))
     placement = tuple(video_rng(spec, utterance, 1).uniform(-1.0, 1.0, 2) * spec.position_jitter)
-    return render_frames(utterance.signer, choreography, height, width, placement, video_rng(spec, utterance, 2))
+    return render_frames(utterance.signer, _choreography(spec, utterance), height, width, placement,
+                         video_rng(spec, utterance, 2))
 
 
 def _render(job: _Job) -> int:
@@ -94,27 +101,30 @@ def generate_corpus(
         for split in spec.split_sizes():
             (root / "videos" / split).mkdir(parents=True)
         jobs = [_Job(spec, u, root, raw_root) for u in plan.utterances]
-        counts = _run(jobs, workers, show_progress)
+        counts = _run(_render, jobs, workers, show_progress)
         frames_of = {u.id: n for u, n in zip(plan.utterances, counts, strict=True)}
         _write_annotations(plan, root, frames_of, raw_root)
+        if spec.streams:
+            (root / STREAMS_FOLDER).mkdir()
+            _run(render_stream, stream_jobs(plan, root), workers, show_progress, "streams", chunks=1)
     return Path(out)
 
 
-def _run(jobs: list[_Job], workers: int, show_progress: bool) -> list[int]:
-    """Render every job, in order; on an error or Ctrl-C, drop the queued jobs instead of finishing them."""
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    counts: list[int] = []
+def _run(render, jobs: list, workers: int, show_progress: bool, what: str = "videos", chunks: int = 4) -> list:
+    """``render`` every job, in order; on an error or Ctrl-C, drop the queued jobs instead of finishing them."""
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
+    done: list = []
     try:
-        results = pool.map(_render, jobs, chunksize=4) if pool else map(_render, jobs)
-        with progress_bar("videos", enabled=show_progress) as progress:
-            task = progress.add_task("rendering videos", total=len(jobs))
-            for count in results:
-                counts.append(count)
+        results = pool.map(render, jobs, chunksize=chunks) if pool else map(render, jobs)
+        with progress_bar(what, enabled=show_progress) as progress:
+            task = progress.add_task(f"rendering {what}", total=len(jobs))
+            for result in results:
+                done.append(result)
                 progress.advance(task)
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
-    return counts
+    return done
 
 
 def _write_annotations(plan: CorpusPlan, root: Path, frames_of: dict[str, int], raw_root: Path | None) -> None:
@@ -133,6 +143,8 @@ def _write_annotations(plan: CorpusPlan, root: Path, frames_of: dict[str, int], 
         # The gloss names are fixed points of the Phoenix normalisation, so the raw annotation is
         # already the normalised reference.
         write_stm(root / f"{split}.stm", (StmEntry(u.id, u.signer.name, tuple(u.glosses.split())) for u in utterances))
+        # Where each gloss is signed (for latency per gloss): the choreography again, without rendering.
+        write_sign_spans(root, split, ((u.id, _choreography(spec, u).sign_spans(list(u.signs))) for u in utterances))
         if raw_root is not None:
             phoenix_raw.write_corpus_csv(raw_root, split, ((u.id, u.signer.name, u.glosses) for u in utterances))
     write_text_atomic(root / MANIFEST, _manifest(plan))

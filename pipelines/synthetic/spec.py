@@ -32,6 +32,10 @@ class SynthSpec:
     position_jitter: float = 0.02  # placement spread, in frame widths
     noise: float = 0.03  # maximum per-pixel camera noise (std, on a 0..1 scale)
     crf: int = 18  # VP9 quality (lower is better)
+    # Long streams of continuous signing (pipelines/synthetic/streams.py): this many, each a held-out signer
+    # signing this many of their test sentences in a row.
+    streams: int = 0
+    stream_sentences: int = 20
 
     def split_sizes(self) -> dict[str, int]:
         dev = max(1, round(self.videos * self.dev_fraction))
@@ -68,3 +72,5 @@ class SynthSpec:
         need(0 <= self.position_jitter <= 0.1, "--position-jitter must lie in [0, 0.1]")
         need(0 <= self.noise <= 0.2, "--noise must lie in [0, 0.2]")
         need(0 <= self.crf <= 63, f"--crf must lie in 0..63, got {self.crf}")
+        need(self.streams >= 0, f"--streams must be 0 or more, got {self.streams}")
+        need(self.stream_sentences >= 1, f"--stream-sentences must be at least 1, got {self.stream_sentences}")

@@ -1,5 +1,6 @@
 """`qslr data concat`: clips of a split joined into one long video (VP9 and H.264) with the reference beside it,
-each clip's frames where the reference says, and one-line refusals that leave no file behind."""
+each clip's frames and its glosses' sign frames where the reference says, and one-line refusals that leave no file
+behind."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from qslr.pipelines.long_videos import JoinedVideo
 from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.sign_spans import read_sign_spans
 from qslr.pipelines.video_io import probe_video, read_video
 from qslr.tools.cli import cli
 
@@ -38,6 +40,10 @@ def test_the_joined_video_holds_each_clip_where_its_reference_says(tiny_corpus, 
     assert len(frames) == joined.frames == sum(len(c[0]) for c in clips)
     assert joined.glosses == " ".join(r.glosses for r in records)
     assert [p.id for p in joined.parts] == [r.id for r in records]
+    # Each gloss's sign frames (the renderer's), where its clip lands.
+    spans = read_sign_spans(root, "train")
+    assert joined.signs == tuple(span.shifted(part.first_frame) for part in joined.parts for span in spans[part.id])
+    assert [span.gloss for span in joined.signs] == joined.glosses.split()
     start = 0
     for part, (clip, _) in zip(joined.parts, clips, strict=True):
         assert (part.first_frame, part.frames) == (start, len(clip))
