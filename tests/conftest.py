@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from small_model import SMALL_MODEL
+from small_model import DDP_RUN, SMALL_MODEL
 
 from qslr.pipelines.synthetic.generator import generate_corpus
 from qslr.pipelines.synthetic.spec import SynthSpec
@@ -79,6 +81,19 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
     train(load_config("synthetic", [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", "train.epochs=1",
                                     *SMALL_MODEL]))
     return work / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def ddp_straight_run(tiny_corpus, tmp_path_factory) -> tuple[str, Path]:
+    """Two gloo ranks trained for two epochs by `qslr train --nproc 2` without a stop (small_model.DDP_RUN), once
+    for the session: (its output, its work_dir)."""
+    work = tmp_path_factory.mktemp("ddp-straight")
+    done = subprocess.run([sys.executable, "-m", "qslr.tools.cli", "train", "--nproc", "2", "--config", "synthetic",
+                           f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *DDP_RUN],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output, work
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from small_model import SMALL_MODEL
+from small_model import DDP_RUN, SMALL_MODEL
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qslr.deploy.serving.processes import child_processes
@@ -45,9 +45,9 @@ _spec = importlib.util.spec_from_file_location("faulty_rank", FAULTY_RANK)
 faulty_rank = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(faulty_rank)  # its helpers only: the faults are injected when it runs as a script
 
-# The tiny corpus has 8 training clips: batches of one on two ranks are 4 steps an epoch, 8 in the run. The reference
-# loader, so that a rank has loader processes to leave behind.
-RUN = [*SMALL_MODEL, "data.batch_size=1", "data.loader=reference", "train.epochs=2", "train.log_interval=1"]
+# The session's straight run's settings (small_model.DDP_RUN): 4 steps an epoch on two ranks, 8 in the run, the
+# reference loader's processes in each rank.
+RUN = DDP_RUN
 EVERY_2_STEPS = "train.checkpoint_every_steps=2"
 # The restarts need torchrun not to share its store with the workers (train/elastic.py, UNSHARED_STORE); one thread
 # per rank, as torchrun sets where it starts several ranks, so that two launchers of one rank compute alike.
@@ -114,13 +114,10 @@ def assert_logs_equal(work: Path, straight: Path) -> None:
     assert [step for step, _ in step_losses(work)] == list(range(1, 9))
 
 
-@pytest.fixture(scope="module")
-def straight_run(tiny_corpus, tmp_path_factory) -> tuple[str, Path]:
-    """Two ranks trained without a failure and without step checkpoints: (output, work_dir)."""
-    work = tmp_path_factory.mktemp("straight")
-    process = qslr_train("--nproc", "2", *overrides(tiny_corpus[0], work))
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
+@pytest.fixture
+def straight_run(ddp_straight_run) -> tuple[str, Path]:
+    """The session's two ranks trained without a failure and without step checkpoints: (output, work_dir)."""
+    output, work = ddp_straight_run
     assert len(set(digests(output).values())) == 1 and len(digests(output)) == 2, output
     return output, work
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from small_model import SMALL_MODEL
+from small_model import DDP_RUN, SMALL_MODEL
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import qslr.model.losses as losses
@@ -257,22 +257,8 @@ def torchrun(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def overrides(root: Path, work: Path, *extra: str) -> list[str]:
-    return ["--config", "synthetic", f"data.root={root}", f"train.work_dir={work}", *TINY_MODEL, *extra]
-
-
-# Without the preset's Dist term, so that a term left out is seen absent from both logs.
-DDP_RUN = ("train.epochs=2", "loss.weights.Dist=0")
-
-
-@pytest.fixture(scope="module")
-def ddp_straight_run(tiny_corpus, tmp_path_factory) -> tuple[str, Path]:
-    """Two gloo ranks trained for two epochs without a stop, once for this module: (output, work_dir)."""
-    work = tmp_path_factory.mktemp("ddp")
-    process = torchrun(*overrides(tiny_corpus[0], work, *DDP_RUN))
-    output, _ = process.communicate(timeout=240)
-    assert process.returncode == 0, output
-    return output, work
+def overrides(root: Path, work: Path, *extra: str, run: list[str] = TINY_MODEL) -> list[str]:
+    return ["--config", "synthetic", f"data.root={root}", f"train.work_dir={work}", *run, *extra]
 
 
 def test_two_gloo_ranks_under_torchrun_end_with_identical_weights(ddp_straight_run):
@@ -308,11 +294,10 @@ def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_run
     root = tiny_corpus[0]
     expected = _digests(ddp_straight_run[0])
     # torchrun passes the SIGTERM on to both ranks, which agree on the step to stop at.
-    output = sigterm_inside_epoch_1(torchrun(*overrides(root, tmp_path / "split", "train.epochs=40",
-                                                        "loss.weights.Dist=0")))
+    output = sigterm_inside_epoch_1(torchrun(*overrides(root, tmp_path / "split", "train.epochs=40", run=DDP_RUN)))
     state = torch.load(tmp_path / "split/checkpoints/last.pt", weights_only=False)["training"]
     assert state["epoch"] == 1 and state["batch"] >= 1 and state["world_size"] == 2, output
-    resumed = torchrun(*overrides(root, tmp_path / "split", *DDP_RUN), "--resume", "auto")
+    resumed = torchrun(*overrides(root, tmp_path / "split", run=DDP_RUN), "--resume", "auto")
     output, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, output
     assert _digests(output) == expected, output
