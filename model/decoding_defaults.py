@@ -17,3 +17,7 @@ MERGE_REPEATS = True
 # blank after a step that is not (a pause after a sign), or at this many steps where the signer never pauses.
 COMMIT_BLANK_PROBABILITY = 0.9
 MAX_SEGMENT_STEPS = 64
+# Live streams' windows (deploy/serving/streaming.py), in frames: a gloss is final about a middle part and the right
+# context after it is signed, tentative sooner; chosen by measurement on the demo model (docs/benchmarks.md, "Live").
+LIVE_WINDOW_FRAMES = 48
+LIVE_CONTEXT_FRAMES = 8

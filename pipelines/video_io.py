@@ -201,12 +201,21 @@ def read_frames(source: str | Path | bytes) -> np.ndarray:
     return read_video(source)[0]
 
 
-def _open(source: str | Path | bytes):
-    """(name for messages, an open container, its first video stream)."""
-    name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+def _source_name(source: str | Path | bytes | BinaryIO) -> str:
+    if isinstance(source, (bytes, bytearray)):
+        return "video bytes"
+    return str(getattr(source, "name", "video stream")) if hasattr(source, "read") else str(source)
+
+
+def _open(source: str | Path | bytes | BinaryIO, input_format: str | None = None):
+    """(name for messages, an open container, its first video stream). ``source``: a path, a file's bytes, or a
+    stream read as it comes (a pipe); ``input_format``: FFmpeg's name for a device's input (v4l2), else guessed."""
+    name = _source_name(source)
     if isinstance(source, (bytes, bytearray)) and not source:
         raise VideoDecodeError(f"{name}: empty video")
-    container = av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
+    opened = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else \
+        source if hasattr(source, "read") else str(source)
+    container = av.open(opened, format=input_format)
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(f"{name}: holds no video stream")
@@ -237,10 +246,10 @@ class VideoReader:
     what the container declares, raise TruncatedVideoError naming how much could be read, after the chunks
     before it have been given."""
 
-    def __init__(self, source: str | Path | bytes):
-        self.name = "video bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    def __init__(self, source: str | Path | bytes | BinaryIO, input_format: str | None = None):
+        self.name = _source_name(source)
         try:
-            self.name, self._container, self._stream = _open(source)
+            self.name, self._container, self._stream = _open(source, input_format)
         except (av.FFmpegError, IndexError, ValueError) as exc:
             raise _cannot_decode(self.name, exc) from None
         # One decoding thread: loaders parallelise over videos, and FFmpeg's own threads would only compete

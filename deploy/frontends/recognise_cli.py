@@ -151,11 +151,14 @@ def chosen_framing(framing: str | None, region: str | None) -> FramingOptions:
               help="Frames of context on each side of a window's kept middle [default: the model's].")
 @click.option("--max-duration", type=float, default=ServedLimits.max_seconds, show_default=True,
               help="Longest video recognised, in seconds.")
+@click.option("--live", is_flag=True,
+              help="Recognise one live SOURCE as it comes: a camera (/dev/videoN), or a video stream on stdin (-) or "
+                   "a pipe; each gloss is printed once final (--window and --context default to the live windows).")
 @with_framing_options
 def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | None, beam_size: int | None,
               top_k: int | None, height: int | None, width: int | None, json_lines: bool, ctm: Path | None,
               references: tuple[str, ...], window: int | None, context: int | None, max_duration: float,
-              framing: str | None, region: str | None) -> None:
+              live: bool, framing: str | None, region: str | None) -> None:
     """Recognise VIDEOS locally (no server): the glosses of each, with their time spans.
 
     Each video is shown upright (its display matrix), placed on the model's frame rate by its timestamps and
@@ -163,6 +166,9 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     seconds from its first frame."""
     if (checkpoint is None) == (onnx is None):
         raise click.UsageError("give a model: --checkpoint or --onnx (one of them)")
+    if live and (len(videos) != 1 or references or ctm):
+        raise click.UsageError("--live recognises one SOURCE (a camera, - for stdin, or a pipe), without --ref or "
+                               "--ctm")
     if references and len(references) != len(videos):
         raise click.UsageError(f"--ref was given {len(references)} times for {len(videos)} videos: give one "
                                f"reference per video, in the same order")
@@ -179,14 +185,24 @@ def recognise(videos: tuple[Path, ...], checkpoint: Path | None, onnx: Path | No
     try:
         model = load_checkpoint_model(checkpoint, height, width) if checkpoint else load_onnx_model(onnx, height,
                                                                                                     width)
-        plan = WindowPlan(window or model.windows.window, model.windows.context if context is None else context,
-                          model.windows.stride)
+        plan = WindowPlan.for_live({}, model.windows.stride, window, context) if live else WindowPlan(
+            window or model.windows.window, model.windows.context if context is None else context, model.windows.stride)
         recogniser = LocalRecogniser(model, ServedLimits(max_seconds=max_duration), plan)
         options = recogniser.options(beam_size, top_k)
     except ModelLoadError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc).replace("beam_size", "--beam").replace("top_k", "--top-k")) from None
+    if live:
+        from qslr.deploy.frontends.live import LiveModel
+        from qslr.deploy.frontends.live_cli import recognise_live
+
+        try:
+            recognise_live(str(videos[0]), LiveModel.local(model, plan, recogniser.limits), options, framing_options,
+                           (lambda name, result: as_json(Path(name), result, None)) if json_lines else None)
+        except (ValueError, OSError) as exc:  # a source that cannot be read, or a frame that cannot be framed
+            raise click.ClickException(" ".join(str(exc).split())) from None
+        return
 
     failures, lines = 0, []
     for video, utterance, reference in zip(videos, utterances, expected, strict=True):

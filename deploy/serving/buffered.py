@@ -23,6 +23,7 @@ import numpy as np
 from qslr.deploy.served_limits import ServedLimits
 from qslr.deploy.served_video import placed
 from qslr.deploy.serving.ragged_batch import pad_clips
+from qslr.model.decoding_defaults import LIVE_CONTEXT_FRAMES, LIVE_WINDOW_FRAMES
 from qslr.pipelines.framing import FramedReader, FrameTarget, FramingOptions, FramingRecord
 from qslr.pipelines.video_io import VideoProbe, probe_video
 from qslr.train.config import DecodeConfig
@@ -61,6 +62,14 @@ class WindowPlan:
         default = DecodeConfig()
         return cls(window or int(decode.get("window_frames", default.window_frames)),
                    int(decode.get("context_frames", default.context_frames)) if context is None else context, stride)
+
+    @classmethod
+    def for_live(cls, decode: Mapping, stride: int, window: int | None = None, context: int | None = None
+                 ) -> WindowPlan:
+        """A live stream's windows: those asked for, else the decode section's live ones, else the defaults
+        (shorter than a video's: how long a gloss waits to be final follows the middle part and the context)."""
+        return cls(window or int(decode.get("live_window_frames", LIVE_WINDOW_FRAMES)),
+                   int(decode.get("live_context_frames", LIVE_CONTEXT_FRAMES)) if context is None else context, stride)
 
     def check_fits(self, max_frames: int) -> None:
         """Refuse windows longer than the clips the visual model takes (the served maximum)."""
