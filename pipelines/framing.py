@@ -87,7 +87,9 @@ class FramingRecord:
         elif self.dropped or self.repeated or self.frames_in != self.frames_out:
             changes = [f"{count} {what}" for count, what in ((self.dropped, "dropped"), (self.repeated, "repeated"))
                        if count]
-            parts.append(f"{self.frames_in} frames at {self.source_fps:.4g} fps placed on {self.model_fps:.4g} fps: "
+            # A live stream's frames state no rate: their capture times place them.
+            rate = f"at {self.source_fps:.4g} fps" if self.source_fps else "timed as captured"
+            parts.append(f"{self.frames_in} frames {rate} placed on {self.model_fps:.4g} fps: "
                          f"{self.frames_out} ({', '.join(changes)})")
         else:
             parts.append(f"{self.frames_out} frames at {self.model_fps:.4g} fps")

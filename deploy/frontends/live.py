@@ -13,17 +13,22 @@ could not, and its work per update is bounded (model/streaming_decoding.py).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from qslr.deploy import model_names as models
 from qslr.deploy.frontends.recognise import LocalModel
 from qslr.deploy.served_limits import ServedLimits
+from qslr.deploy.served_video import served_frame_target
 from qslr.deploy.serving.buffered import VisualRunner, WindowPlan
 from qslr.deploy.serving.recognition import Recognition
-from qslr.deploy.serving.served_decoding import DecodeOptions, ServedDecoder
+from qslr.deploy.serving.served_decoding import DecodeOptions, DecoderSettings, ServedDecoder
 from qslr.deploy.serving.streaming import LiveUpdate, StreamingRecogniser
+from qslr.deploy.serving.visual_client import ServedVisual, served_parameters
 from qslr.pipelines.framing import FrameTarget, FramingError, VideoFramer
 from qslr.pipelines.framing_options import FramingOptions
 
@@ -48,6 +53,25 @@ class LiveModel:
         plan = plan or WindowPlan.for_live({}, model.windows.stride)
         plan.check_fits(limits.max_frames)
         return cls(model.run, ServedDecoder(model.vocab, model.decoder), model.target, plan, limits.min_frames)
+
+    @classmethod
+    def served(cls, url: str, grpc: bool, repository: Path, window: int | None = None, context: int | None = None
+               ) -> LiveModel:
+        """The `visual` model of a running server (one window a request), with the frames its `cslr` takes and its
+        `ctc_decoder`'s settings, read from the server; the vocabulary from the repository's folder (the server
+        gives no model's files)."""
+        frames = served_parameters(url, grpc, models.CSLR)
+        decoding = DecoderSettings.from_parameters(served_parameters(url, grpc, models.CTC_DECODER))
+        visual = served_parameters(url, grpc, models.VISUAL)
+        vocab_file = Path(repository) / models.CTC_DECODER / "1" / "vocab.json"
+        try:
+            vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{vocab_file}: cannot read the served vocabulary ({exc})") from None
+        plan = WindowPlan.for_live({}, int(frames["frames_per_step"]), window, context)
+        plan.check_fits(int(visual["max_frames"]))
+        return cls(ServedVisual(url, grpc), ServedDecoder(vocab, decoding), served_frame_target(frames), plan,
+                   int(visual["min_frames"]))
 
     def stream(self, options: DecodeOptions, framing: FramingOptions | None = None, name: str = "stream"
                ) -> LiveStream:

@@ -115,12 +115,16 @@ def _integer(parameters: Mapping[str, object], key: str, default: int, low: int,
 
 class ServedDecoder:
     def __init__(self, vocab: Mapping[str, int], settings: DecoderSettings):
-        self.settings = settings
-        self.greedy = CTCDecoder(vocab, "greedy", merge_repeats=settings.merge_repeats)
+        self.vocab, self.settings = dict(vocab), settings
+        self.greedy = self._built(0)
         # One decoder per beam width, built now so that a bad setting fails at load time, not at a request.
-        self.beams = {width: CTCDecoder(vocab, "beam", backend=settings.backend, beam_size=width,
-                                        beam_size_token=settings.beam_size_token, merge_repeats=settings.merge_repeats)
-                      for width in range(1, settings.max_beam_size + 1)}
+        self.beams = {width: self._built(width) for width in range(1, settings.max_beam_size + 1)}
+
+    def _built(self, width: int) -> CTCDecoder:
+        if width == 0:
+            return CTCDecoder(self.vocab, "greedy", merge_repeats=self.settings.merge_repeats)
+        return CTCDecoder(self.vocab, "beam", backend=self.settings.backend, beam_size=width,
+                          beam_size_token=self.settings.beam_size_token, merge_repeats=self.settings.merge_repeats)
 
     def options(self, parameters: Mapping[str, object]) -> DecodeOptions:
         """A request's options from its parameters (JSON values); ValueError names what is wrong."""
@@ -137,8 +141,9 @@ class ServedDecoder:
         return self.greedy if options.beam_size == 0 else self.beams[options.beam_size]
 
     def streaming(self, options: DecodeOptions) -> StreamingDecoder:
-        """A decoder for output steps that keep coming (a live stream), segment by segment."""
-        return StreamingDecoder(self._decoder(options), self.settings.segment_rule, options.top_k)
+        """A decoder for output steps that keep coming (a live stream), segment by segment. It searches with a
+        beam of its own: a beam search holds its state while it runs, and streams run on threads side by side."""
+        return StreamingDecoder(self._built(options.beam_size), self.settings.segment_rule, options.top_k)
 
     def recognise(self, log_probs: np.ndarray, steps: int, frames: int, video_fps: float | None,
                   options: DecodeOptions, in_segments: bool = False) -> Recognition:

@@ -134,9 +134,10 @@ class StreamingRecogniser:
         """End the stream: the windows left run, and the answer is the buffered recognition of its frames."""
         if not self.frames:
             raise ValueError("a stream without frames has no glosses")
-        if self.frames <= self.plan.window:
+        if self.frames <= self.plan.window:  # a clip, decoded whole (by this stream's own beam)
             log_probs, steps = self.run(*pad_clips([self._frames(0, self.frames)], self.min_frames))
-            return self.served.recognise(log_probs[0], int(steps[0]), self.frames, self.fps, self.options)
+            (alternatives,) = self.decoder.decoder.decode_alternatives(log_probs[:1], steps[:1], self.options.top_k)
+            return self.served.recognition(alternatives, self.frames, self.fps)
         for window in self.plan.windows(self.frames)[self.windows:]:
             self._run_window(window, final=False)
         if self.decoder.steps != self.plan.steps(self.frames):

@@ -1,4 +1,5 @@
-"""The page's web application: the static page, and one endpoint that sends an uploaded video to the recogniser.
+"""The page's web application: the static page, one endpoint that sends an uploaded video to the recogniser, and
+the live mode's WebSocket (deploy/frontends/web/live_socket.py).
 
 The upload is the request body itself (not a multipart form), read into memory up to the size limit and
 dropped once answered: nothing is written to disk, not even a spooled temporary file.
@@ -19,9 +20,12 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
+from qslr.deploy.frontends.live import LiveModel
+from qslr.deploy.frontends.web.live_socket import live_socket
 from qslr.deploy.frontends.web.timeline import read_timing
 from qslr.deploy.serving.client import Recognition, RecognitionError
 from qslr.deploy.serving.triton_parameters import without_ensemble_prefix
@@ -137,9 +141,11 @@ def _framing(framing: str | None, region: str | None) -> FramingOptions:
         raise _Refused(400, str(exc)) from None
 
 
-def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits()) -> Starlette:
-    """The page and its endpoint. ``recogniser`` makes a client (a CslrClient): each worker thread makes its own,
-    as tritonclient's HTTP client must stay on the thread that made it."""
+def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = UploadLimits(),
+               live: LiveModel | None = None) -> Starlette:
+    """The page and its endpoints. ``recogniser`` makes a client (a CslrClient): each worker thread makes its own,
+    as tritonclient's HTTP client must stay on the thread that made it. ``live``: what the page's live mode
+    recognises webcam streams with (none: the page has no live mode)."""
     local = threading.local()
 
     def recognise(data: bytes, beam_size: int | None, framing: FramingOptions) -> dict:
@@ -175,7 +181,7 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
 
     async def settings(request: Request) -> JSONResponse:
         return JSONResponse({"max_upload_bytes": limits.max_bytes, "extensions": list(limits.types),
-                             "media_types": limits.media_types})
+                             "media_types": limits.media_types, "live": live is not None})
 
     async def recognise_upload(request: Request) -> JSONResponse:
         name = request.query_params.get("name", "")
@@ -191,6 +197,10 @@ def create_app(recogniser: Callable[[], Recogniser], limits: UploadLimits = Uplo
         except _Refused as refusal:
             return JSONResponse({"error": str(refusal)}, status_code=refusal.status)
 
-    return Starlette(routes=[Route("/", page), Route("/api/settings", settings),
-                             Route("/api/recognise", recognise_upload, methods=["POST"]),
-                             Mount("/static", StaticFiles(directory=STATIC), name="static")])
+    async def live_stream(websocket: WebSocket) -> None:
+        await live_socket(websocket, live)
+
+    routes = [Route("/", page), Route("/api/settings", settings),
+              Route("/api/recognise", recognise_upload, methods=["POST"]),
+              Mount("/static", StaticFiles(directory=STATIC), name="static")]
+    return Starlette(routes=routes + ([WebSocketRoute("/api/live", live_stream)] if live is not None else []))

@@ -25,6 +25,7 @@ async function loadSettings() {
     const types = state.settings.extensions.map((e) => e.slice(1).toUpperCase()).join(", ");
     $("limits").textContent = `${types}; up to ${(state.settings.max_upload_bytes / 2 ** 20).toFixed(0)} MB. ` +
       "Nothing is kept after the answer.";
+    $("live").hidden = !state.settings.live || !navigator.mediaDevices;
   } catch (error) {
     showError(`The page's server does not answer: ${error.message}`);
   }
@@ -102,16 +103,33 @@ async function recognise() {
 }
 
 function show(answer, roundTrip) {
-  state.duration = answer.duration || 1;
-  const glosses = answer.glosses;
-  for (const [index, item] of glosses.entries()) {
+  drawGlosses(answer.glosses, [], answer.duration || 1);
+  const beamText = answer.beam_size === 0 ? "greedy" : `beam ${answer.beam_size}`;
+  setStatus(`${glossCount(answer.glosses)} · ${beamText} · ` +
+    `latency ${answer.latency_ms.toFixed(0)} ms (page round trip ${roundTrip.toFixed(0)} ms) · ` +
+    `${answer.frames} frames, ${seconds(answer.duration)} at ${answer.fps.toFixed(1)} fps`);
+  // What the server did to bring the video to the model: rotation, frame rate, crop.
+  $("framing-done").textContent = answer.framing ? `Framing: ${answer.framing.summary}` : "";
+  markPlaying(video.currentTime || 0);
+}
+
+function glossCount(glosses) {
+  return `${glosses.length} gloss${glosses.length === 1 ? "" : "es"}`;
+}
+
+// The glosses on the timeline of a video of `duration` seconds: final ones, then tentative ones (marked so).
+function drawGlosses(glosses, tentative, duration) {
+  state.duration = duration;
+  track.replaceChildren();
+  for (const [index, item] of [...glosses, ...tentative].entries()) {
     const chip = document.createElement("button");
     chip.type = "button";
-    chip.className = `gloss tone-${index % 6}`;
+    chip.className = `gloss tone-${index % 6}` + (index >= glosses.length ? " tentative" : "");
     chip.textContent = item.gloss;
     chip.dataset.start = item.start;
     chip.dataset.end = item.end;
-    chip.title = `${item.gloss}: ${seconds(item.start)} – ${seconds(item.end)}`;
+    chip.title = `${item.gloss}: ${seconds(item.start)} – ${seconds(item.end)}` +
+      (index >= glosses.length ? " (tentative)" : "");
     chip.style.left = `${(100 * item.start) / state.duration}%`;
     chip.style.width = `${(100 * (item.end - item.start)) / state.duration}%`;
     chip.addEventListener("click", () => {
@@ -125,14 +143,15 @@ function show(answer, roundTrip) {
   track.append(playhead);
   $("timeline").hidden = false;
   layOut();
-  $("sentence").textContent = glosses.length ? glosses.map((g) => g.gloss).join(" ") : "(no glosses recognised)";
-  const beamText = answer.beam_size === 0 ? "greedy" : `beam ${answer.beam_size}`;
-  setStatus(`${glosses.length} gloss${glosses.length === 1 ? "" : "es"} · ${beamText} · ` +
-    `latency ${answer.latency_ms.toFixed(0)} ms (page round trip ${roundTrip.toFixed(0)} ms) · ` +
-    `${answer.frames} frames, ${seconds(answer.duration)} at ${answer.fps.toFixed(1)} fps`);
-  // What the server did to bring the video to the model: rotation, frame rate, crop.
-  $("framing-done").textContent = answer.framing ? `Framing: ${answer.framing.summary}` : "";
-  markPlaying(video.currentTime || 0);
+  const sentence = $("sentence");
+  sentence.replaceChildren(glosses.map((g) => g.gloss).join(" "));
+  if (tentative.length) {
+    const pending = document.createElement("span");
+    pending.className = "tentative";
+    pending.textContent = `${glosses.length ? " " : ""}${tentative.map((g) => g.gloss).join(" ")}`;
+    sentence.append(pending);
+  }
+  if (!glosses.length && !tentative.length) sentence.textContent = "(no glosses recognised)";
 }
 
 // The lane's width for the video's duration and the zoom (each step of it 2^(1/10) wider), then its time axis.
@@ -174,19 +193,24 @@ function markPlaying(time) {
   }
 }
 
+// The webcam's stream, or null when it cannot be used (said on the page).
+async function webcam() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (error) {
+    showError(`The webcam cannot be used: ${error.message}`);
+    return null;
+  }
+}
+
 async function toggleRecording() {
   const button = $("record");
   if (state.recorder) {
     state.recorder.stop();
     return;
   }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
-  } catch (error) {
-    showError(`The webcam cannot be used: ${error.message}`);
-    return;
-  }
+  const stream = await webcam();
+  if (!stream) return;
   // The server decodes both; VP9 where the browser can encode it, VP8 elsewhere.
   const mimeType = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"]
     .find((type) => MediaRecorder.isTypeSupported(type));
@@ -217,6 +241,120 @@ async function toggleRecording() {
   recorder.start(1000);
 }
 
+// Live mode: the webcam's frames, scaled to cover the model's picture, go to the server over a WebSocket as they
+// are captured (at most `in_flight` unanswered: a camera frame beyond them is skipped, so a slow server slows the
+// page); each window's update shows the final glosses and, marked, the tentative ones after them.
+const live = { socket: null, camera: null, ready: null, canvas: document.createElement("canvas"), sent: 0,
+  taken: 0, skipped: 0, first: null, final: [], tentative: [], sending: Promise.resolve(), stopping: false,
+  answer: null };
+
+async function toggleLive() {
+  if (live.socket) {
+    stopLive();
+    return;
+  }
+  const camera = await webcam();
+  if (!camera) return;
+  state.upload = null;
+  state.request += 1; // an upload's answer still on its way is not shown over the live one
+  clearResult();
+  showError("");
+  Object.assign(live, { camera, ready: null, sent: 0, taken: 0, skipped: 0, first: null, final: [], tentative: [],
+    stopping: false, answer: null });
+  video.removeAttribute("src");
+  video.srcObject = camera;
+  video.play();
+  const socket = new WebSocket(new URL("api/live", location.href.replace(/^http/, "ws")));
+  live.socket = socket;
+  socket.addEventListener("open", () => socket.send(JSON.stringify({
+    beam_size: Number(beam.value), framing: $("framing").value })));
+  socket.addEventListener("message", (event) => onLive(JSON.parse(event.data)));
+  socket.addEventListener("close", () => endLive(socket));
+  $("live").textContent = "Stop";
+  $("live").classList.add("recording");
+  setStatus("Connecting…");
+}
+
+function onLive(message) {
+  if (message.taken !== undefined) live.taken = message.taken;
+  if (message.type === "ready") {
+    live.ready = message;
+    setStatus("Live: sign to the camera");
+    const onFrame = (now, metadata) => {
+      if (!live.ready || live.stopping) return;
+      sendFrame(metadata);
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  } else if (message.type === "update") {
+    for (const gloss of message.final) live.final[gloss.index] = gloss;
+    live.tentative = message.tentative;
+    const elapsed = message.frames / (live.ready.fps || 25);
+    drawGlosses(live.final, live.tentative, Math.max(elapsed, 1));
+    setStatus(`Live · ${glossCount(live.final)} final, ${live.tentative.length} tentative · ` +
+      `${message.received} frames sent, ${message.dropped} dropped by the server, ${live.skipped} skipped here`);
+  } else if (message.type === "refused") {
+    showError(`A frame was refused: ${message.error}`);
+  } else if (message.type === "answer") {
+    live.answer = message;
+    drawGlosses(message.glosses, [], message.duration || 1);
+    const beamText = message.beam_size === 0 ? "greedy" : `beam ${message.beam_size}`;
+    setStatus(`${glossCount(message.glosses)} · ${beamText} · live: ${message.received} frames sent ` +
+      `(${message.dropped} dropped by the server, ${message.refused} refused, ${live.skipped} skipped here), ` +
+      `${seconds(message.duration)} at ${message.fps.toFixed(1)} fps`);
+    $("framing-done").textContent = message.framing ? `Framing: ${message.framing.summary}` : "";
+  } else if (message.type === "error") {
+    showError(message.error);
+  }
+}
+
+// A camera frame, drawn now and sent once encoded, after the frames before it.
+function sendFrame(metadata) {
+  const socket = live.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN || live.sent - live.taken >= live.ready.in_flight) {
+    live.skipped += 1;
+    return;
+  }
+  const { width, height, aspect } = live.ready;
+  const canvas = live.canvas, sourceWidth = video.videoWidth, sourceHeight = video.videoHeight;
+  if (!sourceWidth) return;
+  // The part the model sees (its training aspect) at least its size; never larger than the camera's picture.
+  const scale = Math.min(1, Math.max(width / Math.min(sourceWidth, sourceHeight * aspect),
+    height / Math.min(sourceHeight, sourceWidth / aspect)));
+  canvas.width = Math.max(2, Math.round(sourceWidth * scale));
+  canvas.height = Math.max(2, Math.round(sourceHeight * scale));
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  const captured = metadata.captureTime !== undefined ? metadata.captureTime / 1000 : metadata.mediaTime;
+  if (live.first === null) live.first = captured;
+  const time = new DataView(new ArrayBuffer(8));
+  time.setFloat64(0, captured - live.first, true);
+  live.sent += 1;
+  const picture = new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+  live.sending = live.sending.then(async () => {
+    const blob = await picture;
+    if (blob && socket.readyState === WebSocket.OPEN) socket.send(new Blob([time, blob]));
+  });
+}
+
+function stopLive() {
+  live.stopping = true;
+  if (live.camera) live.camera.getTracks().forEach((track) => track.stop());
+  const socket = live.socket;
+  setStatus("Finishing…");
+  live.sending.then(() => socket.readyState === WebSocket.OPEN && socket.send(JSON.stringify({ stop: true })));
+}
+
+function endLive(socket) {
+  if (live.socket !== socket) return;
+  if (!live.stopping && !live.answer) showError("The live stream's connection ended.");
+  live.stopping = true;
+  live.socket = null;
+  live.ready = null;
+  if (live.camera) live.camera.getTracks().forEach((track) => track.stop());
+  $("live").textContent = "Live (webcam)";
+  $("live").classList.remove("recording");
+}
+
 function init() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => {
@@ -237,6 +375,7 @@ function init() {
   });
   $("record").addEventListener("click", toggleRecording);
   if (!navigator.mediaDevices || !window.MediaRecorder) $("record").disabled = true;
+  $("live").addEventListener("click", toggleLive);
   beam.addEventListener("input", () => {
     $("beam-value").textContent = beam.value === "0" ? "0 (greedy)" : beam.value;
   });
