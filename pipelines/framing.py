@@ -83,7 +83,8 @@ class FramingRecord:
             turned = f"rotated {self.rotation} degrees counter-clockwise" if self.rotation else ""
             parts.append(" and ".join(filter(None, [turned, "mirrored" if self.mirrored else ""])))
         if self.model_fps is None:
-            parts.append(f"{self.frames_out} frames at the video's {self.source_fps:.4g} fps (the model states no rate)")
+            parts.append(f"{self.frames_out} frames at the video's {self.source_fps:.4g} fps "
+                         "(the model states no rate)")
         elif self.dropped or self.repeated or self.frames_in != self.frames_out:
             changes = [f"{count} {what}" for count, what in ((self.dropped, "dropped"), (self.repeated, "repeated"))
                        if count]
