@@ -54,7 +54,7 @@ class AttentionPool(nn.Module):
         # <W_k p + b_k, q> for every position p: p . (W_k^T q), plus b_k . q, the same for all (so no change to the
         # softmax; kept so that b_k is in the graph as in the original, its gradient zero there too).
         scores = positions @ (self.k_proj.weight.t() @ query) + self.k_proj.bias @ query  # (B, T, HW)
-        pooled = (torch.softmax(scores, -1)[..., None] * positions).sum(2)  # (B, T, C)
+        pooled = (torch.softmax(scores, -1).unsqueeze(2) @ positions).squeeze(2)  # (B, T, C)
         return self.c_proj(self.v_proj(pooled)).transpose(1, 2)
 
 

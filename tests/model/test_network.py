@@ -124,7 +124,7 @@ def test_imagenet_weights_load_from_torchvisions_cache(monkeypatch, tmp_path):
         assert encoder.out_dim == 512
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "corrnet_resnet18"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "corrnet_resnet18", "corrnet_plus_resnet18"])
 def test_a_narrow_resnet_keeps_every_block_and_stride_at_a_fraction_of_the_channels(arch):
     full = build_frame_encoder(arch)
     narrow = build_frame_encoder(arch, options={"width": 16})
@@ -146,3 +146,5 @@ def test_a_narrow_resnet_refuses_imagenet_weights():
         build_frame_encoder("resnet18", "IMAGENET1K_V1", {"width": 16})
     with pytest.raises(ValueError, match="fewer than the 16"):
         build_frame_encoder("corrnet_resnet18", options={"width": 4, "stages": [2, 3, 4]})
+    with pytest.raises(ValueError, match="fewer than the 16"):
+        build_frame_encoder("corrnet_plus_resnet18", options={"width": 4})

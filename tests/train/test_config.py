@@ -78,6 +78,25 @@ def test_corrnet_presets_hold_its_recipe():
     assert load_config("phoenix2014t-corrnet").data.root == "data/phoenix2014t"
 
 
+def test_corrnetplus_presets_hold_the_original_s_recipe():
+    corrnet = load_config("phoenix2014-corrnet")
+    for name in ("phoenix2014-corrnetplus", "phoenix2014t-corrnetplus", "csl-daily-corrnetplus"):
+        config = load_config(name)
+        encoder = config.model.frame_encoder
+        assert (encoder.arch, encoder.weights, encoder.options) == ("corrnet_plus_resnet18", "IMAGENET1K_V1",
+                                                                     {"stages": [2, 3, 4]})
+        assert config.model.temporal.pooling == "lift"
+        assert config.loss.weights == {"SeqCTC": 1.0, "ConvCTC": 1.0, "Dist": 25.0, "Cu": 5e-4, "Cp": 5e-4}
+        # CorrNet+'s baseline.yaml: 80 epochs, x0.2 at 40 and 60, Adam 1e-4, batch 2, on every corpus.
+        assert (config.train.epochs, config.optim.milestones, config.optim.gamma, config.optim.lr) == \
+            (80, [40, 60], 0.2, 1e-4)
+        assert (config.data.batch_size, config.data.temporal_rescale) == (2, 0.2)
+        assert (config.model.classifier, config.model.sequence) == (corrnet.model.classifier, corrnet.model.sequence)
+    assert load_config("phoenix2014t-corrnetplus").data.root == "data/phoenix2014t"
+    assert (load_config("csl-daily-corrnetplus").data.root, load_config("csl-daily-corrnetplus").eval.normalisation) \
+        == ("data/csl-daily", "none")
+
+
 def test_another_encoder_on_the_command_line_drops_the_preset_s_encoder_options():
     assert load_config("synthetic").model.frame_encoder.options == {"channels": [8, 16, 32, 64]}
     changed = load_config("synthetic", ["model.frame_encoder.arch=corrnet_resnet18"]).model.frame_encoder

@@ -17,12 +17,17 @@ from click.testing import CliRunner
 from qslr.deploy import tensor_names as names
 from qslr.deploy.export.graph_checks import tensorrt_problems
 from qslr.deploy.export.onnx_export import onnx_session
+from qslr.deploy.frontends.recognise import LocalRecogniser, load_onnx_model
 from qslr.deploy.served import example_inputs
+from qslr.deploy.serving.buffered import WindowPlan, stitch
 from qslr.deploy.serving.client import CslrClient
 from qslr.deploy.serving.server import Ports, TritonServer, free_port
 from qslr.model.checkpoints import input_spec_for
 from qslr.model.lifting_pool import LiftingPool
 from qslr.model.network import build_model
+from qslr.pipelines.long_videos import choose_clips, join_clips
+from qslr.pipelines.prepared import PreparedDataset
+from qslr.pipelines.video_io import read_video, resize_frames
 from qslr.tools.cli import cli
 from qslr.train.checkpointing import model_sections, save_training_checkpoint
 from qslr.train.config import load_config
@@ -90,6 +95,30 @@ def test_a_clip_in_a_padded_batch_equals_the_clip_alone(corrnet_graph):
     again = session.run(list(names.OUTPUTS), {**batch, names.FRAMES: changed})[0]
     assert np.abs(again[1, :steps[1]] - together[1, :steps[1]]).max() > 1e-3
     assert np.array_equal(again[0], together[0]) and np.array_equal(again[2], together[2])
+
+
+@pytest.fixture(scope="module")
+def joined_video(tiny_corpus, tmp_path_factory) -> Path:
+    dataset = PreparedDataset(tiny_corpus[0])
+    out = tmp_path_factory.mktemp("corrnet-long") / "joined.webm"
+    join_clips(dataset, choose_clips(dataset, "train", 2), out)
+    return out
+
+
+def test_a_long_video_in_batched_windows_gets_each_window_s_output_alone(corrnet_graph, joined_video):
+    """Buffered recognition of a video longer than a window: its windows, run three to a batch, keep the steps each
+    window gives alone (the encoder's reach and the lifting pools' statistics stop at a window's ends)."""
+    plan = WindowPlan(48, 16, 4)
+    output, _ = LocalRecogniser(load_onnx_model(corrnet_graph), windows=plan,
+                                window_batch=3).outputs(joined_video)
+    windows = plan.windows(output.frames)
+    assert output.windows == len(windows) >= 4
+    frames = resize_frames(read_video(joined_video)[0], FRAME, FRAME)
+    session = onnx_session(corrnet_graph)
+    alone = [session.run(list(names.OUTPUTS)[:2], {names.FRAMES: frames[w.start:w.stop][None],
+                                                   names.LENGTHS: np.array([w.stop - w.start])}) for w in windows]
+    expected = stitch(windows, [a[0][0] for a in alone], [int(a[1][0]) for a in alone])
+    np.testing.assert_allclose(output.log_probs, expected, atol=1e-4)
 
 
 def test_recognised_locally_from_either_form_and_served_alike(corrnet_checkpoint, corrnet_graph, videos, tmp_path):
