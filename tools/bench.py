@@ -17,6 +17,8 @@ BENCHMARKS = {
         "Served signature (uint8 frames -> log-probabilities) at several batch..."),
     "long": LazyCommand("qslr.tools.bench_long:bench_long",
         "Long videos in windows against their clips one by one: WER, gloss..."),
+    "live": LazyCommand("qslr.tools.bench_live:bench_live",
+        "Live streams in real time, locally and through a server: latency per..."),
     "recorded": LazyCommand("qslr.tools.bench_recorded:bench_recorded",
         "Clips recorded as phones and webcams store them: WER through..."),
     "score": LazyCommand("qslr.tools.bench_score:bench_score",
