@@ -37,10 +37,11 @@ from rich.console import Console
 from rich.table import Table
 
 from qslr.deploy.frontends.live import LiveModel, LiveStream
-from qslr.deploy.frontends.recognise import LocalModel, LocalRecogniser, load_checkpoint_model
+from qslr.deploy.frontends.recognise import LocalModel, LocalRecogniser, load_checkpoint_model, load_onnx_model
 from qslr.deploy.serving.buffered import WindowPlan, run_buffered
 from qslr.deploy.serving.streaming import LiveUpdate
 from qslr.pipelines.atomic_output import write_text_atomic
+from qslr.pipelines.framing import frame_decoded
 from qslr.pipelines.long_videos import JoinedVideo
 from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.sign_spans import SignSpan
@@ -214,11 +215,14 @@ def _row(target: str, runs: Sequence[_Run], memory: float, offline: dict[str, li
 
 
 def _offline(local: LocalModel, plan: WindowPlan, streams: Sequence[_Stream], options) -> dict[str, list[str]]:
-    """Each stream's frames recognised offline: buffered recognition, the same windows, the local model."""
+    """Each stream's frames recognised offline: framed for the model as a live stream's are, then buffered
+    recognition with the same windows, the local model."""
     live = LiveModel.local(local, plan)
     answers = {}
     for stream in streams:
-        output = run_buffered(iter([stream.frames]), plan, local.run, 1, live.min_frames)
+        frames, _ = frame_decoded(stream.frames, np.arange(len(stream.frames)) / stream.fps,
+                                  len(stream.frames) / stream.fps, None, 0.0, local.target, name=stream.name)
+        output = run_buffered(iter([frames]), plan, local.run, 1, live.min_frames)
         answers[stream.name] = live.decoder.recognise(output.log_probs, output.steps, output.frames, stream.fps,
                                                       options, in_segments=output.windows > 1).glosses
     return answers
@@ -305,7 +309,10 @@ def _targets(local: LocalModel, plan: WindowPlan, serve: bool, url: str | None, 
 
 
 @click.command("live")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Instead of --checkpoint: a graph of `qslr export onnx` (--int8 too), in onnxruntime, one thread "
+                   "a call (with --no-serve).")
 @click.option("--streams", "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The streams/ folder of `qslr data synth --streams` (of the checkpoint's corpus).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
@@ -324,12 +331,14 @@ def _targets(local: LocalModel, plan: WindowPlan, serve: bool, url: str | None, 
               help="The stream pushed whole for the decoding work per update (-1: none).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench-results/live.json"),
               show_default=True)
-def bench_live(checkpoint: Path, folder: Path, data: Path, concurrencies: tuple[int, ...], seconds: float,
-               window: int | None, context: int | None, sweep: str, serve: bool, url: str | None,
+def bench_live(checkpoint: Path | None, onnx: Path | None, folder: Path, data: Path, concurrencies: tuple[int, ...],
+               seconds: float, window: int | None, context: int | None, sweep: str, serve: bool, url: str | None,
                repository: Path | None, work_stream: int, json_out: Path) -> None:
     """Live streams in real time, locally and through a server: latency per gloss, real-time factor, drops, memory,
     WER against the offline answer and the clips one by one."""
-    local = load_checkpoint_model(checkpoint)
+    if (checkpoint is None) == (onnx is None) or (onnx is not None and serve):
+        raise click.UsageError("give --checkpoint, or --onnx with --no-serve (a repository is built from a checkpoint)")
+    local = load_checkpoint_model(checkpoint) if checkpoint else load_onnx_model(onnx)
     plan = WindowPlan.for_live({}, local.windows.stride, window, context)
     paths = sorted(folder.glob("stream-*.webm"), key=lambda p: int(p.stem.split("-")[1]))
     if len(paths) < max(concurrencies):
@@ -360,7 +369,7 @@ def bench_live(checkpoint: Path, folder: Path, data: Path, concurrencies: tuple[
                ["part", "steps decoded mean", "max", "ms mean", "ms p95"],
                [[name.replace("_", " "), f"{w['steps_mean']:.1f}", str(w["steps_max"]), f"{w['ms_mean']:.1f}",
                  f"{w['ms_p95']:.1f}"] for name, w in ((k, work[k]) for k in ("first_minute", "last_minute"))])
-    payload = {"title": "Live recognition", "checkpoint": str(checkpoint), "window": plan.window,
+    payload = {"title": "Live recognition", "checkpoint": str(checkpoint or onnx), "window": plan.window,
                "context": plan.context, "seconds": seconds, "results": rows, "sweep": sweep_rows,
                "decoding_work": work, "environment": environment()}
     write_text_atomic(json_out, json.dumps(payload, indent=1) + "\n")

@@ -34,3 +34,12 @@ def test_bench_live_measures_streams_sent_in_real_time(checkpoint, tiny_spec, tm
     work = payload["decoding_work"]
     assert work["updates"] >= 3 and work["first_minute"]["steps_max"] >= 1
     assert "Live streams of 4 s sent in real time, windows 32/8" in result.output
+
+
+def test_bench_live_takes_a_checkpoint_or_a_graph_without_a_server(checkpoint, tmp_path):
+    streams = tmp_path / "streams"
+    streams.mkdir()
+    for models in ([], ["--checkpoint", str(checkpoint), "--onnx", str(checkpoint)], ["--onnx", str(checkpoint)]):
+        result = CliRunner().invoke(cli, ["bench", "live", *models, "--streams", str(streams), "--data",
+                                          str(tmp_path)])
+        assert result.exit_code == 2 and "give --checkpoint, or --onnx with --no-serve" in result.output
