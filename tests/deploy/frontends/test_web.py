@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -84,8 +83,14 @@ def _vp8_webm(frames: np.ndarray, fps: int, live: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _temporary_files() -> set[str]:
-    return set(os.listdir(tempfile.gettempdir()))
+@pytest.fixture
+def own_temporary_folder(tmp_path, monkeypatch) -> Path:
+    """The app runs in this process: its temporary files go to a folder of the test's own, where nothing else on the
+    machine (other tests, other processes sharing /tmp) writes."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 # The timeline as plain functions.
@@ -127,8 +132,8 @@ def test_upload_limits_name_what_they_refuse():
 
 # The endpoint against the real server.
 
-def test_an_upload_is_answered_with_the_servers_glosses_placed_in_time(app_url, reference, videos):
-    before = _temporary_files()
+def test_an_upload_is_answered_with_the_servers_glosses_placed_in_time(app_url, reference, videos,
+                                                                      own_temporary_folder):
     answered = 0
     for video in videos[:4]:
         for beam_size in (10, 0):
@@ -152,7 +157,7 @@ def test_an_upload_is_answered_with_the_servers_glosses_placed_in_time(app_url, 
                 assert 0 <= gloss["start"] <= gloss["end"] <= answer["duration"]
             answered += len(expected.glosses)
     assert answered > 0  # the glosses compared were not all empty lists
-    assert _temporary_files() == before  # nothing uploaded went to disk
+    assert not any(own_temporary_folder.iterdir())  # nothing uploaded went to disk
 
 
 def test_a_vp8_webm_recording_without_a_duration_is_recognised(app_url, reference, videos):
@@ -186,8 +191,7 @@ def test_bad_videos_get_the_servers_message_readably(app_url, reference, videos,
     assert reference.recognise_bytes(whole).glosses == good  # the server kept serving
 
 
-def test_uploads_too_large_or_not_a_video_are_refused_before_the_server(app_url):
-    before = _temporary_files()
+def test_uploads_too_large_or_not_a_video_are_refused_before_the_server(app_url, own_temporary_folder):
     oversize = _upload(app_url, bytes(2**20 + 1))
     assert oversize.status == 413 and "larger than the upload limit of 1 MB" in oversize.body["error"]
     # Without a Content-Length (chunked), the limit is counted while the body arrives.
@@ -196,7 +200,7 @@ def test_uploads_too_large_or_not_a_video_are_refused_before_the_server(app_url)
     wrong = _upload(app_url, bytes(2**19), "notes.txt", content_type="text/plain")
     assert wrong.status == 415 and "not .txt files" in wrong.body["error"]
     assert _upload(app_url, b"\x89PNG", "clip", content_type="image/png").status == 415
-    assert _temporary_files() == before
+    assert not any(own_temporary_folder.iterdir())
 
 
 def test_an_unreachable_server_is_told_apart_from_a_refused_video(videos):
