@@ -3,9 +3,8 @@ recognised through `qslr recognise`'s code, a real server and the web page, and 
 references beside the clips themselves, in the same run.
 
 Each kind is recognised with the framing options a user would give it (a region for a small signer in a wide
-picture, letterbox for a full-height signer in a portrait one, nothing otherwise). The baseline is the prepared
-clips as they are. WER is the project's sclite-equivalent alignment, without normalisation (synthetic glosses need
-none).
+picture, nothing otherwise: the model's centre crop). The baseline is the prepared clips as they are. WER is the
+project's sclite-equivalent alignment, without normalisation (synthetic glosses need none).
 """
 
 from __future__ import annotations
@@ -86,8 +85,9 @@ def _page_answer(url: str, video: Path, options: FramingOptions) -> list[str]:
 
 
 def _score(references: Sequence[list[str]], videos: Sequence[Path], options: Sequence[FramingOptions],
-           recognise: Recognise) -> tuple[float, int]:
-    """WER % of ``videos`` against ``references``, and how many were refused (their references all deleted)."""
+           recognise: Recognise, advance: Callable[[], None]) -> tuple[float, int]:
+    """WER % of ``videos`` against ``references``, and how many were refused (their references all deleted);
+    ``advance`` is called after each video."""
     answers, refused = [], 0
     for video, option in zip(videos, options, strict=True):
         try:
@@ -95,6 +95,7 @@ def _score(references: Sequence[list[str]], videos: Sequence[Path], options: Seq
         except Exception:  # noqa: BLE001 - a refusal of any front end counts against it, whatever its type
             answers.append([])
             refused += 1
+        advance()
     return Counts.total(count(align(ref, hyp)) for ref, hyp in zip(references, answers, strict=True)).wer, refused
 
 
@@ -156,14 +157,18 @@ def bench_recorded(checkpoint: Path, data: Path | None, split: str, clips: int |
         with served(url, lambda: build_repository(checkpoint, work / "repository", RepositorySettings(),
                                                   model.height, model.width)) as address, \
                 contextlib.closing(CslrClient(address, timeout=600)) as client, \
-                serving_in_thread(create_app(lambda: CslrClient(address, timeout=600))) as page:
+                serving_in_thread(create_app(lambda: CslrClient(address, timeout=600))) as page, \
+                progress_bar("videos") as bar:
             front_ends: dict[str, Recognise] = {
                 "recognise": lambda video, option: local.recognise(video, decoding, option).glosses,
                 "server": lambda video, option: client.recognise_file(video, framing=option).glosses,
                 "page": lambda video, option: _page_answer(page, video, option)}
+            # Most of a run's time (every video through every front end): shown, as all long work is.
+            task = bar.add_task(f"recognising {len(videos)} kinds through {len(front_ends)} front ends",
+                                total=len(videos) * len(front_ends) * len(paths))
             results = []
             for kind, (kind_videos, options) in videos.items():
-                scores = {name: _score(references, kind_videos, options, recognise)
+                scores = {name: _score(references, kind_videos, options, recognise, lambda: bar.advance(task))
                           for name, recognise in front_ends.items()}
                 first = local.recognise(kind_videos[0], decoding, options[0]).framing
                 results.append(KindResult(kind, KINDS[kind].description if kind in KINDS else "the prepared clips",
