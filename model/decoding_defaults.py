@@ -17,7 +17,9 @@ MERGE_REPEATS = True
 # blank after a step that is not (a pause after a sign), or at this many steps where the signer never pauses.
 COMMIT_BLANK_PROBABILITY = 0.9
 MAX_SEGMENT_STEPS = 64
-# Live streams' windows (deploy/serving/streaming.py), in frames: a gloss is final about a middle part and the right
-# context after it is signed, tentative sooner; chosen by measurement on the demo model (docs/benchmarks.md, "Live").
-LIVE_WINDOW_FRAMES = 48
+# Live streams' windows (deploy/serving/streaming.py), in frames: a gloss is final about half a middle part and the
+# right context after it is signed, tentative sooner. Chosen by `qslr bench live` on the demo model
+# (docs/benchmarks.md, "Live recognition"): 32/8 made glosses final 0.69-0.86 s after their signs (p50, 1-16 streams)
+# where 48/8 took 0.93-1.24 s, for a third more frames run; less context than 8 frames risks the windows' edges.
+LIVE_WINDOW_FRAMES = 32
 LIVE_CONTEXT_FRAMES = 8
