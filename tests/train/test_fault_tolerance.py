@@ -61,8 +61,20 @@ def overrides(root: Path, work: Path, *extra: str) -> list[str]:
     return ["--config", "synthetic", f"data.root={root}", f"train.work_dir={work}", *RUN, *extra]
 
 
-def qslr_train(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "qslr.tools.cli", "train", *args], cwd=REPO,
+PAUSE_SITE = REPO / "tests" / "resources" / "pause_site"
+
+
+def paused_after(rank: str, step: int, environment: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which torchrun's worker ``rank`` (`*`: the launcher's any) of the job's first attempt holds
+    after optimiser step ``step`` until killed (tests/resources/pause_site)."""
+    environment = dict(os.environ if environment is None else environment)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PAUSE_SITE), environment.get("PYTHONPATH")]))
+    environment["QSLR_PAUSE_AFTER_STEP"] = f"{rank}:{step}"
+    return environment
+
+
+def qslr_train(*args: str, environment: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qslr.tools.cli", "train", *args], cwd=REPO, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -279,11 +291,13 @@ def test_sigkill_of_rank_0_at_a_random_step_restarts_to_the_weights_of_a_run_tha
     output, straight = straight_run
     work = tmp_path / "killed"
     stop_at = random.choice([1, 2, 3, 5, 6, 7])  # inside an epoch of 4 steps
-    process = qslr_train("--nproc", "2", "--max-restarts", "1", *overrides(tiny_corpus[0], work, EVERY_2_STEPS))
+    # Rank 0 holds after that step until killed: the kill lands there however fast the run goes.
+    process = qslr_train("--nproc", "2", "--max-restarts", "1", *overrides(tiny_corpus[0], work, EVERY_2_STEPS),
+                         environment=paused_after("0", stop_at))
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if re.search(rf"epoch \d step {stop_at} loss", line):
+        if f"paused after step {stop_at}" in line:
             break
     rank_0 = int(re.search(r"\[rank (\d+)\] rank 0 of 2 joined", "".join(seen)).group(1))
     started = processes_of(rank_0)
@@ -343,25 +357,26 @@ class Machines:
         self.port = free_port()
         self.launched: dict[str, subprocess.Popen] = {}
 
-    def launch(self, name: str) -> subprocess.Popen:
+    def launch(self, name: str, environment: dict[str, str] = TORCHRUN_ENV) -> subprocess.Popen:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={self.nnodes}", "--nproc-per-node=1",
                    "--max-restarts=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{self.port}",
                    "--rdzv-id=two-machines", f"--rdzv-conf={RENDEZVOUS_CONF}", "-m", "qslr.train", *self.arguments]
         with (self.folder / f"{name}.log").open("w") as log:
-            self.launched[name] = subprocess.Popen(command, cwd=REPO, env=TORCHRUN_ENV, stdout=log,
+            self.launched[name] = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log,
                                                    stderr=subprocess.STDOUT)
         return self.launched[name]
 
-    def launch_both(self) -> None:
+    def launch_both(self, hold_b_after_step: int) -> None:
         """The first hosts the rendezvous store, whose launcher must survive (c10d's limit): the one killed later
-        is started once it serves."""
+        is started once it serves. B's rank holds after ``hold_b_after_step`` until B is killed (its peer waits in
+        the next collective), so that the kill lands inside the run however fast it goes."""
         self.launch("A")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 break
             time.sleep(0.2)
-        self.launch("B")
+        self.launch("B", paused_after("*", hold_b_after_step, TORCHRUN_ENV))
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text()
@@ -397,8 +412,8 @@ def test_a_machine_killed_and_started_again_rejoins_and_the_job_ends_with_the_we
     output, straight = straight_run
     machines = Machines("2", overrides(tiny_corpus[0], tmp_path / "work", EVERY_2_STEPS), tmp_path)
     try:
-        machines.launch_both()
-        machines.wait_for(r"epoch 1 step 5 loss")
+        machines.launch_both(hold_b_after_step=5)
+        machines.wait_for(r"paused after step 5")
         started = machines.kill("B")
         assert none_left(started)
         machines.launch("B again")
@@ -415,8 +430,8 @@ def test_a_machine_killed_and_started_again_rejoins_and_the_job_ends_with_the_we
 def test_with_nnodes_1_to_2_the_surviving_machine_goes_on_alone(tiny_corpus, tmp_path):
     machines = Machines("1:2", overrides(tiny_corpus[0], tmp_path / "work", EVERY_2_STEPS), tmp_path)
     try:
-        machines.launch_both()
-        machines.wait_for(r"epoch 1 step 5 loss")
+        machines.launch_both(hold_b_after_step=5)
+        machines.wait_for(r"paused after step 5")
         assert none_left(machines.kill("B"))
         log = machines.finish("A")
     finally:
