@@ -45,8 +45,8 @@ test: $(STAMP) sclite chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest --durations=15
 
-# The edit-test loop: every test but those marked slow (end to end: torchrun, the preset matrix, extra servers,
-# the wheel, the browser). `make test` and CI run them all.
+# The edit-test loop: every test but those marked slow (over about 1.5 s each on the 2-core machine: torchrun, the
+# preset matrix, servers, exports, the wheel, the browser). `make test` and CI run them all.
 test-fast: $(STAMP) sclite chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" --durations=10

@@ -83,6 +83,7 @@ STAGES = pytest.mark.parametrize("stages", [(2, 3, 4), (3, 4)], ids=["phoenix", 
 
 
 @STAGES
+@pytest.mark.slow
 def test_a_padded_batch_equals_the_original_form_run_on_each_clip_alone(stages):
     reference = randomised(_ReferenceResNet3d(stages))
     encoder = _encoder_from_original(reference).double()

@@ -131,6 +131,7 @@ def test_mismatches_name_the_original_keys(tmp_path):
     assert "conv1d.fc.bias has shape (12,), the model wants (11,)" in message
 
 
+@pytest.mark.slow
 def test_cli_writes_a_loadable_qslr_checkpoint(tmp_path):
     state = original_state(True, True)
     torch.save({"model_state_dict": state}, tmp_path / "smkd.pt")

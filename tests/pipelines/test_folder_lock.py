@@ -67,6 +67,7 @@ def test_the_lock_names_its_holder_and_a_killed_holder_blocks_nothing(tmp_path):
     assert not folder.exists()  # the lock lives beside the folder, never in it
 
 
+@pytest.mark.slow
 def test_a_second_prepare_into_a_folder_being_prepared_is_refused(raw_phoenix, tmp_path):
     out = tmp_path / "prepared"
     # A real preparation, its encoder slowed so that it is still running when the second one starts.
@@ -98,6 +99,7 @@ def test_a_second_prepare_into_a_folder_being_prepared_is_refused(raw_phoenix, t
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_a_second_training_run_or_resume_in_a_live_work_dir_is_refused(tiny_corpus, small_model, tmp_path):
     work = tmp_path / "run"
     common = [f"data.root={tiny_corpus[0]}", f"train.work_dir={work}", *small_model]
@@ -119,6 +121,7 @@ def test_a_second_training_run_or_resume_in_a_live_work_dir_is_refused(tiny_corp
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_torchrun_ranks_share_their_launchers_lock_and_a_second_launch_is_refused(tiny_corpus, small_model,
                                                                                   tmp_path):
     work = tmp_path / "ddp"

@@ -70,6 +70,7 @@ def test_dali_cpu_equals_the_reference_loader_with_photometric_jitter(tiny_corpu
         assert (jittered.videos - unjittered.videos).abs().max() > 0.05
 
 
+@pytest.mark.slow
 def test_dali_cpu_equals_the_reference_loader_on_a_prepared_phoenix_layout(raw_phoenix, tmp_path):
     prepare_corpus("phoenix2014", raw_phoenix[1], tmp_path / "phoenix", PrepareSettings(80, 80, workers=2),
                    show_progress=False)
@@ -173,6 +174,7 @@ def _garble(path: Path) -> None:
     pytest.param(lambda p: p.write_bytes(b""), id="empty"),
     pytest.param(lambda p: p.unlink(), id="missing"),
 ])
+@pytest.mark.slow
 def test_a_bad_video_is_an_error_naming_it(tiny_corpus, tmp_path, kind, damage):
     root, video_id = _damaged_copy(tiny_corpus[0], tmp_path, damage)
     source = ClipSource.open(root, "dev", SETTINGS, train=False)
@@ -213,6 +215,7 @@ def _same_epochs(got: list, expected: list) -> None:
 
 
 @pytest.mark.parametrize("kind", ["dali", "reference"])
+@pytest.mark.slow
 def test_leaving_an_epoch_early_leaves_the_next_one_whole(tiny_corpus, kind):
     source = ClipSource.open(tiny_corpus[0], "train", SETTINGS, train=True, seed=7)
 
@@ -242,6 +245,7 @@ def test_leaving_an_epoch_early_leaves_the_next_one_whole(tiny_corpus, kind):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["dali", "reference"])
+@pytest.mark.slow
 def test_damaged_videos_in_a_dataset_are_refused_by_name(tiny_corpus, tmp_path, kind, escaped_mutants):
     """Seeded mutants of one dev video (and the mutants that once escaped the servers' isolation) in its place:
     each epoch either reads every video whole or stops with an error naming that video, never another error."""

@@ -52,6 +52,7 @@ def csv_path(raw: Path, split: str) -> Path:
     return phoenix_raw.corpus_csv_path(raw, split)
 
 
+@pytest.mark.slow
 def test_prepared_phoenix_layout_matches_the_generated_dataset(raw_phoenix, tmp_path):
     synthetic, raw = raw_phoenix
     report = prepare_corpus("phoenix2014", raw, tmp_path / "out", PrepareSettings(width=48, height=48, workers=2),
@@ -178,6 +179,7 @@ def prepare_cli(corpus: str, root: Path, out: Path, *extra: str):
 
 
 @pytest.mark.parametrize("corpus", RELEASES)
+@pytest.mark.slow
 def test_each_release_layout_prepares_end_to_end_and_trains_a_step(corpus, tmp_path):
     (build, rows), normalisation = RELEASES[corpus], NORMALISATION[corpus]
     build(tmp_path / "raw")

@@ -87,9 +87,17 @@ def test_a_failure_midway_leaves_nothing_that_looks_like_a_dataset(tmp_path, mon
     assert not (tmp_path / "ds").exists() and leftovers(tmp_path) == []
 
 
+# `python -m qslr.tools.cli` with Ctrl-C as a terminal gives it: a child inherits an ignored or blocked SIGINT from
+# whatever ran before in this process, and Python then installs no KeyboardInterrupt handler.
+WITH_CTRL_C = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+               "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = 'qslr'; "
+               "runpy.run_module('qslr.tools.cli', run_name='__main__')")
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_promptly_and_leaves_no_dataset(tmp_path):
     out = tmp_path / "ds"
-    command = [sys.executable, "-m", "qslr.tools.cli", "data", "synth", "--out", str(out), "--videos", "2000",
+    command = [sys.executable, "-c", WITH_CTRL_C, "data", "synth", "--out", str(out), "--videos", "2000",
                "--workers", "2"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                cwd=Path(__file__).resolve().parents[2])
@@ -97,6 +105,13 @@ def test_ctrl_c_stops_promptly_and_leaves_no_dataset(tmp_path):
     while time.monotonic() < deadline and not any(tmp_path.glob(".ds.partial-*/videos/train/*.webm")):
         time.sleep(0.2)
     assert any(tmp_path.glob(".ds.partial-*/videos/train/*.webm")), "generation did not start"
+    status = Path(f"/proc/{process.pid}/status").read_text()
     os.kill(process.pid, signal.SIGINT)
-    assert process.wait(timeout=30) != 0
+    try:
+        assert process.wait(timeout=30) != 0
+    except subprocess.TimeoutExpired:
+        process.kill()
+        signals = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+        pytest.fail(f"still running 30 s after SIGINT; its signal masks then: {signals}; stderr: "
+                    f"{process.communicate()[1].decode(errors='replace')[-2000:]}")
     assert not out.exists() and leftovers(tmp_path) == []

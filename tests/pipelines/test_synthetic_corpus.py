@@ -27,6 +27,7 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files_whatever_the_worker_count(tiny_corpus, tiny_spec, tmp_path):
     prepared, raw = tiny_corpus
     generate_corpus(tiny_spec, tmp_path / "again", workers=1, phoenix_raw_out=tmp_path / "raw", show_progress=False)

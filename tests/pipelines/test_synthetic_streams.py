@@ -54,6 +54,7 @@ def streamed(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_stream_is_one_held_out_signer_signing_their_test_sentences_in_a_row(streamed):
     dataset = PreparedDataset(streamed)
     test = {r.id: r for r in dataset.records("test")}
@@ -79,6 +80,7 @@ def test_a_stream_is_one_held_out_signer_signing_their_test_sentences_in_a_row(s
     assert [p.id for p in first.parts + third.parts] == [own[i % len(own)] for i in range(8)]
 
 
+@pytest.mark.slow
 def test_the_corpus_beside_the_streams_is_the_corpus_without_them(streamed, tmp_path):
     """Streams are drawn from generators of their own: the clips, annotations and spans are the same bit for bit."""
     CliRunner().invoke(cli, ["data", "synth", "--out", str(tmp_path / "ds"), "--videos", "40", "--vocab", "8",

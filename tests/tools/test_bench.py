@@ -38,6 +38,7 @@ def test_bench_score_compares_with_sclite(tmp_path):
     assert wers["qslr python scorer"] == wers["sclite"]
 
 
+@pytest.mark.slow
 def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_path):
     out = tmp_path / "data.json"
     result = CliRunner().invoke(cli, ["bench", "data", "--data", str(tiny_corpus[0]), "--repeats", "1",
@@ -49,6 +50,7 @@ def test_bench_data_compares_dali_with_the_reference_loader(tiny_corpus, tmp_pat
     assert set(data["notes"]["peak_rss_mib"]) == {"reference DataLoader", "DALI (cpu)"}
 
 
+@pytest.mark.slow
 def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tiny_corpus, tmp_path):
     out = tmp_path / "infer.json"
     result = CliRunner().invoke(cli, ["bench", "infer", "--checkpoint", str(checkpoint), "--batch", "1", "--batch",
@@ -64,6 +66,7 @@ def test_bench_infer_compares_onnxruntime_with_eager(checkpoint, tiny_corpus, tm
     assert data["settings"]["calibration_clips"] == min(16, train_videos)  # the checkpoint's training clips
 
 
+@pytest.mark.slow
 def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp_path):
     out = tmp_path / "serve.json"
     result = CliRunner().invoke(cli, ["bench", "serve", "--checkpoint", str(checkpoint), "--concurrency", "1",
@@ -98,6 +101,7 @@ def test_bench_serve_checks_every_answer_and_where_the_time_went(checkpoint, tmp
         assert 0 < run["stages"]["visual"]["compute_ms"] < run["stages"]["cslr"]["compute_ms"]
 
 
+@pytest.mark.slow
 def test_bench_serve_loads_a_running_server_as_it_is(checkpoint, server, tmp_path):
     out = tmp_path / "serve-url.json"
     result = CliRunner().invoke(cli, ["bench", "serve", "--checkpoint", str(checkpoint), "--concurrency", "2",
@@ -137,6 +141,7 @@ def test_gpu_check_proves_nothing_without_a_gpu_and_says_why(tmp_path):
     assert [(part["part"], part["status"]) for part in parts] == [("inference", "not proven"), ("ddp", "not proven")]
 
 
+@pytest.mark.slow
 def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
     out = tmp_path / "train.json"
     result = CliRunner().invoke(cli, ["bench", "train", "--data", str(tiny_corpus[0]), "--steps", "2", "--nproc", "1",
@@ -148,6 +153,7 @@ def test_bench_train_reports_throughput_and_data_wait(tiny_corpus, tmp_path):
     assert all(0 <= v["data_wait_fraction"] <= 1 and v["frames_per_s"] > 0 for v in data["notes"].values())
 
 
+@pytest.mark.slow
 def test_bench_corrupt_counts_every_valid_and_broken_request(checkpoint, server, tmp_path):
     out = tmp_path / "corrupt.json"
     result = CliRunner().invoke(cli, ["bench", "corrupt", "--checkpoint", str(checkpoint), "--requests", "40",
@@ -166,6 +172,7 @@ def test_bench_corrupt_counts_every_valid_and_broken_request(checkpoint, server,
     assert {"random bytes", "text", "empty", "header alone"} <= set(broken["corrupt_refused"])
 
 
+@pytest.mark.slow
 def test_bench_long_scores_windows_against_clips_one_by_one(checkpoint, tiny_corpus, server, tmp_path):
     out = tmp_path / "long.json"
     # The session server takes videos of up to 30 s: an 18-s upload, in windows.

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from qslr.pipelines.synthetic.generator import generate_corpus
 from qslr.tools.cli import cli
 
 
+@pytest.mark.slow
 def test_bench_live_measures_streams_sent_in_real_time(checkpoint, tiny_spec, tmp_path):
     corpus = tmp_path / "corpus"
     generate_corpus(dataclasses.replace(tiny_spec, streams=2, stream_sentences=3), corpus, workers=2,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from qslr.tools.cli import cli
 
 
+@pytest.mark.slow
 def test_bench_recorded_scores_every_front_end_beside_the_clips(checkpoint, tiny_corpus, server, tmp_path):
     out = tmp_path / "recorded.json"
     result = CliRunner().invoke(cli, ["bench", "recorded", "--checkpoint", str(checkpoint), "--data",

@@ -40,6 +40,7 @@ def test_a_difference_over_the_tolerance_or_not_a_number_fails():
         judged("x", math.nan, 5e-2)
 
 
+@pytest.mark.slow
 def test_the_fp16_program_stays_within_its_tolerance_of_float32(checkpoint):
     """The same comparison the GPU parts make, run on the CPU: PyTorch's CPU fp16 kernels against float32."""
     fp32, fp16 = (served_from_checkpoint(checkpoint, precision=p)[0] for p in ("fp32", "fp16"))

@@ -35,6 +35,7 @@ def runs(tiny_corpus, tmp_path_factory) -> dict[str, TrainingRun]:
     return {"float32": plain, "fp16": fp16}
 
 
+@pytest.mark.slow
 def test_an_fp16_run_with_its_grad_scaler_is_proven(runs):
     details = amp_training(runs["fp16"], "fp16")
     assert details["output_types"] == {"TemporalConv": ["float16"], "BiLSTM": ["float32"]}

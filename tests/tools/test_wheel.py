@@ -104,6 +104,7 @@ def test_the_installed_wheel_runs_the_pipeline_from_another_folder(installed, tm
     assert refused.returncode != 0 and "phoenix2014-vac" in refused.stderr and "synthetic" in refused.stderr
 
 
+@pytest.mark.slow
 def test_qslr_installs_beside_the_pytorch_already_there_as_documented(installed):
     """docs/nvidia_versions.md, "A machine that already has PyTorch": the wheel without its dependencies (the
     fixture's install), then the page's list, which must be the package's own dependencies less torch and

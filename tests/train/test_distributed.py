@@ -14,6 +14,7 @@ SCRIPT = REPO / "tests" / "resources" / "slow_main_rank.py"
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_ranks_wait_for_scoring_longer_than_the_collective_timeout():
     # A 3-second collective timeout, and a main rank busy for 8 seconds before the evaluation barrier.
     environment = {**os.environ, "QSLR_COLLECTIVE_TIMEOUT_MIN": "0.05", "QSLR_EVALUATION_TIMEOUT_MIN": "2"}

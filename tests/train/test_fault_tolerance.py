@@ -188,6 +188,7 @@ if sys.stdin.readline().strip() == "exit":
 
 
 @pytest.mark.parametrize("end", ["SIGKILL", "exit"])
+@pytest.mark.slow
 def test_the_reference_loaders_processes_leave_a_sigterm_to_their_owner_and_end_with_it(tiny_corpus, tmp_path, end):
     """The issue's report, without torchrun: SIGKILL of the process left its loader's fork server and workers
     running; here they are gone within seconds, as they are when it exits. Before that, a SIGTERM to its whole

@@ -60,6 +60,7 @@ def test_unknown_columns_are_refused(tmp_path):
     log.close()
 
 
+@pytest.mark.slow
 def test_a_run_resumed_within_the_same_second_is_still_read_after_the_one_before(tmp_path):
     """Event files are read in name order: the second a file was made, then host, process and a counter
     compared as text, so a file numbered 10 made in the same second as one numbered 9 would be read first.

@@ -88,6 +88,7 @@ def assert_tensorboard_equals_metrics_csv(work: Path, steps: int, dist: bool = T
     assert [step for step, _ in scalars["loss/train_step"]] == list(range(1, steps + 1))  # log_interval=1
 
 
+@pytest.mark.slow
 def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path, straight_run):
     root = tiny_corpus[0]
     straight, straight_dir = straight_run()
@@ -121,6 +122,7 @@ def test_two_epochs_equal_one_epoch_then_resume_then_one(tiny_corpus, tmp_path, 
 
 
 @pytest.mark.parametrize("loader", ["dali", "reference"])
+@pytest.mark.slow
 def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tiny_corpus, tmp_path, loader,
                                                                             straight_run):
     root = tiny_corpus[0]
@@ -138,6 +140,7 @@ def test_stopping_mid_epoch_at_max_steps_then_resuming_equals_a_straight_run(tin
 
 # Steps inside the first and the second epoch (4 steps each here), fixed so that a failure repeats.
 @pytest.mark.parametrize("stop_at", [3, 6])
+@pytest.mark.slow
 def test_sigterm_at_a_step_inside_an_epoch_then_resume_equals_a_straight_run(tiny_corpus, tmp_path, monkeypatch,
                                                                             stop_at, straight_run):
     root = tiny_corpus[0]
@@ -218,6 +221,7 @@ def test_bf16_amp_training_on_a_gpu_keeps_the_lstm_in_float32(tiny_corpus, tmp_p
     assert seen[:2] == [torch.bfloat16, torch.float32]  # autocast on for the convolutions, off for the LSTM
 
 
+@pytest.mark.slow
 def test_fp16_amp_with_its_grad_scaler_where_pytorch_runs_it_on_a_cpu_resumes_exactly(tiny_corpus, tmp_path,
                                                                                    monkeypatch):
     """The GPU's fp16 path (autocast, GradScaler, the scaler's state in checkpoints) run by PyTorch's own CPU autocast
@@ -289,6 +293,7 @@ def _digests(output: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_runs_weights(tiny_corpus, tmp_path,
                                                                                          ddp_straight_run):
     root = tiny_corpus[0]
@@ -304,6 +309,7 @@ def test_two_ranks_stopped_by_sigterm_inside_an_epoch_resume_to_the_straight_run
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumes_on_two_ranks_from_the_same_sample(tiny_corpus, tmp_path, monkeypatch):
     root = tiny_corpus[0]
     step = Trainer._optimiser_step
@@ -328,6 +334,7 @@ def test_a_one_process_checkpoint_resumes_on_two_ranks_from_the_same_sample(tiny
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
     process = torchrun(*overrides(tiny_corpus[0], tmp_path / "crash", "train.epochs=50"))
     # Killed once both ranks are training (the main rank logs a step only after a step of both), not after a guess.
@@ -348,6 +355,7 @@ def test_a_crashed_rank_ends_the_job_instead_of_hanging(tiny_corpus, tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_sigterm_writes_a_resumable_checkpoint(tiny_corpus, tmp_path):
     work = tmp_path / "stop"
     command = [sys.executable, "-m", "qslr.train", *overrides(tiny_corpus[0], work, "train.epochs=40")]

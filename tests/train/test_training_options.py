@@ -37,6 +37,7 @@ def config(root: Path, work: Path, *extra: str):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_gradient_accumulation_on_two_ranks_steps_every_second_batch_in_step(tiny_corpus, tmp_path):
     """DDP's no_sync on the first batch of each pair: the ranks still end with identical weights, and the optimiser
     steps once per two batches (and at each epoch's last batch)."""
@@ -145,6 +146,7 @@ def test_resuming_on_another_vocabulary_is_refused_in_one_line(checkpoint, raw_p
     assert f"{checkpoint}: was trained with another vocabulary than {other}" in line
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once():
     with StopRequested() as stop:
         os.kill(os.getpid(), signal.SIGTERM)

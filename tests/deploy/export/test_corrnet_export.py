@@ -72,12 +72,14 @@ def corrnet_graph(corrnet_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_graph_passes_tensorrt_s_rules(corrnet_graph):
     assert tensorrt_problems(corrnet_graph) == []
     result = CliRunner().invoke(cli, ["export", "check", str(corrnet_graph)])
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_a_clip_in_a_padded_batch_equals_the_clip_alone(corrnet_graph):
     session = onnx_session(corrnet_graph)
     frames, _ = example_inputs(3, 64, FRAME, FRAME, seed=5)
@@ -105,6 +107,7 @@ def joined_video(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_long_video_in_batched_windows_gets_each_window_s_output_alone(corrnet_graph, joined_video):
     """Buffered recognition of a video longer than a window: its windows, run three to a batch, keep the steps each
     window gives alone (the encoder's reach and the lifting pools' statistics stop at a window's ends)."""
@@ -121,6 +124,7 @@ def test_a_long_video_in_batched_windows_gets_each_window_s_output_alone(corrnet
     np.testing.assert_allclose(output.log_probs, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_recognised_locally_from_either_form_and_served_alike(corrnet_checkpoint, corrnet_graph, videos, tmp_path):
     def recognised(*source: str) -> list[list[str]]:
         result = CliRunner().invoke(cli, ["recognise", *source, "--json", *map(str, videos[:3])])

@@ -194,6 +194,7 @@ def test_precision_flags_that_contradict_are_refused_in_one_line(checkpoint, int
     assert engine.exit_code == 1 and "the graph's precision is int8, " in engine.output
 
 
+@pytest.mark.slow
 def test_the_int8_repository_answers_as_recognise_onnx_does(int8_graph, variant_repository, variant_server, videos):
     assert (variant_repository / "visual" / "1" / "model.onnx").read_bytes() == int8_graph.read_bytes()
     assert "(int8)" in (variant_repository / "README.md").read_text()

@@ -29,6 +29,7 @@ def program(served):
     return export_program(served, SHAPES)
 
 
+@pytest.mark.slow
 def test_batch_and_time_are_not_specialised(program):
     frames = next(node for node in program.graph.nodes if node.op == "placeholder" and node.name == "frames")
     batch, time = frames.meta["val"].shape[:2]
@@ -99,6 +100,7 @@ def test_the_fp16_program_states_its_precision(checkpoint):
         torch.testing.assert_close(got[row, :steps], expected[row, :steps], atol=5e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_profile_with_a_tensor_over_tensorrts_limit_is_refused_before_torch_tensorrt_is_needed(checkpoint,
                                                                                                  tmp_path):
     # 16 clips of 20,000 frames of 72x72: the uint8 frames alone are 5.0e9 values.

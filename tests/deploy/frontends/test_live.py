@@ -40,6 +40,7 @@ def model(checkpoint):
     return load_checkpoint_model(checkpoint)
 
 
+@pytest.mark.slow
 def test_recognise_live_from_a_pipe_answers_as_recognise_answers_the_file(checkpoint, joined):
     offline = CliRunner().invoke(cli, ["recognise", "--checkpoint", str(checkpoint), *WINDOW, "--json", str(joined)])
     assert offline.exit_code == 0, offline.output

@@ -33,6 +33,7 @@ def assert_same(got: Recognition, expected: Recognition, tolerance: float = 1e-4
     assert [a.score for a in got.alternatives] == pytest.approx([a.score for a in expected.alternatives], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_local_recognition_equals_the_servers_answer(server, local, videos):
     client = CslrClient(server.http_url)
     for video in videos[:5]:
@@ -175,6 +176,7 @@ def test_an_unknown_frame_rate_gives_no_spans_but_ctm_steps(local, videos, tmp_p
     assert [float(line.split()[2]) for line in lines] == pytest.approx([s / 100 for s in result.steps])
 
 
+@pytest.mark.slow
 def test_recognising_with_a_checkpoint_imports_no_onnx(checkpoint, videos):
     """A base install (no `serve` extra) has no onnx: `qslr recognise --checkpoint` must not need it."""
     import subprocess

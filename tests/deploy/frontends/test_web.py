@@ -132,6 +132,7 @@ def test_upload_limits_name_what_they_refuse():
 
 # The endpoint against the real server.
 
+@pytest.mark.slow
 def test_an_upload_is_answered_with_the_servers_glosses_placed_in_time(app_url, reference, videos,
                                                                       own_temporary_folder):
     answered = 0
@@ -223,6 +224,7 @@ def test_the_page_and_its_files_are_served_with_a_policy_of_its_own_files_only(a
 
 
 @pytest.mark.parametrize("target", ["--url", "--serve"])
+@pytest.mark.slow
 def test_qslr_web_serves_the_page_in_front_of_a_server_until_interrupted(server, repository, videos, target,
                                                                           tmp_path):
     """In front of a running server (--url), or of one it starts on a repository and stops with the page, stubs

@@ -156,6 +156,7 @@ def test_a_garbage_frame_is_refused_alone(model, camera, url):
     assert _glosses(answer) == _glosses(alone)
 
 
+@pytest.mark.slow
 def test_an_over_fast_sender_loses_frames_counted_and_the_server_holds_a_bounded_queue(camera, url):
     """A sender that ignores the frames in flight, to a recogniser slowed to 50 ms a window: what finds the queue
     full is dropped and counted; the stream still ends with an answer for the frames taken."""
@@ -197,6 +198,7 @@ def test_a_bad_start_is_refused_in_one_message(url):
     assert messages[0]["type"] == "error" and "beam_size must be an integer in 0..10" in messages[0]["error"]
 
 
+@pytest.mark.slow
 def test_16_streams_at_once_answer_as_each_does_alone(camera, url):
     frames, times = camera
     spans = [((k % 4) * 12, min(len(frames), (k % 4) * 12 + 30 + (k // 4) * 10)) for k in range(16)]

@@ -35,6 +35,7 @@ def _batched(server, model: str) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_mutants_sent_with_valid_uploads_fail_alone_through_the_server(server, videos, damaged):
     valid = [Path(v).read_bytes() for v in videos[:4]]
     with contextlib.closing(CslrClient(server.http_url)) as alone:

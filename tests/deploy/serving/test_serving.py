@@ -42,6 +42,7 @@ def local_recognition(checkpoint: Path, video: Path, beam_size: int = 10) -> tup
     return hypothesis.glosses, hypothesis.steps
 
 
+@pytest.mark.slow
 def test_served_results_equal_local_decoding_over_http_and_grpc(server, checkpoint, videos):
     http, grpc = CslrClient(server.http_url), CslrClient(server.grpc_url, grpc=True)
     for video in videos[:6]:
@@ -90,6 +91,7 @@ def test_the_server_answers_what_eval_run_scores(server, checkpoint, tiny_corpus
     assert compared >= 3
 
 
+@pytest.mark.slow
 def test_concurrent_requests_of_mixed_lengths_equal_one_at_a_time(server, videos):
     client = CslrClient(server.http_url)
     sequential = {v: client.recognise_file(v) for v in videos}
@@ -131,6 +133,7 @@ def expected_seconds(hypothesis: Hypothesis, frames: int, fps: float, frames_per
             for value in (start * frames_per_step / fps, min((end + 1) * frames_per_step, frames) / fps)]
 
 
+@pytest.mark.slow
 def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server, checkpoint, videos):
     trained = load_trained(checkpoint)
     client = CslrClient(server.http_url)
@@ -154,6 +157,7 @@ def test_served_decoding_equals_offline_decoding_of_the_served_log_probs(server,
     assert compared_spans > 0
 
 
+@pytest.mark.slow
 def test_top_k_gives_distinct_sequences_best_first_the_first_the_beam_answer(server, videos):
     client = CslrClient(server.http_url)
     several = 0
@@ -173,6 +177,7 @@ def test_top_k_gives_distinct_sequences_best_first_the_first_the_beam_answer(ser
     assert several  # the one-epoch model is unsure enough for its beam to hold several labellings
 
 
+@pytest.mark.slow
 def test_spans_lie_in_order_inside_the_video(server, videos):
     client = CslrClient(server.http_url)
     checked = 0
@@ -208,6 +213,7 @@ def _cut(video: Path, share: float) -> bytes:
     return data[: int(len(data) * share)]
 
 
+@pytest.mark.slow
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server, videos, tmp_path):
     client = CslrClient(server.http_url)
     good = client.recognise_file(videos[0])
@@ -289,6 +295,7 @@ def test_bad_requests_batched_with_good_ones_fail_alone(server, videos, tmp_path
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_a_stub_dead_before_the_server_first_looks_is_found_dead_and_its_memory_freed(repository, server, videos,
                                                                                       monkeypatch):
     import os
@@ -335,6 +342,7 @@ def test_a_stub_dead_before_the_server_first_looks_is_found_dead_and_its_memory_
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_serve_exits_with_the_reason_when_a_python_model_dies(repository, videos):
     import os
     import signal

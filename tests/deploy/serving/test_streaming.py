@@ -106,6 +106,7 @@ def _signing(frames: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("window", "context"), [(32, 8), (48, 12), (24, 4)])
+@pytest.mark.slow
 def test_a_stream_ends_with_the_buffered_answer_of_its_frames_at_every_phase_of_a_window(window, context):
     """Every length from a frame to past the fourth window (so every phase of a window's middle part), pushed a
     few frames at a time; beam (committing at its pauses, and eagerly), greedy, and three alternatives."""
