@@ -333,12 +333,13 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     from qslr.deploy.serving.supervision import exit_on_signals, watch
 
     server = TritonServer(repository.resolve(), Ports(http_port, grpc_port, metrics_port), host, log_to=sys.stderr)
-    # A service manager's SIGTERM and a closed terminal's SIGHUP stop the server as Ctrl-C does.
-    with exit_on_signals(), server:
+    # A service manager's SIGTERM and a closed terminal's SIGHUP stop the server as Ctrl-C does. Serving begins
+    # with its line: a signal from there on ends the service (status 0), also one that comes before the watch does,
+    # and the server's `with` stops it; a signal while it starts still aborts (status 1).
+    with exit_on_signals(), server, contextlib.suppress(KeyboardInterrupt):
         click.echo(f"serving {repository} on http://{server.http_url} and grpc://{server.grpc_url} (Ctrl-C stops)",
                    err=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            watch(server)
+        watch(server)
 
 
 @click.command("infer")
