@@ -34,8 +34,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from qslr.deploy.frontends.live import LiveModel, LiveStream
 from qslr.deploy.frontends.recognise import LocalModel, LocalRecogniser, load_checkpoint_model, load_onnx_model
@@ -48,7 +46,7 @@ from qslr.pipelines.prepared import PreparedDataset
 from qslr.pipelines.sign_spans import SignSpan
 from qslr.pipelines.video_io import VideoReader
 from qslr.tools.bench_target import URL_OPTION, served
-from qslr.tools.benchmark_report import environment
+from qslr.tools.benchmark_report import environment, print_table
 from qslr.train.scoring.alignment import CORRECT, Counts, align, count
 
 log = logging.getLogger(__name__)
@@ -271,27 +269,19 @@ def _work(model: LiveModel, stream: _Stream, options) -> dict:
     return summary
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = Table(title=title)
-    for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=140).print(table)
-
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
 def _print_rows(title: str, rows: Sequence[dict], first: str) -> None:
-    _table(title, [first, "streams", "glosses", "tentative p50/p95 s", "final p50/p95 s", "RTF", "dropped",
+    print_table(title, [first, "streams", "glosses", "tentative p50/p95 s", "final p50/p95 s", "RTF", "dropped",
                    "MiB/stream", "WER %", "vs offline %", "clips alone %"],
            [[str(r[first]), str(r["streams"]), str(r["glosses"]),
              f"{_seconds(r['tentative_p50_s'])} / {_seconds(r['tentative_p95_s'])}",
              f"{_seconds(r['final_p50_s'])} / {_seconds(r['final_p95_s'])}", f"{r['real_time_factor']:.2f}",
              str(r["dropped"]), f"{r['memory_mib_per_stream']:.1f}", f"{r['wer']:.2f}",
-             f"{r['wer_against_offline']:.2f}", f"{r['wer_clips_one_by_one']:.2f}"] for r in rows])
+             f"{r['wer_against_offline']:.2f}", f"{r['wer_clips_one_by_one']:.2f}"] for r in rows], width=140)
 
 
 def _plans(text: str, stride: int) -> list[WindowPlan]:
@@ -372,10 +362,11 @@ def bench_live(checkpoint: Path | None, onnx: Path | None, folder: Path, data: P
         _print_rows("Live windows at one stream, locally", sweep_rows, "window")
     work = _work(LiveModel.local(local, plan), _stream(paths[work_stream], None), options) if work_stream >= 0 else {}
     if work:
-        _table(f"Decoding work per update over a {work['minutes']:.1f}-minute stream ({work['updates']} updates)",
+        print_table(f"Decoding work per update over a {work['minutes']:.1f}-minute stream ({work['updates']} updates)",
                ["part", "steps decoded mean", "max", "ms mean", "ms p95"],
                [[name.replace("_", " "), f"{w['steps_mean']:.1f}", str(w["steps_max"]), f"{w['ms_mean']:.1f}",
-                 f"{w['ms_p95']:.1f}"] for name, w in ((k, work[k]) for k in ("first_minute", "last_minute"))])
+                 f"{w['ms_p95']:.1f}"] for name, w in ((k, work[k]) for k in ("first_minute", "last_minute"))],
+               width=140)
     payload = {"title": "Live recognition", "checkpoint": str(checkpoint or onnx), "window": plan.window,
                "context": plan.context, "seconds": seconds, "results": rows, "sweep": sweep_rows,
                "decoding_work": work, "environment": environment()}

@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from qslr.deploy.frontends.recognise import LocalModel, LocalRecogniser, load_checkpoint_model
 from qslr.deploy.serving.buffered import WindowPlan
@@ -38,7 +36,7 @@ from qslr.pipelines.long_videos import JoinedVideo, join_clips
 from qslr.pipelines.prepared import PreparedDataset, VideoRecord
 from qslr.pipelines.progress import progress_bar
 from qslr.tools.bench_target import URL_OPTION, served
-from qslr.tools.benchmark_report import environment
+from qslr.tools.benchmark_report import environment, print_table
 from qslr.train.scoring.alignment import CORRECT, Counts, align, count
 
 log = logging.getLogger(__name__)
@@ -146,7 +144,7 @@ def _served_latency(checkpoint: Path, frame_size: tuple[int, int], dataset: Prep
                 rows.append({"upload": name, "concurrency": concurrency, "requests": count,
                              **{key: result[key] for key in ("p50_ms", "p90_ms", "throughput", "wrong", "lost",
                                                              "failed")}})
-    _table(f"Served latency ({requests} uploads of {minutes:g} minutes at each concurrency)",
+    print_table(f"Served latency ({requests} uploads of {minutes:g} minutes at each concurrency)",
            ["upload", "concurrency", "p50 ms", "p90 ms", "uploads/s", "wrong/lost/failed"],
            [[r["upload"], str(r["concurrency"]), f"{r['p50_ms']:,.0f}", f"{r['p90_ms']:,.0f}",
              f"{r['throughput']:.2f}", f"{r['wrong']}/{r['lost']}/{r['failed']}"] for r in rows])
@@ -160,14 +158,6 @@ def _recognise_all(recogniser: LocalRecogniser, videos: Sequence[Path]) -> tuple
     answers = [recogniser.recognise(video, options) for video in videos]
     return answers, time.perf_counter() - start
 
-
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = Table(title=title)
-    for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=120).print(table)
 
 
 def _integers(value: str) -> list[int]:
@@ -267,7 +257,7 @@ def _accuracy(model: LocalModel, plans: Sequence[WindowPlan], joined: dict[int, 
                       for shift in _span_shifts([(by_id[p.id], p.start_s) for p in v.parts], r)]
             accuracy.append(Accuracy(size, len(videos), plan.window, plan.context, counts.wer, one_by_one.wer,
                                      statistics.median(shifts) if shifts else None, len(shifts), boundary_repeats))
-    _table(f"WER of long videos of {split} clips: windows against the clips one by one",
+    print_table(f"WER of long videos of {split} clips: windows against the clips one by one",
            ["clips a video", "videos", "window", "context", "WER %", "one by one %", "span shift s", "glosses",
             "boundary repeats"],
            [[str(a.clips), str(a.videos), str(a.window), str(a.context), f"{a.wer:.2f}", f"{a.wer_one_by_one:.2f}",
@@ -292,7 +282,7 @@ def _speed(model: LocalModel, records: Sequence[VideoRecord], clip_paths: Sequen
              "long_videos_frames_per_s": statistics.median(long_rates),
              "long_clips": max(joined), "window": model.windows.window, "context": model.windows.context}
     speed["ratio"] = speed["long_videos_frames_per_s"] / speed["short_clips_frames_per_s"]
-    _table(f"Frames/s, medians of {repeats}", ["videos", "frames/s", "x clips alone"],
+    print_table(f"Frames/s, medians of {repeats}", ["videos", "frames/s", "x clips alone"],
            [[f"{len(records)} clips alone", f"{speed['short_clips_frames_per_s']:,.0f}", "1.00"],
             [f"{len(long_videos)} videos of {max(joined)} clips", f"{speed['long_videos_frames_per_s']:,.0f}",
              f"{speed['ratio']:.2f}"]])
@@ -319,7 +309,8 @@ def _memory(checkpoint: Path, dataset: PreparedDataset, records: Sequence[VideoR
     for _, path in videos[1:]:
         path.unlink()
     if memory:
-        _table("Peak resident memory (fresh process, model loaded)", ["video", "in windows MiB", "decoded whole MiB"],
-               [[f"{m['minutes']:.2f} min", f"{m['peak_mib']:.0f}", f"{m['whole_decode_peak_mib']:.0f}"]
-                for m in memory])
+        print_table("Peak resident memory (fresh process, model loaded)",
+                    ["video", "in windows MiB", "decoded whole MiB"],
+                    [[f"{m['minutes']:.2f} min", f"{m['peak_mib']:.0f}", f"{m['whole_decode_peak_mib']:.0f}"]
+                     for m in memory])
     return memory

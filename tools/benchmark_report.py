@@ -49,6 +49,16 @@ def with_ratios(rates: Sequence[Rate], baseline: str) -> list[Rate]:
     return list(rates)
 
 
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], width: int = 120) -> None:
+    """A table of text cells, the first column left-aligned and the figures after it right-aligned."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=width).print(table)
+
+
 def environment() -> dict:
     import torch
 
